@@ -1,0 +1,237 @@
+"""Decoding audio files as streams of float32 blocks ``[channels, samples]``.
+
+soundfile (libsndfile) reads WAV, FLAC, Ogg and MP3 among others; everything else (m4a/aac/mp4/webm,
+...) goes through PyAV (FFmpeg). Samples of any integer or float type come out as float32 at the file's
+own rate. Blocks are read lazily, so a file of any length uses a bounded amount of memory.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+
+logger = logging.getLogger(__name__)
+
+MIN_SAMPLE_RATE = 8000
+MAX_SAMPLE_RATE = 192000
+
+
+class AudioDecodeError(Exception):
+    """A file that cannot be read as audio; the message is one line meant for the user."""
+
+
+@dataclass
+class AudioInfo:
+    """What is known about a file before decoding it.
+
+    ``frames`` is exact for soundfile formats and an estimate from the container's duration for PyAV
+    ones (``frames_exact`` tells which); the decoded stream is authoritative.
+    """
+
+    path: Path
+    sample_rate: int
+    channels: int
+    frames: int
+    frames_exact: bool
+    backend: str
+    format: str
+
+    @property
+    def duration(self) -> float:
+        return self.frames / self.sample_rate
+
+
+class AudioReader:
+    """A lazily decoded audio file; see :func:`open_audio`."""
+
+    def __init__(self, info: AudioInfo) -> None:
+        self.info = info
+
+    def blocks(
+        self, block_frames: int = 262144, offset: float = 0.0, duration: float | None = None
+    ) -> Iterator[np.ndarray]:
+        """Yield float32 blocks ``[channels, n]`` from ``offset`` seconds for ``duration`` seconds (all if None)."""
+        start = int(round(offset * self.info.sample_rate))
+        stop = None if duration is None else start + int(round(duration * self.info.sample_rate))
+        if self.info.backend == "soundfile":
+            yield from self._soundfile_blocks(block_frames, start, stop)
+        else:
+            yield from self._pyav_blocks(block_frames, start, stop)
+
+    def _soundfile_blocks(self, block_frames: int, start: int, stop: int | None) -> Iterator[np.ndarray]:
+        import soundfile as sf
+
+        declared = self.info.frames
+        # MP3 frame counts are estimates unless the file has a Xing/Info header, so read to the real end
+        # of the stream and only call a file truncated when clearly less came out than it announced.
+        is_mp3 = self.info.format.upper() == "MP3"
+        position = start
+        try:
+            with sf.SoundFile(str(self.info.path)) as handle:
+                if start:
+                    handle.seek(start)
+                while stop is None or position < stop:
+                    count = block_frames if stop is None else min(block_frames, stop - position)
+                    block = handle.read(count, dtype="float32", always_2d=True)
+                    if block.shape[0] == 0:
+                        break
+                    position += block.shape[0]
+                    yield np.ascontiguousarray(block.T)
+        except (sf.LibsndfileError, RuntimeError) as error:
+            raise AudioDecodeError(f"decoding failed after {position} samples: {_one_line(error)}") from error
+        expected = declared if stop is None else min(stop, declared)
+        tolerance = max(4608, expected // 200) if is_mp3 else 0
+        if position < expected - tolerance:
+            raise AudioDecodeError(
+                f"file is truncated: decoded {position} of the {declared} samples its header announces"
+            )
+
+    def _pyav_blocks(self, block_frames: int, start: int, stop: int | None) -> Iterator[np.ndarray]:
+        import av
+
+        pending: list[np.ndarray] = []
+        pending_frames = 0
+        position = 0  # samples decoded from the start of the stream
+        try:
+            with av.open(str(self.info.path)) as container:
+                stream = container.streams.audio[0]
+                resampler = av.AudioResampler(format="fltp", layout=stream.layout, rate=stream.rate)
+                for packet in container.demux(stream):
+                    for frame in packet.decode():
+                        for converted in resampler.resample(frame):
+                            data = converted.to_ndarray().astype(np.float32, copy=False)
+                            lo, hi = position, position + data.shape[1]
+                            position = hi
+                            a = max(start, lo) - lo
+                            b = data.shape[1] if stop is None else max(0, min(stop, hi) - lo)
+                            if b > a:
+                                pending.append(data[:, a:b])
+                                pending_frames += b - a
+                            while pending_frames >= block_frames:
+                                block, pending, pending_frames = _take(pending, block_frames)
+                                yield block
+                            if stop is not None and position >= stop:
+                                break
+                        if stop is not None and position >= stop:
+                            break
+                    if stop is not None and position >= stop:
+                        break
+        except av.error.FFmpegError as error:
+            raise AudioDecodeError(f"decoding failed after {position} samples: {_one_line(error)}") from error
+        if pending_frames:
+            yield np.ascontiguousarray(np.concatenate(pending, axis=1))
+
+
+def _take(pending: list[np.ndarray], count: int) -> tuple[np.ndarray, list[np.ndarray], int]:
+    joined = np.concatenate(pending, axis=1)
+    rest = joined[:, count:]
+    return np.ascontiguousarray(joined[:, :count]), ([rest] if rest.shape[1] else []), rest.shape[1]
+
+
+def _one_line(error: BaseException) -> str:
+    return " ".join(str(error).split()) or type(error).__name__
+
+
+def open_audio(path: str | Path) -> AudioReader:
+    """Probe ``path`` and return a reader, or raise :class:`AudioDecodeError` with a one-line reason."""
+    path = Path(path)
+    if not path.exists():
+        raise AudioDecodeError("no such file")
+    if path.is_dir():
+        raise AudioDecodeError("is a folder, not an audio file")
+    try:
+        size = path.stat().st_size
+    except OSError as error:
+        raise AudioDecodeError(f"cannot read: {_one_line(error)}") from error
+    if size == 0:
+        raise AudioDecodeError("file is empty (0 bytes)")
+    try:
+        with path.open("rb"):
+            pass
+    except OSError as error:
+        raise AudioDecodeError(f"cannot read: {error.strerror or _one_line(error)}") from error
+
+    reasons = []
+    info = _probe_soundfile(path, reasons)
+    if info is None:
+        info = _probe_pyav(path, reasons)
+    if info is None:
+        raise AudioDecodeError("not a readable audio file (" + "; ".join(reasons) + ")")
+    if not MIN_SAMPLE_RATE <= info.sample_rate <= MAX_SAMPLE_RATE:
+        raise AudioDecodeError(
+            f"sample rate {info.sample_rate} Hz is outside the supported {MIN_SAMPLE_RATE}-{MAX_SAMPLE_RATE} Hz"
+        )
+    if info.channels < 1:
+        raise AudioDecodeError("no audio channels")
+    if info.frames == 0:
+        raise AudioDecodeError("holds no audio samples")
+    return AudioReader(info)
+
+
+def _probe_soundfile(path: Path, reasons: list[str]) -> AudioInfo | None:
+    import soundfile as sf
+
+    try:
+        sf_info = sf.info(str(path))
+    except Exception as error:  # libsndfile reports unknown formats with several exception types
+        reasons.append(f"soundfile: {_one_line(error)}")
+        return None
+    return AudioInfo(
+        path=path,
+        sample_rate=int(sf_info.samplerate),
+        channels=int(sf_info.channels),
+        frames=int(sf_info.frames),
+        frames_exact=True,
+        backend="soundfile",
+        format=str(sf_info.format),
+    )
+
+
+def _probe_pyav(path: Path, reasons: list[str]) -> AudioInfo | None:
+    import av
+
+    try:
+        with av.open(str(path)) as container:
+            if not container.streams.audio:
+                reasons.append("PyAV: no audio stream")
+                return None
+            stream = container.streams.audio[0]
+            rate = int(stream.rate or 0)
+            channels = int(stream.channels or 0)
+            if stream.duration is not None and stream.time_base is not None:
+                seconds = float(stream.duration * stream.time_base)
+            elif container.duration is not None:
+                seconds = container.duration / 1_000_000
+            else:
+                seconds = math.nan
+            fmt = container.format.name
+    except Exception as error:  # FFmpeg raises many error types for non-media files
+        reasons.append(f"PyAV: {_one_line(error)}")
+        return None
+    if rate <= 0:
+        reasons.append("PyAV: audio stream without a sample rate")
+        return None
+    frames = int(round(seconds * rate)) if math.isfinite(seconds) else -1
+    return AudioInfo(
+        path=path,
+        sample_rate=rate,
+        channels=channels,
+        frames=frames,
+        frames_exact=False,
+        backend="pyav",
+        format=fmt,
+    )
+
+
+def read_audio(path: str | Path, offset: float = 0.0, duration: float | None = None) -> tuple[np.ndarray, int]:
+    """Decode a whole file (or an excerpt) into memory: ``(float32 [channels, samples], sample_rate)``."""
+    reader = open_audio(path)
+    blocks = list(reader.blocks(offset=offset, duration=duration))
+    if not blocks:
+        return np.zeros((reader.info.channels, 0), dtype=np.float32), reader.info.sample_rate
+    return np.concatenate(blocks, axis=1), reader.info.sample_rate

@@ -1,0 +1,300 @@
+"""The ``unet-sep`` command: thin wrappers that parse options, call the API and print."""
+
+from __future__ import annotations
+
+import glob
+import logging
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from unet_sep import __version__
+
+AUDIO_EXTENSIONS = {
+    ".wav", ".wave", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".m4a", ".aac", ".mp4", ".webm", ".aif",
+    ".aiff", ".aifc", ".wma", ".mka", ".mkv", ".mov", ".au", ".caf", ".w64", ".rf64",
+}
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    rich_markup_mode=None,
+    help="Split music into stems (vocals, accompaniment, drums, bass, ...) with spectrogram U-Nets.",
+)
+models_app = typer.Typer(add_completion=False, rich_markup_mode=None, help="List and manage separation models.")
+app.add_typer(models_app, name="models")
+
+log = logging.getLogger("unet_sep")
+
+
+def _error(message: str) -> None:
+    typer.echo(f"error: {message}", err=True)
+
+
+def _setup_logging(verbose: bool) -> None:
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING,
+        format="%(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"unet-sep {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version and exit."),
+) -> None:
+    """Split music into stems with spectrogram U-Nets."""
+
+
+def expand_inputs(inputs: list[str]) -> tuple[list[Path], list[str]]:
+    """Files from paths, folders (searched recursively for audio files) and globs; plus one error per bad input."""
+    files: list[Path] = []
+    errors: list[str] = []
+    for item in inputs:
+        path = Path(item).expanduser()
+        if path.is_dir():
+            found = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in AUDIO_EXTENSIONS and not p.name.startswith("."))
+            if not found:
+                errors.append(f"{item}: folder holds no audio files ({', '.join(sorted(e[1:] for e in AUDIO_EXTENSIONS))})")
+            files.extend(found)
+        elif path.exists():
+            files.append(path)
+        elif glob.has_magic(item):
+            found = sorted(Path(p) for p in glob.glob(str(path), recursive=True) if Path(p).is_file())
+            if not found:
+                errors.append(f"{item}: pattern matches no files")
+            files.extend(found)
+        else:
+            errors.append(f"{item}: no such file or folder")
+    unique = list(dict.fromkeys(files))
+    return unique, errors
+
+
+class _Progress:
+    """Two tqdm bars on stderr: the current file (seconds of audio) and all files (ETA over audio seconds)."""
+
+    def __init__(self, n_files: int, total_seconds: float, enabled: bool) -> None:
+        from tqdm import tqdm
+
+        self.enabled = enabled
+        self.overall = tqdm(total=round(total_seconds, 1), unit="s", desc="all files", position=0, disable=not enabled,
+                            dynamic_ncols=True, bar_format="{l_bar}{bar}| {n:.0f}/{total:.0f} s audio [{elapsed}<{remaining}]")
+        self.file = None
+        self.done_before = 0.0
+        self.n_files = n_files
+        self.index = 0
+
+    def start(self, path: Path, seconds: float, rate: int) -> None:
+        from tqdm import tqdm
+
+        self.index += 1
+        self.rate = rate
+        self.file_done = 0.0
+        name = path.name if len(path.name) <= 30 else path.name[:27] + "..."
+        self.file = tqdm(total=round(seconds, 1), unit="s", desc=f"[{self.index}/{self.n_files}] {name}", position=1,
+                         leave=False, disable=not self.enabled, dynamic_ncols=True,
+                         bar_format="{l_bar}{bar}| {n:.1f}/{total:.1f} s [{elapsed}<{remaining}, {rate_fmt}]")
+
+    def update(self, done: int, total: int) -> None:
+        seconds = done / self.rate
+        if self.file is not None:
+            if seconds > self.file.total:
+                self.file.total = seconds
+            self.file.update(seconds - self.file_done)
+        self.overall.update(seconds - self.file_done)
+        self.file_done = seconds
+
+    def end(self, seconds_expected: float) -> None:
+        if self.file is not None:
+            self.file.close()
+            self.file = None
+        remaining = seconds_expected - self.file_done
+        if remaining > 0:
+            self.overall.update(remaining)
+
+    def write(self, message: str) -> None:
+        from tqdm import tqdm
+
+        tqdm.write(message, file=sys.stderr)
+
+    def close(self) -> None:
+        if self.file is not None:
+            self.file.close()
+        self.overall.close()
+
+
+def _raise_keyboard_interrupt(signum, frame):  # SIGTERM is handled like Ctrl-C: clean up, then leave
+    raise KeyboardInterrupt
+
+
+@app.command()
+def separate(
+    inputs: List[str] = typer.Argument(..., metavar="INPUT...", help="Audio files, folders (searched recursively) or glob patterns."),
+    out: Path = typer.Option(..., "--out", "-o", help="Folder to write the stems to."),
+    model: Optional[str] = typer.Option(None, "--model", "-m", help="A registered model name (see `unet-sep models`) or a model folder. Default: the bundled model."),
+    stems: Optional[str] = typer.Option(None, "--stems", help="Comma-separated subset of the model's stems to write, e.g. vocals."),
+    fmt: str = typer.Option("wav", "--format", "-f", help="Output format: wav, flac, ogg or mp3."),
+    bit_depth: Optional[str] = typer.Option(None, "--bit-depth", help="16, 24 or float (wav); 16 or 24 (flac). Default 16."),
+    template: str = typer.Option("{track}/{stem}.{ext}", "--template", help="Output path under --out; fields {track}, {stem}, {ext}, {model}."),
+    offset: float = typer.Option(0.0, "--offset", help="Start this many seconds into each input."),
+    duration: Optional[float] = typer.Option(None, "--duration", help="Separate only this many seconds (default: to the end; nothing is cut silently)."),
+    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:N or mps."),
+    batch_size: int = typer.Option(4, "--batch-size", min=1, help="Segments per U-Net batch."),
+    overlap: float = typer.Option(0.25, "--overlap", min=0.0, max=0.75, help="Overlap between segments, as a fraction of a segment (cross-faded)."),
+    segmentation: str = typer.Option("overlap", "--segmentation", help="overlap (default) or spleeter (back-to-back segments, Spleeter's exact output)."),
+    mask_extension: Optional[str] = typer.Option(None, "--mask-extension", help="Masks above the model's band: last, average or zeros (Spleeter). Default: the model's."),
+    sample_rate: Optional[int] = typer.Option(None, "--sample-rate", help="Write stems at this rate (default: each input's own rate)."),
+    threads: Optional[int] = typer.Option(None, "--threads", min=1, help="CPU threads for torch (default: all cores)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace existing outputs (default: skip inputs whose stems all exist)."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Log more detail."),
+) -> None:
+    """Separate audio files into stems.
+
+    Example: unet-sep separate song.mp3 album/ "live/*.flac" --out stems/ --stems vocals --format flac
+    """
+    _setup_logging(verbose)
+    import torch
+
+    from unet_sep.audio.decode import AudioDecodeError, open_audio
+    from unet_sep.audio.encode import AudioEncodeError, subtype_for
+    from unet_sep.config import ConfigError
+    from unet_sep.separate.separator import InvalidAudioError, Separator
+    from unet_sep.weights.checkpoint import CheckpointError
+    from unet_sep.weights.registry import ModelNotFoundError, default_model_name
+
+    if threads:
+        torch.set_num_threads(threads)
+    fmt = fmt.lower().lstrip(".")
+    try:
+        subtype_for(fmt, bit_depth)
+    except AudioEncodeError as error:
+        _error(str(error))
+        raise typer.Exit(2)
+    if segmentation not in ("overlap", "spleeter"):
+        _error(f"--segmentation must be overlap or spleeter, got {segmentation!r}")
+        raise typer.Exit(2)
+
+    files, input_errors = expand_inputs(inputs)
+    for message in input_errors:
+        _error(message)
+
+    model_name = model or default_model_name()
+    if model_name is None:
+        _error("no model given and no bundled default model is installed; pass --model NAME_OR_FOLDER (see `unet-sep models`)")
+        raise typer.Exit(2)
+    try:
+        separator = Separator.from_pretrained(
+            model_name, device=device, segmentation=segmentation, overlap=overlap, batch_size=batch_size,
+            mask_extension=mask_extension,
+        )
+        selected = None if stems is None else [s.strip() for s in stems.split(",") if s.strip()]
+        separator.output_paths(Path("x"), out, template, fmt, selected)  # validates --stems and --template
+    except (ModelNotFoundError, CheckpointError, ConfigError, RuntimeError, ValueError) as error:
+        _error(str(error))
+        raise typer.Exit(2)
+    if not files:
+        raise typer.Exit(1)
+
+    # Probe every input first, so the overall bar knows the total audio and its ETA means something.
+    planned: list[tuple[Path, float]] = []
+    failed: list[tuple[Path, str]] = []
+    for path in files:
+        try:
+            info = open_audio(path).info
+            seconds = max(info.duration - offset, 0.0) if info.frames > 0 else 0.0
+            planned.append((path, seconds if duration is None else min(seconds, duration)))
+        except AudioDecodeError as error:
+            failed.append((path, str(error)))
+            _error(f"{path}: {error}")
+
+    previous = signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
+    progress = _Progress(len(planned), sum(s for _, s in planned), enabled=not quiet and sys.stderr.isatty())
+    done: list[tuple[Path, float, float]] = []
+    skipped: list[Path] = []
+    started = time.perf_counter()
+    interrupted = False
+    log.info("model %s: stems %s at %d Hz on %s", model_name, ", ".join(separator.stems), separator.sample_rate, separator.device)
+    try:
+        for path, seconds in planned:
+            rate = open_audio(path).info.sample_rate
+            progress.start(path, seconds, rate)
+            try:
+                result = separator.separate_file(
+                    path, out, template=template, fmt=fmt, bit_depth=bit_depth, stems=selected, offset=offset,
+                    duration=duration, overwrite=overwrite, sample_rate=sample_rate, progress=progress.update,
+                )
+            except KeyboardInterrupt:
+                progress.close()
+                _error(f"{path}: interrupted; its partial outputs were removed")
+                interrupted = True
+                break
+            except (AudioDecodeError, AudioEncodeError, InvalidAudioError, ValueError, OSError) as error:
+                progress.end(seconds)
+                failed.append((path, str(error)))
+                progress.write(f"error: {path}: {error}")
+                continue
+            progress.end(seconds)
+            if result.skipped:
+                skipped.append(path)
+                progress.write(f"skipped {path}: outputs exist (use --overwrite to replace them)")
+            else:
+                done.append((path, seconds, result.seconds))
+                if not quiet:
+                    progress.write(f"{path} -> {', '.join(str(p) for p in result.outputs.values())}")
+    finally:
+        progress.close()
+        signal.signal(signal.SIGTERM, previous)
+
+    wall = time.perf_counter() - started
+    audio = sum(s for _, s, _ in done)
+    speed = f", {audio / wall:.1f}x real time" if done and wall > 0 else ""
+    summary = f"separated {len(done)} file(s) ({audio:.1f} s of audio) in {wall:.1f} s{speed}"
+    if skipped:
+        summary += f"; skipped {len(skipped)} already done"
+    if failed or input_errors:
+        summary += f"; {len(failed) + len(input_errors)} failed"
+    typer.echo(summary, err=True)
+    if interrupted:
+        raise typer.Exit(130)
+    if failed or input_errors:
+        raise typer.Exit(1)
+
+
+@models_app.callback(invoke_without_command=True)
+def models(ctx: typer.Context) -> None:
+    """List the registered models with their stems, sample rate and source."""
+    if ctx.invoked_subcommand is not None:
+        return
+    from unet_sep.weights.registry import cache_dir, registered_models
+
+    entries = registered_models()
+    if not entries:
+        typer.echo("no registered models; pass a model folder to --model")
+        return
+    rows = [("name", "stems", "rate", "source")]
+    for entry in entries.values():
+        rows.append((entry.name, ",".join(entry.stems), f"{entry.sample_rate} Hz", entry.source))
+    widths = [max(len(row[i]) for row in rows) for i in range(3)]
+    for row in rows:
+        typer.echo("  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row[:3])) + "  " + row[3])
+    typer.echo(f"\ndownloads are cached in {cache_dir()}")
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app(prog_name="unet-sep")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,196 @@
+"""Configuration dataclasses for a separation model, with a JSON round trip and validation.
+
+A model on disk is a folder holding ``config.json`` (this module's :class:`ModelConfig`) and
+``model.safetensors``. Everything the signal path needs to reproduce a model's output is in the config:
+the STFT, the U-Net architecture, the stems, the sample rate and the mask settings.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+CONFIG_FILE = "config.json"
+WEIGHTS_FILE = "model.safetensors"
+
+CONV_ACTIVATIONS = ("leaky_relu", "relu", "elu")
+MASK_ACTIVATIONS = ("sigmoid", "softmax")
+MASK_EXTENSIONS = ("zeros", "average", "last")
+
+
+class ConfigError(ValueError):
+    """A model configuration that cannot describe a working model."""
+
+
+@dataclass
+class STFTConfig:
+    """Short-time Fourier transform settings.
+
+    Framing follows Spleeter: ``n_fft`` zeros are prepended to the signal, frames of ``n_fft`` samples
+    start every ``hop_length`` samples and the end is zero-padded so that the last frame is full. A
+    periodic Hann window is used for analysis and synthesis, and the inverse divides by the summed squared
+    window, so an unmodified STFT inverts exactly.
+    """
+
+    n_fft: int = 4096
+    hop_length: int = 1024
+
+    @property
+    def n_bins(self) -> int:
+        return self.n_fft // 2 + 1
+
+    def validate(self) -> None:
+        if self.n_fft < 16 or self.n_fft % 2:
+            raise ConfigError(f"stft.n_fft must be an even number >= 16, got {self.n_fft}")
+        if not 0 < self.hop_length <= self.n_fft // 2:
+            raise ConfigError(
+                f"stft.hop_length must be in 1..n_fft/2 for overlap-add, got {self.hop_length}"
+            )
+
+
+@dataclass
+class UNetConfig:
+    """Architecture of one per-stem 2-D U-Net (Jansson et al. 2017, as in Spleeter).
+
+    The encoder has one strided ``kernel_size`` x ``kernel_size`` convolution per entry of ``filters``
+    (BatchNorm then ``conv_activation``); the decoder mirrors it with transposed convolutions
+    (``deconv_activation`` then BatchNorm, dropout on the first ``dropout_layers``) and concatenates the
+    raw encoder outputs as skips. A final 4x4 dilated convolution gives one mask per audio channel.
+    """
+
+    filters: list[int] = field(default_factory=lambda: [16, 32, 64, 128, 256, 512])
+    kernel_size: int = 5
+    conv_activation: str = "leaky_relu"
+    deconv_activation: str = "relu"
+    dropout: float = 0.5
+    dropout_layers: int = 3
+    batchnorm_eps: float = 1e-3
+    batchnorm_momentum: float = 0.01
+
+    @property
+    def depth(self) -> int:
+        return len(self.filters)
+
+    def validate(self) -> None:
+        if not self.filters or any(int(f) < 1 for f in self.filters):
+            raise ConfigError(f"unet.filters must be a non-empty list of positive ints, got {self.filters}")
+        if self.kernel_size < 2:
+            raise ConfigError(f"unet.kernel_size must be >= 2, got {self.kernel_size}")
+        for name in ("conv_activation", "deconv_activation"):
+            if getattr(self, name) not in CONV_ACTIVATIONS:
+                raise ConfigError(
+                    f"unet.{name} must be one of {', '.join(CONV_ACTIVATIONS)}, got {getattr(self, name)!r}"
+                )
+        if not 0.0 <= self.dropout < 1.0:
+            raise ConfigError(f"unet.dropout must be in [0, 1), got {self.dropout}")
+        if not 0 <= self.dropout_layers <= self.depth - 1:
+            raise ConfigError(f"unet.dropout_layers must be in 0..{self.depth - 1}, got {self.dropout_layers}")
+
+
+@dataclass
+class ModelConfig:
+    """Everything that defines a separation model.
+
+    Attributes:
+        stems: output names, in the order the U-Nets are built and stems are returned.
+        sample_rate: the rate the model works at; inputs are resampled to it and outputs back.
+        n_channels: audio channels the U-Net sees (2 = stereo). Other channel counts are mapped onto this
+            by :mod:`unet_sep.separate.channels`.
+        frequency_bins: F, the number of STFT bins (from 0 Hz) the U-Net sees; must be a multiple of
+            ``2 ** depth``. Above F the masks are extended by ``mask_extension``.
+        segment_frames: T, the number of STFT frames per U-Net segment; a multiple of ``2 ** depth``.
+        mask_activation: "sigmoid" (one independent mask per stem) or "softmax" (across stems).
+        separation_exponent: exponent p of the ratio masks ``o_i**p / sum_j o_j**p``.
+        mask_extension: how masks are extended above F: "zeros" (Spleeter), "average" (mean over the F
+            bins), or "last" (the mask of bin F-1). Any but "zeros" keeps the stems summing to the mixture.
+        provenance: free-form facts about where the weights come from (data, commit, date, scores).
+    """
+
+    stems: list[str] = field(default_factory=lambda: ["vocals", "accompaniment"])
+    sample_rate: int = 44100
+    n_channels: int = 2
+    frequency_bins: int = 1024
+    segment_frames: int = 512
+    mask_activation: str = "sigmoid"
+    separation_exponent: float = 2.0
+    mask_extension: str = "last"
+    stft: STFTConfig = field(default_factory=STFTConfig)
+    unet: UNetConfig = field(default_factory=UNetConfig)
+    name: str = ""
+    provenance: dict[str, Any] = field(default_factory=dict)
+
+    def validate(self) -> None:
+        """Raise :class:`ConfigError` with a readable message if the config is inconsistent."""
+        self.stft.validate()
+        self.unet.validate()
+        if not self.stems or len(set(self.stems)) != len(self.stems):
+            raise ConfigError(f"stems must be a non-empty list of distinct names, got {self.stems}")
+        for stem in self.stems:
+            if not stem or "/" in stem or "\\" in stem or stem.startswith("."):
+                raise ConfigError(f"stem name {stem!r} cannot be used as a file name")
+        if not 1000 <= self.sample_rate <= 384000:
+            raise ConfigError(f"sample_rate must be in 1000..384000 Hz, got {self.sample_rate}")
+        if self.n_channels < 1:
+            raise ConfigError(f"n_channels must be >= 1, got {self.n_channels}")
+        multiple = 2 ** self.unet.depth
+        if self.frequency_bins < multiple or self.frequency_bins % multiple:
+            raise ConfigError(
+                f"frequency_bins (F={self.frequency_bins}) must be a positive multiple of 2**depth = {multiple}"
+            )
+        if self.frequency_bins > self.stft.n_bins:
+            raise ConfigError(
+                f"frequency_bins (F={self.frequency_bins}) exceeds the STFT's {self.stft.n_bins} bins"
+            )
+        if self.segment_frames < multiple or self.segment_frames % multiple:
+            raise ConfigError(
+                f"segment_frames (T={self.segment_frames}) must be a positive multiple of 2**depth = {multiple}"
+            )
+        if self.mask_activation not in MASK_ACTIVATIONS:
+            raise ConfigError(f"mask_activation must be one of {MASK_ACTIVATIONS}, got {self.mask_activation!r}")
+        if self.mask_activation == "softmax" and len(self.stems) < 2:
+            raise ConfigError("a softmax mask needs at least two stems")
+        if self.mask_extension not in MASK_EXTENSIONS:
+            raise ConfigError(f"mask_extension must be one of {MASK_EXTENSIONS}, got {self.mask_extension!r}")
+        if self.separation_exponent <= 0:
+            raise ConfigError(f"separation_exponent must be > 0, got {self.separation_exponent}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "ModelConfig":
+        """Build a config from a dict, rejecting unknown keys so typos do not pass silently."""
+        data = dict(data)
+        stft = _build(STFTConfig, data.pop("stft", {}), "stft")
+        unet = _build(UNetConfig, data.pop("unet", {}), "unet")
+        config = _build(cls, data, "model", stft=stft, unet=unet)
+        config.validate()
+        return config
+
+    def save(self, path: str | Path) -> None:
+        """Write the config as indented JSON."""
+        Path(path).write_text(json.dumps(self.to_dict(), indent=2) + "\n", encoding="utf-8")
+
+    @classmethod
+    def load(cls, path: str | Path) -> "ModelConfig":
+        """Read a config written by :meth:`save`."""
+        try:
+            data = json.loads(Path(path).read_text(encoding="utf-8"))
+        except json.JSONDecodeError as error:
+            raise ConfigError(f"{path}: not valid JSON ({error})") from error
+        if not isinstance(data, dict):
+            raise ConfigError(f"{path}: expected a JSON object")
+        return cls.from_dict(data)
+
+
+def _build(cls: type, data: Any, section: str, **extra: Any) -> Any:
+    if not isinstance(data, dict):
+        raise ConfigError(f"config section {section!r} must be an object")
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise ConfigError(f"unknown key(s) in config section {section!r}: {', '.join(unknown)}")
+    return cls(**data, **extra)

@@ -1,0 +1,1 @@
+"""Signal processing steps: STFT / iSTFT and masks."""

@@ -1,0 +1,1 @@
+"""From waveforms to stems: segmenting, the streaming engine, the channel policy and the Separator."""

@@ -1,0 +1,247 @@
+"""The separation engine: audio blocks in, stem blocks out, at the model's rate, in bounded memory.
+
+Data flow for one stream of ``G`` channel groups of ``C`` model channels each:
+
+    samples [G, C, n] -> STFT frames (Spleeter framing) -> magnitude segments [G, C, T, F]
+    -> U-Nets (segments batched) -> ratio masks -> cross-faded per frame -> extended above F
+    -> masks x complex STFT -> windowed inverse FFT, overlap-add -> stem samples [S, G, C, n]
+
+Everything is incremental: frames are computed as soon as their samples arrive, a batch of segments goes
+through the U-Nets as soon as its frames are there, a frame is synthesised once no later segment can touch
+its mask, and a sample is emitted once no later frame overlaps it. The buffers hold at most a batch of
+segments, so memory does not grow with the length of the input. The output has exactly as many samples as
+the input.
+
+Alongside the stems the engine returns, per stem and sample, the weight its mask extension gives to content
+above the model's band (the extended mask overlap-added with the squared window, so it is as smooth as the
+audio). :class:`~unet_sep.separate.separator.Separator` uses it to share out what the model's sample rate
+cannot carry when the input's rate is higher, so the stems stay full band and still sum to the input.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from unet_sep.config import ModelConfig
+from unet_sep.dsp.masks import extend_masks, ratio_masks
+from unet_sep.dsp.stft import analyze_frames, hann_window, num_frames, synthesize_frames, window_envelope
+from unet_sep.model.stems import StemsNet
+from unet_sep.separate.segments import SegmentPlan
+
+
+class SeparationStream:
+    """Streaming separation of one signal (``G`` channel groups); use :meth:`push` then :meth:`finish`.
+
+    Args:
+        net: the per-stem U-Nets, in eval mode, on ``device``.
+        config: the model's config (STFT, F, stems, mask settings).
+        plan: segment length and hop (see :class:`SegmentPlan`).
+        groups: number of channel groups ``G`` processed side by side.
+        mask_extension: how masks are extended above F (defaults to the config's).
+        batch_segments: how many segments go through the U-Nets in one batch.
+        device: where the STFT, U-Nets and masks run.
+    """
+
+    def __init__(
+        self,
+        net: StemsNet,
+        config: ModelConfig,
+        plan: SegmentPlan,
+        groups: int,
+        mask_extension: str | None = None,
+        batch_segments: int = 4,
+        device: torch.device | str = "cpu",
+    ) -> None:
+        self.net = net
+        self.config = config
+        self.plan = plan
+        self.device = torch.device(device)
+        self.mask_extension = mask_extension or config.mask_extension
+        self.batch_segments = max(1, int(batch_segments))
+        self.n_fft = config.stft.n_fft
+        self.hop = config.stft.hop_length
+        self.n_bins = config.stft.n_bins
+        self.n_stems = len(config.stems)
+        self.shape = (groups, config.n_channels)
+        self.window = hann_window(self.n_fft, self.device)
+        self.envelope = window_envelope(self.n_fft, self.hop, self.window)
+        self.segment_weights = plan.weights(self.device)
+
+        # Padded signal (n_fft leading zeros) from padded index `signal_start`.
+        self.signal = torch.zeros(*self.shape, self.n_fft, device=self.device)
+        self.signal_start = 0
+        self.received = 0
+        # Complex STFT frames from frame `spec_start`; frames [0, frames_done) have been computed.
+        self.spec = torch.zeros(*self.shape, self.n_bins, 0, dtype=torch.complex64, device=self.device)
+        self.spec_start = 0
+        self.frames_done = 0
+        self.next_segment = 0
+        # Weighted mask sums over frames from `final_frames` on, and their weight sums.
+        self.mask_sum = torch.zeros(self.n_stems, *self.shape, config.frequency_bins, 0, device=self.device)
+        self.weight_sum = torch.zeros(0, device=self.device)
+        self.final_frames = 0
+        # Overlap-add accumulator of stem samples from padded index `out_start`.
+        self.out = torch.zeros(self.n_stems, *self.shape, 0, device=self.device)
+        self.out_weights = torch.zeros(self.n_stems, *self.shape, 0, device=self.device)
+        self.window_squared = self.window**2
+        self.out_start = 0
+        self.emitted = 0
+        self.finished = False
+        self.total_frames: int | None = None
+
+    # ---- public -----------------------------------------------------------------------------------
+    def push(self, block: np.ndarray | torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+        """Feed samples ``[G, C, n]``; returns the stem samples ``[S, G, C, m]`` that are now final and their
+        extension weights (same shape, see the module's doc)."""
+        if self.finished:
+            raise RuntimeError("push() after finish()")
+        block = torch.as_tensor(block, dtype=torch.float32).to(self.device)
+        if tuple(block.shape[:2]) != self.shape:
+            raise ValueError(f"expected blocks of shape {self.shape + ('n',)}, got {tuple(block.shape)}")
+        if block.shape[-1] == 0:
+            return self._empty()
+        self.signal = torch.cat([self.signal, block], dim=-1)
+        self.received += block.shape[-1]
+        available = (self.signal_start + self.signal.shape[-1] - self.n_fft) // self.hop + 1
+        self._analyze(available)
+        while self._ready_segments() >= self.batch_segments:
+            self._run_segments(self.batch_segments)
+        return self._advance(self.next_segment * self.plan.hop)
+
+    def finish(self) -> tuple[np.ndarray, np.ndarray]:
+        """Flush: pad the end, process the remaining segments; returns the last stem samples."""
+        if self.finished:
+            return self._empty()
+        self.finished = True
+        if self.received == 0:
+            return self._empty()
+        total_frames = num_frames(self.received, self.n_fft, self.hop)
+        needed = (total_frames - 1) * self.hop + self.n_fft - (self.signal_start + self.signal.shape[-1])
+        if needed > 0:
+            self.signal = torch.cat([self.signal, self.signal.new_zeros(*self.shape, needed)], dim=-1)
+        self._analyze(total_frames)
+        self.total_frames = total_frames
+        remaining = self.plan.count(total_frames) - self.next_segment
+        while remaining > 0:
+            count = min(remaining, self.batch_segments)
+            self._run_segments(count)
+            remaining -= count
+        return self._advance(total_frames)
+
+    # ---- steps ------------------------------------------------------------------------------------
+    def _empty(self) -> tuple[np.ndarray, np.ndarray]:
+        empty = np.zeros((self.n_stems, *self.shape, 0), dtype=np.float32)
+        return empty, empty
+
+    def _analyze(self, upto: int) -> None:
+        """Compute STFT frames [frames_done, upto) and drop the samples no later frame needs."""
+        if upto <= self.frames_done:
+            return
+        lo = self.frames_done * self.hop - self.signal_start
+        hi = (upto - 1) * self.hop + self.n_fft - self.signal_start
+        frames = analyze_frames(self.signal[..., lo:hi], self.n_fft, self.hop, self.window)
+        self.spec = torch.cat([self.spec, frames], dim=-1)
+        self.frames_done = upto
+        keep_from = upto * self.hop
+        self.signal = self.signal[..., keep_from - self.signal_start :]
+        self.signal_start = keep_from
+
+    def _ready_segments(self) -> int:
+        """Segments whose frames are all computed and not yet run."""
+        if self.frames_done < self.plan.frames:
+            return 0
+        last_ready = (self.frames_done - self.plan.frames) // self.plan.hop
+        return max(0, last_ready + 1 - self.next_segment)
+
+    def _segment_magnitude(self, start: int) -> torch.Tensor:
+        """Magnitude ``[G, C, T, F]`` of frames [start, start + T), zero beyond the computed frames."""
+        lo = start - self.spec_start
+        piece = self.spec[..., : self.config.frequency_bins, lo : lo + self.plan.frames].abs()
+        short = self.plan.frames - piece.shape[-1]
+        if short > 0:
+            piece = torch.nn.functional.pad(piece, (0, short))
+        return piece.transpose(-1, -2)
+
+    @torch.inference_mode()
+    def _run_segments(self, count: int) -> None:
+        """Run ``count`` segments through the U-Nets and add their masks to the cross-fade sums."""
+        starts = [(self.next_segment + i) * self.plan.hop for i in range(count)]
+        magnitude = torch.stack([self._segment_magnitude(s) for s in starts])  # [N, G, C, T, F]
+        n, g, c, t, f = magnitude.shape
+        estimates = self.net(magnitude.reshape(n * g, c, t, f))  # [S, N*G, C, T, F]
+        masks = ratio_masks(estimates.float(), self.config.separation_exponent)
+        masks = masks.reshape(self.n_stems, n, g, c, t, f).transpose(-1, -2)  # [S, N, G, C, F, T]
+        end = starts[-1] + self.plan.frames
+        if self.total_frames is not None:
+            end = min(end, self.total_frames)
+        grow = end - (self.final_frames + self.weight_sum.shape[0])
+        if grow > 0:
+            self.mask_sum = torch.nn.functional.pad(self.mask_sum, (0, grow))
+            self.weight_sum = torch.nn.functional.pad(self.weight_sum, (0, grow))
+        for i, start in enumerate(starts):
+            length = min(self.plan.frames, end - start)
+            lo = start - self.final_frames
+            weights = self.segment_weights[:length]
+            self.mask_sum[..., lo : lo + length] += masks[:, i, ..., :length] * weights
+            self.weight_sum[lo : lo + length] += weights
+        self.next_segment += count
+
+    def _advance(self, final_upto: int) -> tuple[np.ndarray, np.ndarray]:
+        """Synthesise frames [final_frames, final_upto) and return the samples that became final."""
+        final_upto = min(final_upto, self.frames_done)
+        if final_upto > self.final_frames:
+            n = final_upto - self.final_frames
+            masks = self.mask_sum[..., :n] / self.weight_sum[:n]
+            masks = extend_masks(masks, self.n_bins, self.mask_extension)
+            lo = self.final_frames - self.spec_start
+            spec = self.spec[..., lo : lo + n]
+            stems = synthesize_frames(masks * spec.unsqueeze(0), self.n_fft, self.hop, self.window)
+            offset = self.final_frames * self.hop - self.out_start
+            weights = self._extension_weights(masks[..., : self.config.frequency_bins, :])
+            grow = offset + stems.shape[-1] - self.out.shape[-1]
+            if grow > 0:
+                self.out = torch.nn.functional.pad(self.out, (0, grow))
+                self.out_weights = torch.nn.functional.pad(self.out_weights, (0, grow))
+            self.out[..., offset : offset + stems.shape[-1]] += stems
+            self.out_weights[..., offset : offset + stems.shape[-1]] += weights
+            self.mask_sum = self.mask_sum[..., n:]
+            self.weight_sum = self.weight_sum[n:]
+            self.final_frames = final_upto
+            # Frames before the next segment's start and before final_frames are no longer needed.
+            drop = min(self.final_frames, self.next_segment * self.plan.hop) - self.spec_start
+            if drop > 0:
+                self.spec = self.spec[..., drop:]
+                self.spec_start += drop
+        # Samples before the start of the first unsynthesised frame are complete.
+        complete = self.final_frames * self.hop - self.n_fft  # in real-sample coordinates
+        if self.finished:
+            complete = self.received
+        complete = min(complete, self.received)
+        if complete <= self.emitted:
+            return self._empty()
+        lo = self.emitted + self.n_fft - self.out_start
+        hi = complete + self.n_fft - self.out_start
+        phase = torch.arange(self.emitted + self.n_fft, complete + self.n_fft, device=self.device) % self.hop
+        samples = self.out[..., lo:hi] / self.envelope[phase]
+        weights = self.out_weights[..., lo:hi] / self.envelope[phase]
+        self.out = self.out[..., hi:]
+        self.out_weights = self.out_weights[..., hi:]
+        self.out_start += hi
+        self.emitted = complete
+        return samples.cpu().numpy(), weights.cpu().numpy()
+
+    def _extension_weights(self, masks: torch.Tensor) -> torch.Tensor:
+        """Per-frame extension masks ``[S, G, C, F, n]`` -> overlap-added weights ``[S, G, C, samples]``."""
+        if self.mask_extension == "zeros":
+            per_frame = masks.new_zeros(masks.shape[:-2] + masks.shape[-1:])
+        elif self.mask_extension == "average":
+            per_frame = masks.mean(dim=-2)
+        else:
+            per_frame = masks[..., -1, :]
+        lead = per_frame.shape[:-1]
+        n = per_frame.shape[-1]
+        frames = per_frame.reshape(-1, 1, n) * self.window_squared[None, :, None]
+        length = (n - 1) * self.hop + self.n_fft
+        out = torch.nn.functional.fold(frames, output_size=(1, length), kernel_size=(1, self.n_fft), stride=(1, self.hop))
+        return out.reshape(*lead, length)

@@ -1,0 +1,91 @@
+"""A model on disk: a folder with ``config.json`` and ``model.safetensors``. Loading never unpickles."""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from unet_sep.config import CONFIG_FILE, WEIGHTS_FILE, ConfigError, ModelConfig
+from unet_sep.model.stems import StemsNet
+
+logger = logging.getLogger(__name__)
+
+
+class CheckpointError(Exception):
+    """A model folder that cannot be loaded; the message says which file and why."""
+
+
+def save_model(folder: str | Path, net: StemsNet, config: ModelConfig, dtype: torch.dtype | None = None) -> Path:
+    """Write ``config.json`` and ``model.safetensors`` into ``folder`` (each via a temporary name).
+
+    ``dtype`` (e.g. ``torch.float16``) stores floating-point tensors in that type to save space.
+    """
+    config.validate()
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    tensors = {}
+    for name, tensor in net.state_dict().items():
+        tensor = tensor.detach().cpu().contiguous()
+        if dtype is not None and tensor.is_floating_point():
+            tensor = tensor.to(dtype)
+        tensors[name] = tensor
+    _atomic(folder / WEIGHTS_FILE, lambda tmp: save_file(tensors, str(tmp), metadata={"format": "pt"}))
+    _atomic(folder / CONFIG_FILE, lambda tmp: config.save(tmp))
+    return folder
+
+
+def _atomic(path: Path, write) -> None:
+    handle, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)
+    os.close(handle)
+    try:
+        write(Path(tmp))
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def load_model(folder: str | Path, device: torch.device | str = "cpu") -> tuple[ModelConfig, StemsNet]:
+    """Load a model folder (or its ``config.json``) into an eval-mode :class:`StemsNet` in float32."""
+    folder = Path(folder)
+    if folder.is_file() and folder.name == CONFIG_FILE:
+        folder = folder.parent
+    config_path, weights_path = folder / CONFIG_FILE, folder / WEIGHTS_FILE
+    for path in (config_path, weights_path):
+        if not path.is_file():
+            raise CheckpointError(f"{folder}: missing {path.name} (a model folder holds {CONFIG_FILE} and {WEIGHTS_FILE})")
+    try:
+        config = ModelConfig.load(config_path)
+    except (ConfigError, TypeError) as error:
+        raise CheckpointError(f"{config_path}: {error}") from error
+    try:
+        tensors = load_file(str(weights_path))
+    except (SafetensorError, OSError, ValueError) as error:
+        raise CheckpointError(f"{weights_path}: not a readable safetensors file ({error})") from error
+    net = StemsNet(config)
+    expected = net.state_dict()
+    missing = sorted(set(expected) - set(tensors))
+    unexpected = sorted(set(tensors) - set(expected))
+    if missing or unexpected:
+        parts = []
+        if missing:
+            parts.append(f"missing {len(missing)} tensor(s), e.g. {missing[0]}")
+        if unexpected:
+            parts.append(f"{len(unexpected)} unexpected tensor(s), e.g. {unexpected[0]}")
+        raise CheckpointError(f"{weights_path}: does not match its config ({'; '.join(parts)})")
+    for name, tensor in tensors.items():
+        if tuple(tensor.shape) != tuple(expected[name].shape):
+            raise CheckpointError(
+                f"{weights_path}: tensor {name} has shape {tuple(tensor.shape)}, the config needs {tuple(expected[name].shape)}"
+            )
+        if tensor.is_floating_point():
+            tensors[name] = tensor.float()
+    net.load_state_dict(tensors)
+    net.eval()
+    return config, net.to(device)
