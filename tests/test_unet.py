@@ -1,0 +1,69 @@
+import pytest
+import torch
+import torch.nn.functional as F
+
+from unet_sep.config import ConfigError, ModelConfig, UNetConfig
+from unet_sep.model import StemsNet, UNet
+from unet_sep.model.unet import same_padding
+
+
+@pytest.mark.parametrize("frames,bins", [(512, 1024), (37, 101), (1, 1), (63, 65), (128, 1536), (5, 2049)])
+def test_unet_output_shape_matches_input_for_any_size(frames, bins):
+    net = UNet(UNetConfig(filters=[2, 4, 8, 16, 32, 64]), n_channels=2).eval()
+    with torch.no_grad():
+        out = net(torch.rand(3, 2, frames, bins))
+    assert out.shape == (3, 2, frames, bins)
+    assert torch.isfinite(out).all()
+
+
+def test_stems_net_masks_and_estimates():
+    config = ModelConfig(stems=["vocals", "drums", "bass", "other"], unet=UNetConfig(filters=[2, 4, 8]),
+                         frequency_bins=64, segment_frames=64, mask_activation="softmax")
+    net = StemsNet(config).eval()
+    magnitude = torch.rand(2, 2, 64, 64)
+    with torch.no_grad():
+        masks = net.soft_masks(magnitude)
+        estimates = net(magnitude)
+    assert masks.shape == (4, 2, 2, 64, 64)
+    assert torch.allclose(masks.sum(0), torch.ones(2, 2, 64, 64), atol=1e-6)
+    assert torch.allclose(estimates, masks * magnitude)
+
+
+def test_same_padding_matches_tensorflow_rule():
+    assert same_padding(512, 5, 2) == (1, 2)  # even sizes: 1 before, 2 after (not PyTorch's symmetric 2)
+    assert same_padding(1024, 5, 2) == (1, 2)
+    assert same_padding(37, 5, 2) == (2, 2)
+    # The encoder conv is a valid conv after that padding.
+    conv = torch.nn.Conv2d(1, 1, 5, stride=2)
+    x = torch.randn(1, 1, 16, 16)
+    from unet_sep.model.unet import EncoderBlock
+
+    block = EncoderBlock(1, 1, UNetConfig(), bottleneck=True)
+    block.conv = conv
+    raw, _ = block(x)
+    assert torch.allclose(raw, conv(F.pad(x, (1, 2, 1, 2))))
+
+
+def test_spleeter_sized_unet_parameter_count():
+    net = StemsNet(ModelConfig())
+    per_stem = sum(p.numel() for p in net.unets[0].parameters())
+    f = [16, 32, 64, 128, 256, 512]
+    encoder = sum(25 * i * o + o for i, o in zip([2] + f[:-1], f)) + sum(2 * c for c in f[:-1])
+    dec_in = [512, 512, 256, 128, 64, 32]
+    dec_out = [256, 128, 64, 32, 16, 1]
+    decoder = sum(25 * i * o + o + 2 * o for i, o in zip(dec_in, dec_out))
+    final = 2 * 16 + 2
+    assert per_stem == encoder + decoder + final  # Spleeter's U-Net, less the BN it builds but never uses
+    assert len(net.unets) == 2
+
+
+def test_config_validation_and_round_trip(tmp_path):
+    config = ModelConfig(stems=["a", "b", "c"], sample_rate=16000, frequency_bins=512)
+    config.save(tmp_path / "c.json")
+    assert ModelConfig.load(tmp_path / "c.json") == config
+    with pytest.raises(ConfigError, match="multiple"):
+        ModelConfig(frequency_bins=1000).validate()
+    with pytest.raises(ConfigError, match="unknown key"):
+        ModelConfig.from_dict({"stemz": ["a"]})
+    with pytest.raises(ConfigError, match="mask_extension"):
+        ModelConfig(mask_extension="mirror").validate()
