@@ -291,6 +291,41 @@ def models(ctx: typer.Context) -> None:
     typer.echo(f"\ndownloads are cached in {cache_dir()}")
 
 
+@models_app.command("import-spleeter")
+def import_spleeter(
+    checkpoint: Path = typer.Argument(..., help="Folder with Spleeter's checkpoint files (checkpoint, model.index, model.data-00000-of-00001), or a release .tar.gz."),
+    out: Path = typer.Option(..., "--out", "-o", help="Model folder to write (config.json + model.safetensors)."),
+    config: str = typer.Option("spleeter:2stems", "--config", "-c", help="The Spleeter config: an embedded name (spleeter:2stems, spleeter:4stems-16kHz, ...) or a Spleeter config JSON file."),
+    name: Optional[str] = typer.Option(None, "--name", help="Name stored in the converted config (default: the folder's name)."),
+) -> None:
+    """Convert a Spleeter TensorFlow checkpoint into a unet-sep model folder (no TensorFlow needed).
+
+    Example: unet-sep models import-spleeter pretrained_models/4stems --config spleeter:4stems --out models/4stems
+    """
+    _setup_logging(False)
+    import tempfile
+
+    from unet_sep.config import ConfigError
+    from unet_sep.weights import spleeter
+    from unet_sep.weights.registry import extract_tar
+
+    spleeter_config = config if config in spleeter.embedded_names() else Path(config)
+    if isinstance(spleeter_config, Path) and not spleeter_config.is_file():
+        _error(f"{config}: neither an embedded Spleeter config ({', '.join(spleeter.embedded_names())}) nor a file")
+        raise typer.Exit(2)
+    try:
+        with tempfile.TemporaryDirectory(prefix=".unet-sep-import-") as tmp:
+            source = checkpoint
+            if checkpoint.is_file() and checkpoint.name.endswith((".tar.gz", ".tgz", ".tar")):
+                extract_tar(checkpoint, Path(tmp))
+                source = spleeter.find_checkpoint_folder(Path(tmp))
+            folder = spleeter.convert_spleeter(source, spleeter_config, out, name=name or out.name)
+    except (spleeter.TFCheckpointError, spleeter.SpleeterCheckpointError, ConfigError, OSError, ValueError) as error:
+        _error(f"{checkpoint}: {error}")
+        raise typer.Exit(1)
+    typer.echo(f"wrote {folder} (use it with: unet-sep separate SONG --model {folder})")
+
+
 def main() -> None:
     """Console-script entry point."""
     app(prog_name="unet-sep")
