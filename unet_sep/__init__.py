@@ -5,14 +5,33 @@
     stems = separator.separate(waveform, sample_rate)   # {"vocals": ..., "accompaniment": ...}
 """
 
+import importlib
 import logging
-
-from unet_sep.config import ModelConfig, STFTConfig, UNetConfig
-from unet_sep.separate.separator import Separator
-from unet_sep.weights.checkpoint import load_model, save_model
 
 __version__ = "0.1.0"
 
 logging.getLogger(__name__).addHandler(logging.NullHandler())
 
+# Imported on first use, so `unet-sep --help` and Ctrl-C during start-up do not wait for torch.
+_EXPORTS = {
+    "ModelConfig": "unet_sep.config",
+    "STFTConfig": "unet_sep.config",
+    "UNetConfig": "unet_sep.config",
+    "Separator": "unet_sep.separate.separator",
+    "load_model": "unet_sep.weights.checkpoint",
+    "save_model": "unet_sep.weights.checkpoint",
+}
+
 __all__ = ["ModelConfig", "STFTConfig", "Separator", "UNetConfig", "__version__", "load_model", "save_model"]
+
+
+def __getattr__(name):
+    if name in _EXPORTS:
+        value = getattr(importlib.import_module(_EXPORTS[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_EXPORTS))

@@ -184,6 +184,9 @@ def separate(
     if segmentation not in ("overlap", "spleeter"):
         _error(f"--segmentation must be overlap or spleeter, got {segmentation!r}")
         raise typer.Exit(2)
+    if offset < 0 or (duration is not None and duration <= 0):
+        _error("--offset must be >= 0 and --duration > 0")
+        raise typer.Exit(2)
 
     files, input_errors = expand_inputs(inputs)
     for message in input_errors:
@@ -207,27 +210,46 @@ def separate(
         raise typer.Exit(1)
 
     # Probe every input first, so the overall bar knows the total audio and its ETA means something.
-    planned: list[tuple[Path, float]] = []
+    planned: list[tuple[Path, float, int]] = []
     failed: list[tuple[Path, str]] = []
     for path in files:
         try:
             info = open_audio(path).info
             seconds = max(info.duration - offset, 0.0) if info.frames > 0 else 0.0
-            planned.append((path, seconds if duration is None else min(seconds, duration)))
+            planned.append((path, seconds if duration is None else min(seconds, duration), info.sample_rate))
         except AudioDecodeError as error:
             failed.append((path, str(error)))
             _error(f"{path}: {error}")
 
+    # No output may replace an input of the batch, and no two inputs may share an output file.
+    inputs_by_target = {path.resolve(): path for path, _, _ in planned}
+    claimed: dict[Path, Path] = {}
+    accepted = []
+    for path, seconds, rate in planned:
+        targets = [t.resolve() for t in separator.output_paths(path, out, template, fmt, selected).values()]
+        victim = next((inputs_by_target[t] for t in targets if t in inputs_by_target), None)
+        owner = next((claimed[t] for t in targets if t in claimed), None)
+        if victim is not None:
+            message = f"an output would overwrite the input {victim}" if victim != path else "an output would overwrite the input itself"
+        elif owner is not None:
+            message = f"its outputs would be the same files as those of {owner}; add {{model}} or a folder to --template"
+        else:
+            claimed.update((t, path) for t in targets)
+            accepted.append((path, seconds, rate))
+            continue
+        failed.append((path, message))
+        _error(f"{path}: {message}")
+    planned = accepted
+
     previous = signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
-    progress = _Progress(len(planned), sum(s for _, s in planned), enabled=not quiet and sys.stderr.isatty())
+    progress = _Progress(len(planned), sum(s for _, s, _ in planned), enabled=not quiet and sys.stderr.isatty())
     done: list[tuple[Path, float, float]] = []
     skipped: list[Path] = []
     started = time.perf_counter()
     interrupted = False
     log.info("model %s: stems %s at %d Hz on %s", model_name, ", ".join(separator.stems), separator.sample_rate, separator.device)
     try:
-        for path, seconds in planned:
-            rate = open_audio(path).info.sample_rate
+        for path, seconds, rate in planned:
             progress.start(path, seconds, rate)
             try:
                 result = separator.separate_file(
@@ -243,6 +265,12 @@ def separate(
                 progress.end(seconds)
                 failed.append((path, str(error)))
                 progress.write(f"error: {path}: {error}")
+                continue
+            except Exception as error:  # a bug, but one file's: report it in one line and go on with the batch
+                log.info("%s: unexpected error", path, exc_info=True)
+                progress.end(seconds)
+                failed.append((path, str(error)))
+                progress.write(f"error: {path}: unexpected {type(error).__name__}: {' '.join(str(error).split())} (use --verbose for details)")
                 continue
             progress.end(seconds)
             if result.skipped:
@@ -328,7 +356,11 @@ def import_spleeter(
 
 def main() -> None:
     """Console-script entry point."""
-    app(prog_name="unet-sep")
+    try:
+        app(prog_name="unet-sep")
+    except KeyboardInterrupt:  # Ctrl-C outside a command (typer turns one inside a command into exit 130)
+        sys.stderr.write("interrupted\n")
+        sys.exit(130)
 
 
 if __name__ == "__main__":

@@ -7,8 +7,11 @@ own rate. Blocks are read lazily, so a file of any length uses a bounded amount 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
+import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
@@ -72,7 +75,9 @@ class AudioReader:
         is_mp3 = self.info.format.upper() == "MP3"
         position = start
         try:
-            with sf.SoundFile(str(self.info.path)) as handle:
+            with _quiet_native_stderr():
+                handle = sf.SoundFile(str(self.info.path))
+            with handle:
                 if start:
                     handle.seek(start)
                 while stop is None or position < stop:
@@ -133,6 +138,32 @@ def _take(pending: list[np.ndarray], count: int) -> tuple[np.ndarray, list[np.nd
     return np.ascontiguousarray(joined[:, :count]), ([rest] if rest.shape[1] else []), rest.shape[1]
 
 
+@contextlib.contextmanager
+def _quiet_native_stderr():
+    """Send what native decoders print straight to file descriptor 2 to /dev/null for a moment.
+
+    libsndfile's MP3 decoder (libmpg123) prints e.g. "Warning: Xing stream size off by more than 1%"
+    when opening a truncated file; the user gets our one-line error instead.
+    """
+    try:
+        fd = sys.stderr.fileno()
+        sys.stderr.flush()
+        saved = os.dup(fd)
+    except (AttributeError, OSError, ValueError):  # no real stderr (captured, closed): nothing to silence
+        saved = None
+    if saved is None:
+        yield
+        return
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, fd)
+        yield
+    finally:
+        os.dup2(saved, fd)
+        os.close(saved)
+        os.close(devnull)
+
+
 def _one_line(error: BaseException) -> str:
     return " ".join(str(error).split()) or type(error).__name__
 
@@ -177,7 +208,8 @@ def _probe_soundfile(path: Path, reasons: list[str]) -> AudioInfo | None:
     import soundfile as sf
 
     try:
-        sf_info = sf.info(str(path))
+        with _quiet_native_stderr():
+            sf_info = sf.info(str(path))
     except Exception as error:  # libsndfile reports unknown formats with several exception types
         reasons.append(f"soundfile: {_one_line(error)}")
         return None

@@ -58,9 +58,27 @@ def synthesize_frames(spec: torch.Tensor, n_fft: int, hop_length: int, window: t
     n_frames = spec.shape[-1]
     frames = torch.fft.irfft(spec.reshape(-1, spec.shape[-2], n_frames), n=n_fft, dim=-2)
     frames = frames * window.to(frames.dtype)[:, None]
-    length = (n_frames - 1) * hop_length + n_fft
-    out = F.fold(frames, output_size=(1, length), kernel_size=(1, n_fft), stride=(1, hop_length))
-    return out.reshape(*lead, length)
+    return overlap_add(frames, hop_length).reshape(*lead, -1)
+
+
+def overlap_add(frames: torch.Tensor, hop_length: int) -> torch.Tensor:
+    """Sum frames ``[B, frame_length, n]`` placed every ``hop_length`` samples: ``[B, (n-1)*hop + frame_length]``.
+
+    When the frame length is a multiple of the hop (the usual case) this is a few strided additions, several
+    times faster than ``F.fold`` on the CPU; otherwise ``F.fold`` does it.
+    """
+    batch, frame_length, n = frames.shape
+    length = (n - 1) * hop_length + frame_length
+    if frame_length % hop_length:
+        out = F.fold(frames, output_size=(1, length), kernel_size=(1, frame_length), stride=(1, hop_length))
+        return out.reshape(batch, length)
+    overlap = frame_length // hop_length
+    # [B, overlap, hop, n] -> [B, overlap, n, hop]: piece k of frame i lands in output block i + k.
+    pieces = frames.reshape(batch, overlap, hop_length, n).transpose(2, 3)
+    out = frames.new_zeros(batch, n + overlap - 1, hop_length)
+    for k in range(overlap):
+        out[:, k : k + n] += pieces[:, k]
+    return out.reshape(batch, length)
 
 
 def window_envelope(n_fft: int, hop_length: int, window: torch.Tensor) -> torch.Tensor:

@@ -284,6 +284,8 @@ class Separator:
         for stem, target in outputs.items():
             if target.resolve() == source:
                 raise ValueError(f"output {target} for stem {stem} would overwrite the input")
+            if target.is_dir():
+                raise ValueError(f"output {target} for stem {stem} is an existing folder")
         if not overwrite and all(target.exists() for target in outputs.values()):
             return FileResult(path, outputs, skipped=True, seconds=0.0)
         reader = open_audio(path)

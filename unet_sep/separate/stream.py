@@ -25,7 +25,14 @@ import torch
 
 from unet_sep.config import ModelConfig
 from unet_sep.dsp.masks import extend_masks, ratio_masks
-from unet_sep.dsp.stft import analyze_frames, hann_window, num_frames, synthesize_frames, window_envelope
+from unet_sep.dsp.stft import (
+    analyze_frames,
+    hann_window,
+    num_frames,
+    overlap_add,
+    synthesize_frames,
+    window_envelope,
+)
 from unet_sep.model.stems import StemsNet
 from unet_sep.separate.segments import SegmentPlan
 
@@ -240,8 +247,5 @@ class SeparationStream:
         else:
             per_frame = masks[..., -1, :]
         lead = per_frame.shape[:-1]
-        n = per_frame.shape[-1]
-        frames = per_frame.reshape(-1, 1, n) * self.window_squared[None, :, None]
-        length = (n - 1) * self.hop + self.n_fft
-        out = torch.nn.functional.fold(frames, output_size=(1, length), kernel_size=(1, self.n_fft), stride=(1, self.hop))
-        return out.reshape(*lead, length)
+        frames = per_frame.reshape(-1, 1, per_frame.shape[-1]) * self.window_squared[None, :, None]
+        return overlap_add(frames, self.hop).reshape(*lead, -1)

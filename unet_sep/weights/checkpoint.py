@@ -63,7 +63,8 @@ def load_model(folder: str | Path, device: torch.device | str = "cpu") -> tuple[
     try:
         config = ModelConfig.load(config_path)
     except (ConfigError, TypeError) as error:
-        raise CheckpointError(f"{config_path}: {error}") from error
+        message = str(error)
+        raise CheckpointError(message if str(config_path) in message else f"{config_path}: {message}") from error
     try:
         tensors = load_file(str(weights_path))
     except (SafetensorError, OSError, ValueError) as error:
