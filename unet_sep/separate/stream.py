@@ -37,6 +37,59 @@ from unet_sep.model.stems import StemsNet
 from unet_sep.separate.segments import SegmentPlan
 
 
+# Frames synthesised per step of _advance.
+_SYNTH_FRAMES = 256
+
+
+class SlidingBuffer:
+    """A tensor that grows at the end and is consumed from the front along its last axis.
+
+    It lives in one allocation that is reused (compacted in place) instead of being reallocated on every
+    step, so a long stream does not fragment the heap and memory stays flat.
+    """
+
+    def __init__(self, lead: tuple[int, ...], dtype: torch.dtype, device: torch.device) -> None:
+        self.storage = torch.zeros(*lead, 0, dtype=dtype, device=device)
+        self.start = 0
+        self.length = 0
+
+    @property
+    def data(self) -> torch.Tensor:
+        return self.storage[..., self.start : self.start + self.length]
+
+    def _reserve(self, extra: int) -> None:
+        capacity = self.storage.shape[-1]
+        need = self.length + extra
+        if self.start + need <= capacity:
+            return
+        if need <= capacity:  # room enough: move the live part to the front
+            live = self.data if self.start >= self.length else self.data.clone()
+            self.storage[..., : self.length].copy_(live)
+        else:
+            bigger = self.storage.new_empty(*self.storage.shape[:-1], max(need, capacity + capacity // 2))
+            bigger[..., : self.length].copy_(self.data)
+            self.storage = bigger
+        self.start = 0
+
+    def append(self, values: torch.Tensor) -> None:
+        n = values.shape[-1]
+        self._reserve(n)
+        self.storage[..., self.start + self.length : self.start + self.length + n].copy_(values)
+        self.length += n
+
+    def extend_zeros(self, n: int) -> None:
+        if n <= 0:
+            return
+        self._reserve(n)
+        self.storage[..., self.start + self.length : self.start + self.length + n].zero_()
+        self.length += n
+
+    def drop(self, n: int) -> None:
+        n = min(n, self.length)
+        self.start += n
+        self.length -= n
+
+
 class SeparationStream:
     """Streaming separation of one signal (``G`` channel groups); use :meth:`push` then :meth:`finish`.
 
@@ -75,22 +128,24 @@ class SeparationStream:
         self.envelope = window_envelope(self.n_fft, self.hop, self.window)
         self.segment_weights = plan.weights(self.device)
 
+        device, lead = self.device, self.shape
         # Padded signal (n_fft leading zeros) from padded index `signal_start`.
-        self.signal = torch.zeros(*self.shape, self.n_fft, device=self.device)
+        self.signal = SlidingBuffer(lead, torch.float32, device)
+        self.signal.extend_zeros(self.n_fft)
         self.signal_start = 0
         self.received = 0
         # Complex STFT frames from frame `spec_start`; frames [0, frames_done) have been computed.
-        self.spec = torch.zeros(*self.shape, self.n_bins, 0, dtype=torch.complex64, device=self.device)
+        self.spec = SlidingBuffer(lead + (self.n_bins,), torch.complex64, device)
         self.spec_start = 0
         self.frames_done = 0
         self.next_segment = 0
         # Weighted mask sums over frames from `final_frames` on, and their weight sums.
-        self.mask_sum = torch.zeros(self.n_stems, *self.shape, config.frequency_bins, 0, device=self.device)
-        self.weight_sum = torch.zeros(0, device=self.device)
+        self.mask_sum = SlidingBuffer((self.n_stems,) + lead + (config.frequency_bins,), torch.float32, device)
+        self.weight_sum = SlidingBuffer((), torch.float32, device)
         self.final_frames = 0
-        # Overlap-add accumulator of stem samples from padded index `out_start`.
-        self.out = torch.zeros(self.n_stems, *self.shape, 0, device=self.device)
-        self.out_weights = torch.zeros(self.n_stems, *self.shape, 0, device=self.device)
+        # Overlap-add accumulators of stem samples and extension weights from padded index `out_start`.
+        self.out = SlidingBuffer((self.n_stems,) + lead, torch.float32, device)
+        self.out_weights = SlidingBuffer((self.n_stems,) + lead, torch.float32, device)
         self.window_squared = self.window**2
         self.out_start = 0
         self.emitted = 0
@@ -108,9 +163,9 @@ class SeparationStream:
             raise ValueError(f"expected blocks of shape {self.shape + ('n',)}, got {tuple(block.shape)}")
         if block.shape[-1] == 0:
             return self._empty()
-        self.signal = torch.cat([self.signal, block], dim=-1)
+        self.signal.append(block)
         self.received += block.shape[-1]
-        available = (self.signal_start + self.signal.shape[-1] - self.n_fft) // self.hop + 1
+        available = (self.signal_start + self.signal.length - self.n_fft) // self.hop + 1
         self._analyze(available)
         while self._ready_segments() >= self.batch_segments:
             self._run_segments(self.batch_segments)
@@ -124,9 +179,7 @@ class SeparationStream:
         if self.received == 0:
             return self._empty()
         total_frames = num_frames(self.received, self.n_fft, self.hop)
-        needed = (total_frames - 1) * self.hop + self.n_fft - (self.signal_start + self.signal.shape[-1])
-        if needed > 0:
-            self.signal = torch.cat([self.signal, self.signal.new_zeros(*self.shape, needed)], dim=-1)
+        self.signal.extend_zeros((total_frames - 1) * self.hop + self.n_fft - (self.signal_start + self.signal.length))
         self._analyze(total_frames)
         self.total_frames = total_frames
         remaining = self.plan.count(total_frames) - self.next_segment
@@ -147,11 +200,11 @@ class SeparationStream:
             return
         lo = self.frames_done * self.hop - self.signal_start
         hi = (upto - 1) * self.hop + self.n_fft - self.signal_start
-        frames = analyze_frames(self.signal[..., lo:hi], self.n_fft, self.hop, self.window)
-        self.spec = torch.cat([self.spec, frames], dim=-1)
+        frames = analyze_frames(self.signal.data[..., lo:hi], self.n_fft, self.hop, self.window)
+        self.spec.append(frames)
         self.frames_done = upto
         keep_from = upto * self.hop
-        self.signal = self.signal[..., keep_from - self.signal_start :]
+        self.signal.drop(keep_from - self.signal_start)
         self.signal_start = keep_from
 
     def _ready_segments(self) -> int:
@@ -164,7 +217,7 @@ class SeparationStream:
     def _segment_magnitude(self, start: int) -> torch.Tensor:
         """Magnitude ``[G, C, T, F]`` of frames [start, start + T), zero beyond the computed frames."""
         lo = start - self.spec_start
-        piece = self.spec[..., : self.config.frequency_bins, lo : lo + self.plan.frames].abs()
+        piece = self.spec.data[..., : self.config.frequency_bins, lo : lo + self.plan.frames].abs()
         short = self.plan.frames - piece.shape[-1]
         if short > 0:
             piece = torch.nn.functional.pad(piece, (0, short))
@@ -182,43 +235,30 @@ class SeparationStream:
         end = starts[-1] + self.plan.frames
         if self.total_frames is not None:
             end = min(end, self.total_frames)
-        grow = end - (self.final_frames + self.weight_sum.shape[0])
-        if grow > 0:
-            self.mask_sum = torch.nn.functional.pad(self.mask_sum, (0, grow))
-            self.weight_sum = torch.nn.functional.pad(self.weight_sum, (0, grow))
+        grow = end - (self.final_frames + self.weight_sum.length)
+        self.mask_sum.extend_zeros(grow)
+        self.weight_sum.extend_zeros(grow)
+        mask_sum, weight_sum = self.mask_sum.data, self.weight_sum.data
         for i, start in enumerate(starts):
             length = min(self.plan.frames, end - start)
             lo = start - self.final_frames
             weights = self.segment_weights[:length]
-            self.mask_sum[..., lo : lo + length] += masks[:, i, ..., :length] * weights
-            self.weight_sum[lo : lo + length] += weights
+            mask_sum[..., lo : lo + length] += masks[:, i, ..., :length] * weights
+            weight_sum[lo : lo + length] += weights
         self.next_segment += count
 
     def _advance(self, final_upto: int) -> tuple[np.ndarray, np.ndarray]:
         """Synthesise frames [final_frames, final_upto) and return the samples that became final."""
         final_upto = min(final_upto, self.frames_done)
         if final_upto > self.final_frames:
-            n = final_upto - self.final_frames
-            masks = self.mask_sum[..., :n] / self.weight_sum[:n]
-            masks = extend_masks(masks, self.n_bins, self.mask_extension)
-            lo = self.final_frames - self.spec_start
-            spec = self.spec[..., lo : lo + n]
-            stems = synthesize_frames(masks * spec.unsqueeze(0), self.n_fft, self.hop, self.window)
-            offset = self.final_frames * self.hop - self.out_start
-            weights = self._extension_weights(masks[..., : self.config.frequency_bins, :])
-            grow = offset + stems.shape[-1] - self.out.shape[-1]
-            if grow > 0:
-                self.out = torch.nn.functional.pad(self.out, (0, grow))
-                self.out_weights = torch.nn.functional.pad(self.out_weights, (0, grow))
-            self.out[..., offset : offset + stems.shape[-1]] += stems
-            self.out_weights[..., offset : offset + stems.shape[-1]] += weights
-            self.mask_sum = self.mask_sum[..., n:]
-            self.weight_sum = self.weight_sum[n:]
-            self.final_frames = final_upto
+            # A few hundred frames at a time, so the temporaries (extended masks, masked spectra, inverse
+            # FFT frames) stay small whatever the batch size.
+            while self.final_frames < final_upto:
+                self._synthesize(min(final_upto - self.final_frames, _SYNTH_FRAMES))
             # Frames before the next segment's start and before final_frames are no longer needed.
             drop = min(self.final_frames, self.next_segment * self.plan.hop) - self.spec_start
             if drop > 0:
-                self.spec = self.spec[..., drop:]
+                self.spec.drop(drop)
                 self.spec_start += drop
         # Samples before the start of the first unsynthesised frame are complete.
         complete = self.final_frames * self.hop - self.n_fft  # in real-sample coordinates
@@ -230,13 +270,31 @@ class SeparationStream:
         lo = self.emitted + self.n_fft - self.out_start
         hi = complete + self.n_fft - self.out_start
         phase = torch.arange(self.emitted + self.n_fft, complete + self.n_fft, device=self.device) % self.hop
-        samples = self.out[..., lo:hi] / self.envelope[phase]
-        weights = self.out_weights[..., lo:hi] / self.envelope[phase]
-        self.out = self.out[..., hi:]
-        self.out_weights = self.out_weights[..., hi:]
+        samples = self.out.data[..., lo:hi] / self.envelope[phase]
+        weights = self.out_weights.data[..., lo:hi] / self.envelope[phase]
+        self.out.drop(hi)
+        self.out_weights.drop(hi)
         self.out_start += hi
         self.emitted = complete
         return samples.cpu().numpy(), weights.cpu().numpy()
+
+    def _synthesize(self, n: int) -> None:
+        """Apply the finished masks of the next ``n`` frames and overlap-add the stems into ``out``."""
+        masks = self.mask_sum.data[..., :n] / self.weight_sum.data[:n]
+        weights = self._extension_weights(masks)
+        masks = extend_masks(masks, self.n_bins, self.mask_extension)
+        lo = self.final_frames - self.spec_start
+        spec = self.spec.data[..., lo : lo + n]
+        stems = synthesize_frames(masks * spec.unsqueeze(0), self.n_fft, self.hop, self.window)
+        offset = self.final_frames * self.hop - self.out_start
+        grow = offset + stems.shape[-1] - self.out.length
+        self.out.extend_zeros(grow)
+        self.out_weights.extend_zeros(grow)
+        self.out.data[..., offset : offset + stems.shape[-1]] += stems
+        self.out_weights.data[..., offset : offset + stems.shape[-1]] += weights
+        self.mask_sum.drop(n)
+        self.weight_sum.drop(n)
+        self.final_frames += n
 
     def _extension_weights(self, masks: torch.Tensor) -> torch.Tensor:
         """Per-frame extension masks ``[S, G, C, F, n]`` -> overlap-added weights ``[S, G, C, samples]``."""
