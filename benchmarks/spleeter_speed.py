@@ -58,7 +58,7 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--duration", type=float, default=30.0)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--repeats", type=int, default=5)
-    p.add_argument("--batch-size", type=int, default=4)
+    p.add_argument("--batch-size", type=int, default=None, help="segments per U-Net batch (default: unet-sep's)")
     p.add_argument("--workdir", help="keep the checkpoints here (default: a temporary folder)")
     p.add_argument("--json", help="write all rows as JSON")
     return p.parse_args()

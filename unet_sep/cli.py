@@ -149,7 +149,7 @@ def separate(
     offset: float = typer.Option(0.0, "--offset", help="Start this many seconds into each input."),
     duration: Optional[float] = typer.Option(None, "--duration", help="Separate only this many seconds (default: to the end; nothing is cut silently)."),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:N or mps."),
-    batch_size: int = typer.Option(4, "--batch-size", min=1, help="Segments per U-Net batch."),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", min=1, help="Segments per U-Net batch (default: 2 on the CPU, 8 on a GPU)."),
     overlap: float = typer.Option(0.25, "--overlap", min=0.0, max=0.75, help="Overlap between segments, as a fraction of a segment (cross-faded)."),
     segmentation: str = typer.Option("overlap", "--segmentation", help="overlap (default) or spleeter (back-to-back segments, Spleeter's exact output)."),
     mask_extension: Optional[str] = typer.Option(None, "--mask-extension", help="Masks above the model's band: last, average or zeros (Spleeter). Default: the model's."),

@@ -15,7 +15,7 @@ from unet_sep.audio.decode import AudioDecodeError, open_audio
 from unet_sep.audio.encode import AtomicAudioWriter, AudioEncodeError, subtype_for
 from unet_sep.audio.resample import StreamResampler
 from unet_sep.config import ModelConfig
-from unet_sep.model.stems import StemsNet
+from unet_sep.model.stems import StemsNet, freeze_for_inference
 from unet_sep.separate.channels import from_groups, groups_per_item, to_groups
 from unet_sep.separate.segments import SegmentPlan
 from unet_sep.separate.stream import SeparationStream
@@ -69,8 +69,13 @@ class Separator:
         segmentation: "overlap" (default: overlapping segments, cross-faded masks) or "spleeter" (back-to-back
             segments, exactly as Spleeter).
         overlap: overlap between segments as a fraction of the segment length (overlap mode only).
-        batch_size: segments per U-Net batch.
+        batch_size: segments per U-Net batch (default 2 on the CPU, where larger batches are no faster and
+            use more memory; 8 elsewhere).
         mask_extension: override the config's extension of masks above F ("zeros", "average", "last").
+        channels_last: run the U-Nets in channels-last memory layout (default: on the CPU, where oneDNN's
+            convolutions are faster with it; the numbers are the same to float precision).
+        optimize: trace and freeze the U-Nets with TorchScript on first use (default: on the CPU, ~1.5x
+            faster there; same numbers to float precision).
 
     Example::
 
@@ -85,15 +90,23 @@ class Separator:
         device: str | torch.device = "auto",
         segmentation: str = "overlap",
         overlap: float = 0.25,
-        batch_size: int = 4,
+        batch_size: int | None = None,
         mask_extension: str | None = None,
+        channels_last: bool | None = None,
+        optimize: bool | None = None,
     ) -> None:
         config.validate()
         self.config = config
         self.device = resolve_device(device)
-        self.net = net.to(self.device).eval()
+        if channels_last is None:
+            channels_last = self.device.type == "cpu"
+        layout = torch.channels_last if channels_last else torch.contiguous_format
+        self.net = net.to(self.device, memory_format=layout).eval()
+        self.channels_last = channels_last
+        self.optimize = self.device.type == "cpu" if optimize is None else optimize
+        self._runner: Callable[[torch.Tensor], torch.Tensor] | None = None
         self.plan = SegmentPlan.create(config.segment_frames, overlap, 2 ** config.unet.depth, segmentation)
-        self.batch_size = batch_size
+        self.batch_size = batch_size or (2 if self.device.type == "cpu" else 8)
         self.mask_extension = mask_extension or config.mask_extension
         if self.mask_extension not in ("zeros", "average", "last"):
             raise ValueError(f"mask_extension must be zeros, average or last, got {self.mask_extension!r}")
@@ -163,41 +176,43 @@ class Separator:
         n_stems = len(self.stems)
         share_residual = self.mask_extension != "zeros"
         engine = SeparationStream(
-            self.net, self.config, self.plan, groups,
+            self._network(), self.config, self.plan, groups,
             mask_extension=self.mask_extension, batch_segments=self.batch_size, device=self.device,
+            channels_last=self.channels_last,
         )
         to_model = StreamResampler(sample_rate, self.sample_rate, groups * model_channels)
-        # Stems and their extension weights go back to the input's rate through one resampler.
-        from_model = StreamResampler(self.sample_rate, sample_rate, 2 * n_stems * groups * model_channels)
-        pending: list[np.ndarray] = []  # [2, S, B, C, n]: stems and extension weights
+        # Stems (and their extension weights, when shared out) go back to the input's rate through one resampler.
+        layers = 2 if share_residual else 1
+        from_model = StreamResampler(self.sample_rate, sample_rate, layers * n_stems * groups * model_channels)
+        pending: list[np.ndarray] = []  # [layers, S, B, C, n]: stems and extension weights
         inputs: list[np.ndarray] = []  # [B, C, n]: the input samples not yet matched by output
         state = {"pending": 0, "consumed": 0, "emitted": 0}
 
-        def back(model_out: tuple[np.ndarray, np.ndarray], final: bool = False) -> None:
-            both = np.stack(model_out).reshape(2 * n_stems * groups * model_channels, -1)
+        def back(model_out: tuple[np.ndarray, np.ndarray | None], final: bool = False) -> None:
+            both = np.stack(model_out[:layers]).reshape(layers * n_stems * groups * model_channels, -1)
             out = from_model.process(both)
             if final:
                 out = np.concatenate([out, from_model.flush()], axis=-1)
             if out.shape[-1]:
-                out = out.reshape(2 * n_stems, groups, model_channels, -1)
-                pending.append(from_groups(out, batch, in_channels).reshape(2, n_stems, batch, in_channels, -1))
+                out = out.reshape(layers * n_stems, groups, model_channels, -1)
+                pending.append(from_groups(out, batch, in_channels).reshape(layers, n_stems, batch, in_channels, -1))
                 state["pending"] += out.shape[-1]
 
         def release(count: int) -> Iterator[np.ndarray]:
             if count <= 0:
                 return
-            both = np.concatenate(pending, axis=-1) if pending else np.zeros((2, n_stems, batch, in_channels, 0), np.float32)
+            both = np.concatenate(pending, axis=-1) if pending else np.zeros((layers, n_stems, batch, in_channels, 0), np.float32)
             short = count - both.shape[-1]
             if short > 0:  # the resampler came up a few samples short at the very end: pad with silence
                 both = np.concatenate([both, np.zeros(both.shape[:-1] + (short,), np.float32)], axis=-1)
             mixture = np.concatenate(inputs, axis=-1)
-            stems, weights = both[0, ..., :count], both[1, ..., :count]
+            stems = both[0, ..., :count]
             pending[:] = [both[..., count:]]
             inputs[:] = [mixture[..., count:]]
             state["pending"] = pending[0].shape[-1]
             state["emitted"] += count
             if share_residual:
-                yield _share_residual(stems, weights, mixture[..., :count])
+                yield _share_residual(stems, both[1, ..., :count], mixture[..., :count])
             else:
                 yield stems
 
@@ -222,8 +237,20 @@ class Separator:
         tail = to_model.flush().reshape(groups, model_channels, -1)
         last_stems, last_weights = engine.push(tail)
         final_stems, final_weights = engine.finish()
-        back((np.concatenate([last_stems, final_stems], -1), np.concatenate([last_weights, final_weights], -1)), final=True)
+        last_weights = None if last_weights is None else np.concatenate([last_weights, final_weights], -1)
+        back((np.concatenate([last_stems, final_stems], -1), last_weights), final=True)
         yield from release(state["consumed"] - state["emitted"])
+
+    def _network(self) -> Callable[[torch.Tensor], torch.Tensor]:
+        """The U-Nets as run on segments: the module itself, or its TorchScript-frozen form (built once)."""
+        if not self.optimize:
+            return self.net
+        if self._runner is None:
+            layout = torch.channels_last if self.channels_last else torch.contiguous_format
+            example = torch.rand(1, self.config.n_channels, self.plan.frames, self.config.frequency_bins,
+                                 device=self.device).contiguous(memory_format=layout)
+            self._runner = freeze_for_inference(self.net, example)
+        return self._runner
 
     # ---- files -------------------------------------------------------------------------------------
     def output_paths(

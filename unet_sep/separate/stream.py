@@ -20,6 +20,8 @@ cannot carry when the input's rate is higher, so the stems stay full band and st
 
 from __future__ import annotations
 
+from typing import Callable
+
 import numpy as np
 import torch
 
@@ -94,24 +96,26 @@ class SeparationStream:
     """Streaming separation of one signal (``G`` channel groups); use :meth:`push` then :meth:`finish`.
 
     Args:
-        net: the per-stem U-Nets, in eval mode, on ``device``.
+        net: the per-stem U-Nets, in eval mode, on ``device`` (or a frozen TorchScript form of them).
         config: the model's config (STFT, F, stems, mask settings).
         plan: segment length and hop (see :class:`SegmentPlan`).
         groups: number of channel groups ``G`` processed side by side.
         mask_extension: how masks are extended above F (defaults to the config's).
         batch_segments: how many segments go through the U-Nets in one batch.
         device: where the STFT, U-Nets and masks run.
+        channels_last: feed the U-Nets channels-last tensors (the net must be in that layout too).
     """
 
     def __init__(
         self,
-        net: StemsNet,
+        net: StemsNet | Callable[[torch.Tensor], torch.Tensor],
         config: ModelConfig,
         plan: SegmentPlan,
         groups: int,
         mask_extension: str | None = None,
         batch_segments: int = 4,
         device: torch.device | str = "cpu",
+        channels_last: bool = False,
     ) -> None:
         self.net = net
         self.config = config
@@ -119,6 +123,7 @@ class SeparationStream:
         self.device = torch.device(device)
         self.mask_extension = mask_extension or config.mask_extension
         self.batch_segments = max(1, int(batch_segments))
+        self.layout = torch.channels_last if channels_last else torch.contiguous_format
         self.n_fft = config.stft.n_fft
         self.hop = config.stft.hop_length
         self.n_bins = config.stft.n_bins
@@ -147,15 +152,17 @@ class SeparationStream:
         self.out = SlidingBuffer((self.n_stems,) + lead, torch.float32, device)
         self.out_weights = SlidingBuffer((self.n_stems,) + lead, torch.float32, device)
         self.window_squared = self.window**2
+        # With zeros above F there is nothing to share out, so no extension weights are computed.
+        self.has_weights = self.mask_extension != "zeros"
         self.out_start = 0
         self.emitted = 0
         self.finished = False
         self.total_frames: int | None = None
 
     # ---- public -----------------------------------------------------------------------------------
-    def push(self, block: np.ndarray | torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+    def push(self, block: np.ndarray | torch.Tensor) -> tuple[np.ndarray, np.ndarray | None]:
         """Feed samples ``[G, C, n]``; returns the stem samples ``[S, G, C, m]`` that are now final and their
-        extension weights (same shape, see the module's doc)."""
+        extension weights (same shape, see the module's doc; None when the extension is "zeros")."""
         if self.finished:
             raise RuntimeError("push() after finish()")
         block = torch.as_tensor(block, dtype=torch.float32).to(self.device)
@@ -171,7 +178,7 @@ class SeparationStream:
             self._run_segments(self.batch_segments)
         return self._advance(self.next_segment * self.plan.hop)
 
-    def finish(self) -> tuple[np.ndarray, np.ndarray]:
+    def finish(self) -> tuple[np.ndarray, np.ndarray | None]:
         """Flush: pad the end, process the remaining segments; returns the last stem samples."""
         if self.finished:
             return self._empty()
@@ -190,9 +197,9 @@ class SeparationStream:
         return self._advance(total_frames)
 
     # ---- steps ------------------------------------------------------------------------------------
-    def _empty(self) -> tuple[np.ndarray, np.ndarray]:
+    def _empty(self) -> tuple[np.ndarray, np.ndarray | None]:
         empty = np.zeros((self.n_stems, *self.shape, 0), dtype=np.float32)
-        return empty, empty
+        return empty, (empty if self.has_weights else None)
 
     def _analyze(self, upto: int) -> None:
         """Compute STFT frames [frames_done, upto) and drop the samples no later frame needs."""
@@ -229,7 +236,8 @@ class SeparationStream:
         starts = [(self.next_segment + i) * self.plan.hop for i in range(count)]
         magnitude = torch.stack([self._segment_magnitude(s) for s in starts])  # [N, G, C, T, F]
         n, g, c, t, f = magnitude.shape
-        estimates = self.net(magnitude.reshape(n * g, c, t, f))  # [S, N*G, C, T, F]
+        batch = magnitude.reshape(n * g, c, t, f).contiguous(memory_format=self.layout)
+        estimates = self.net(batch)  # [S, N*G, C, T, F]
         masks = ratio_masks(estimates.float(), self.config.separation_exponent)
         masks = masks.reshape(self.n_stems, n, g, c, t, f).transpose(-1, -2)  # [S, N, G, C, F, T]
         end = starts[-1] + self.plan.frames
@@ -247,7 +255,7 @@ class SeparationStream:
             weight_sum[lo : lo + length] += weights
         self.next_segment += count
 
-    def _advance(self, final_upto: int) -> tuple[np.ndarray, np.ndarray]:
+    def _advance(self, final_upto: int) -> tuple[np.ndarray, np.ndarray | None]:
         """Synthesise frames [final_frames, final_upto) and return the samples that became final."""
         final_upto = min(final_upto, self.frames_done)
         if final_upto > self.final_frames:
@@ -271,17 +279,17 @@ class SeparationStream:
         hi = complete + self.n_fft - self.out_start
         phase = torch.arange(self.emitted + self.n_fft, complete + self.n_fft, device=self.device) % self.hop
         samples = self.out.data[..., lo:hi] / self.envelope[phase]
-        weights = self.out_weights.data[..., lo:hi] / self.envelope[phase]
+        weights = self.out_weights.data[..., lo:hi] / self.envelope[phase] if self.has_weights else None
         self.out.drop(hi)
         self.out_weights.drop(hi)
         self.out_start += hi
         self.emitted = complete
-        return samples.cpu().numpy(), weights.cpu().numpy()
+        return samples.cpu().numpy(), None if weights is None else weights.cpu().numpy()
 
     def _synthesize(self, n: int) -> None:
         """Apply the finished masks of the next ``n`` frames and overlap-add the stems into ``out``."""
         masks = self.mask_sum.data[..., :n] / self.weight_sum.data[:n]
-        weights = self._extension_weights(masks)
+        weights = self._extension_weights(masks) if self.has_weights else None
         masks = extend_masks(masks, self.n_bins, self.mask_extension)
         lo = self.final_frames - self.spec_start
         spec = self.spec.data[..., lo : lo + n]
@@ -289,9 +297,10 @@ class SeparationStream:
         offset = self.final_frames * self.hop - self.out_start
         grow = offset + stems.shape[-1] - self.out.length
         self.out.extend_zeros(grow)
-        self.out_weights.extend_zeros(grow)
         self.out.data[..., offset : offset + stems.shape[-1]] += stems
-        self.out_weights.data[..., offset : offset + stems.shape[-1]] += weights
+        if weights is not None:
+            self.out_weights.extend_zeros(grow)
+            self.out_weights.data[..., offset : offset + stems.shape[-1]] += weights
         self.mask_sum.drop(n)
         self.weight_sum.drop(n)
         self.final_frames += n
