@@ -299,6 +299,56 @@ def separate(
         raise typer.Exit(1)
 
 
+@app.command()
+def train(
+    recipe: Path = typer.Argument(..., help="A recipe JSON file (or a folder holding one), e.g. recipes/mir1k/vocals-accompaniment.json."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Run folder (default: runs/<recipe name>). It becomes a model folder: unet-sep separate --model runs/NAME."),
+    data_root: Optional[str] = typer.Option(None, "--data-root", help="Dataset root, overriding the recipe's data.root."),
+    resume: bool = typer.Option(False, "--resume", help="Continue from the run folder's latest checkpoint (same step, same data order)."),
+    overrides: List[str] = typer.Option([], "--set", help="Override a recipe field: --set train.steps=200 --set model.unet.filters=[8,16,32,64,128,256]."),
+    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:N or mps (under torchrun each process uses cuda:LOCAL_RANK)."),
+    threads: Optional[int] = typer.Option(None, "--threads", min=1, help="CPU threads for torch (default: all cores)."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Log every logged step."),
+) -> None:
+    """Train a separator from a recipe, on one device or many (torchrun --nproc-per-node N -m unet_sep train ...).
+
+    Example: unet-sep train recipes/mir1k/vocals-accompaniment.json --out runs/mir1k --set train.steps=2000
+    """
+    _setup_logging(verbose)
+    import os
+
+    import torch
+
+    from unet_sep.config import ConfigError
+    from unet_sep.train.loop import Trainer, TrainingError
+    from unet_sep.train.recipe import load_recipe
+
+    if threads:
+        torch.set_num_threads(threads)
+    main_process = int(os.environ.get("RANK", "0")) == 0
+    try:
+        loaded = load_recipe(recipe, overrides, data_root)
+    except (ConfigError, TypeError, ValueError) as error:
+        _error(str(error))
+        raise typer.Exit(2)
+    run_folder = out or Path("runs") / (recipe.stem if recipe.is_file() else recipe.name)
+    try:
+        result = Trainer(loaded, run_folder, device=device, resume=resume, progress=not quiet).run()
+    except (TrainingError, ConfigError, ValueError, OSError) as error:
+        _error(str(error))
+        raise typer.Exit(1)
+    except KeyboardInterrupt:
+        _error(f"{run_folder}: interrupted; continue with --resume from the last checkpoint")
+        raise typer.Exit(130)
+    if main_process:
+        best = "no validation data" if result.best_score is None else f"best validation SDR {result.best_score:.2f} dB at step {result.best_step}"
+        stop = " (stopped early)" if result.stopped_early else ""
+        loss = "-" if result.final_loss is None else f"{result.final_loss:.4f}"
+        typer.echo(f"trained {result.steps} steps{stop} in {result.seconds:.0f} s; last loss {loss}; {best}", err=True)
+        typer.echo(f"model: {result.out} (unet-sep separate SONG --model {result.out}); curves: {result.out / 'curves.png'}", err=True)
+
+
 @models_app.callback(invoke_without_command=True)
 def models(ctx: typer.Context) -> None:
     """List the registered models with their stems, sample rate and source."""

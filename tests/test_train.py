@@ -1,0 +1,157 @@
+"""Training: a tiny MUSDB18-HQ tree made here and read through musdb, exact resume after kill -9, a
+2-process torchrun run on gloo, and a short MIR-1K run."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from conftest import SHARED
+
+pytest.importorskip("musdb", reason="musdb needs ffmpeg/ffprobe on PATH (stempeg); .ci/run installs them")
+from musdb_tree import make_musdb_tree  # noqa: E402
+
+from unet_sep import Separator  # noqa: E402
+from unet_sep.train.datasets import load_tracks  # noqa: E402
+from unet_sep.train.loop import Trainer, validation_scores  # noqa: E402
+from unet_sep.train.recipe import load_recipe  # noqa: E402
+
+MIR1K = SHARED / "data" / "mir1k"
+
+
+def tiny_recipe(root: Path, **train) -> dict:
+    """A small 16 kHz U-Net (depth 4) on 1 s excerpts: fast enough to train in seconds on 2 cores."""
+    return {
+        "model": {
+            "stems": ["vocals", "accompaniment"], "sample_rate": 16000, "n_channels": 2,
+            "frequency_bins": 256, "segment_frames": 64,
+            "stft": {"n_fft": 1024, "hop_length": 256},
+            "unet": {"filters": [8, 16, 32, 64], "dropout_layers": 1},
+        },
+        "data": {"kind": "musdb", "root": str(root), "is_wav": True, "targets": ["vocals", "accompaniment"],
+                 "augment": {"remix": True, "gain_db": [-3, 3], "channel_swap": True}},
+        "train": {"seed": 1, "steps": 40, "batch_size": 4, "learning_rate": 2e-3, "valid_every": 20,
+                  "checkpoint_every": 10, "log_every": 5, **train},
+    }
+
+
+@pytest.fixture(scope="module")
+def musdb_root(tmp_path_factory) -> Path:
+    return make_musdb_tree(tmp_path_factory.mktemp("musdb") / "musdb18hq", seconds=8.0)
+
+
+def write_recipe(path: Path, recipe: dict) -> Path:
+    path.write_text(json.dumps(recipe))
+    return path
+
+
+def test_training_lowers_the_loss_and_beats_the_mixture(tmp_path, musdb_root):
+    recipe = load_recipe(write_recipe(tmp_path / "r.json", tiny_recipe(musdb_root)))
+    losses: list[float] = []
+    torch.set_num_threads(2)
+    result = Trainer(recipe, tmp_path / "run", device="cpu", progress=False,
+                     on_step=lambda step, loss: losses.append(loss)).run()
+    assert result.steps == 40 and len(losses) == 40
+    assert np.mean(losses[-8:]) < 0.7 * np.mean(losses[:8]), losses
+    run = tmp_path / "run"
+    for name in ("config.json", "model.safetensors", "recipe.json", "metrics.csv", "validation.csv", "curves.png", "best.json"):
+        assert (run / name).is_file(), name
+    assert (run / "checkpoints" / "latest").read_text().strip() == "step-00000040"
+    assert any((run / "tensorboard").iterdir())
+    # The run folder is a model folder; score it on the held-out test tracks against the mixture baseline.
+    separator = Separator.from_pretrained(str(run), device="cpu")
+    test_tracks = load_tracks(recipe.data, "test", 16000, 2)
+    scores = validation_scores(separator, test_tracks)
+    for stem in ("vocals", "accompaniment"):
+        assert scores[f"sdr_{stem}"] > scores[f"mixture_sdr_{stem}"] + 3.0, scores
+    assert result.best_step in (20, 40)
+
+
+def _train_command(recipe: Path, out: Path, *extra: str) -> list[str]:
+    return [sys.executable, "-m", "unet_sep", "train", str(recipe), "--out", str(out), "--device", "cpu",
+            "--threads", "1", "--quiet", *extra]
+
+
+def test_resume_after_kill_matches_uninterrupted_run(tmp_path, musdb_root):
+    recipe = write_recipe(tmp_path / "r.json", tiny_recipe(musdb_root, steps=16, checkpoint_every=2, valid_every=0, log_every=2))
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    whole = subprocess.run(_train_command(recipe, tmp_path / "whole"), capture_output=True, text=True, env=env, timeout=300)
+    assert whole.returncode == 0, whole.stderr
+
+    killed = subprocess.Popen(_train_command(recipe, tmp_path / "killed"), stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL, env=env)
+    pointer = tmp_path / "killed" / "checkpoints" / "latest"
+    deadline = time.time() + 120
+    while time.time() < deadline and killed.poll() is None:
+        if pointer.is_file() and pointer.read_text().strip() >= "step-00000006":
+            break
+        time.sleep(0.02)
+    killed.send_signal(signal.SIGKILL)
+    killed.wait()
+    assert killed.returncode == -signal.SIGKILL, "the run ended before it could be killed; make it longer"
+    resumed = subprocess.run(_train_command(recipe, tmp_path / "killed", "--resume"), capture_output=True, text=True,
+                             env=env, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr
+    final = "step-00000016"
+    a = load_file(str(tmp_path / "whole" / "checkpoints" / final / "model.safetensors"))
+    b = load_file(str(tmp_path / "killed" / "checkpoints" / final / "model.safetensors"))
+    assert a.keys() == b.keys()
+    for name in a:
+        assert torch.allclose(a[name].float(), b[name].float(), atol=1e-6, rtol=0), name
+    oa = load_file(str(tmp_path / "whole" / "checkpoints" / final / "optimizer.safetensors"))
+    ob = load_file(str(tmp_path / "killed" / "checkpoints" / final / "optimizer.safetensors"))
+    for name in oa:
+        assert torch.allclose(oa[name].float(), ob[name].float(), atol=1e-6, rtol=0), name
+    rows = (tmp_path / "killed" / "metrics.csv").read_text().splitlines()
+    assert [r.split(",")[0] for r in rows[1:]] == [str(s) for s in range(2, 17, 2)]  # no duplicated steps
+
+
+def test_refuses_to_overwrite_a_run_without_resume(tmp_path, musdb_root):
+    recipe = write_recipe(tmp_path / "r.json", tiny_recipe(musdb_root, steps=2, checkpoint_every=1, valid_every=0))
+    first = subprocess.run(_train_command(recipe, tmp_path / "run"), capture_output=True, text=True, timeout=300)
+    assert first.returncode == 0, first.stderr
+    again = subprocess.run(_train_command(recipe, tmp_path / "run"), capture_output=True, text=True, timeout=300)
+    assert again.returncode == 1 and "--resume" in again.stderr and "Traceback" not in again.stderr
+    bad = subprocess.run(_train_command(recipe, tmp_path / "x", "--set", "train.loss=l3"), capture_output=True, text=True)
+    assert bad.returncode == 2 and "train.loss" in bad.stderr
+
+
+def test_torchrun_two_processes_on_gloo(tmp_path, musdb_root):
+    recipe = write_recipe(tmp_path / "r.json", tiny_recipe(musdb_root, steps=4, checkpoint_every=4, valid_every=0, log_every=2))
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+               "-m", "unet_sep", "train", str(recipe), "--out", str(tmp_path / "ddp"), "--device", "cpu", "--threads", "1", "--quiet"]
+    proc = subprocess.run(command, capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    checkpoints = sorted(p.name for p in (tmp_path / "ddp" / "checkpoints").iterdir() if p.is_dir())
+    assert checkpoints == ["step-00000004"]
+    assert (tmp_path / "ddp" / "model.safetensors").is_file()
+    rows = (tmp_path / "ddp" / "metrics.csv").read_text().splitlines()
+    assert len(rows) == 3  # header + steps 2 and 4, written once (rank 0 only)
+    assert "trained 4 steps" in proc.stderr and proc.stderr.count("trained 4 steps") == 1
+
+
+def test_short_mir1k_run(tmp_path):
+    if not (MIR1K / "splits.json").is_file():
+        pytest.skip(f"MIR-1K not found at {MIR1K} (../shared is absent)")
+    recipe = load_recipe(Path(__file__).resolve().parents[1] / "recipes" / "mir1k" / "vocals-accompaniment.json", [
+        "train.steps=12", "train.batch_size=2", "train.valid_every=6", "train.checkpoint_every=6", "train.log_every=3",
+        "data.max_tracks=6", "model.unet.filters=[4,8,16,32,64,128]",
+    ])
+    result = Trainer(recipe, tmp_path / "mir1k", device="cpu", progress=False).run()
+    assert result.steps == 12 and result.best_score is not None and np.isfinite(result.best_score)
+    rows = (tmp_path / "mir1k" / "validation.csv").read_text().splitlines()
+    assert len(rows) == 3
+    config = json.loads((tmp_path / "mir1k" / "config.json").read_text())
+    assert config["sample_rate"] == 16000 and config["stems"] == ["vocals", "accompaniment"]

@@ -1,0 +1,545 @@
+"""The training loop: Spleeter's loss on masked magnitudes, Adam, validation by separation score, exact resume,
+and data-parallel scale-out through ``torchrun`` (torch.distributed: gloo on the CPU, NCCL on GPUs).
+
+A run folder (``--out runs/NAME``) holds:
+
+    config.json, model.safetensors   the best model so far (by validation score): ``unet-sep separate --model runs/NAME``
+    recipe.json                      the resolved recipe (defaults and overrides filled in)
+    checkpoints/step-XXXXXXXX/       model, optimizer state and loop state; ``checkpoints/latest`` names the newest
+    metrics.csv, tensorboard/        training and validation metrics
+    curves.png                       loss and validation curves, drawn at the end
+    best.json                        step and scores of the kept model
+
+Determinism: the excerpts of step ``k`` are a pure function of (seed, k, rank), dropout is re-seeded from
+(seed, k, rank) at every step and the learning rate is a function of ``k``, so a run resumed from any
+checkpoint continues exactly as the uninterrupted run would have.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import math
+import os
+import queue
+import shutil
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from safetensors.torch import load_file, save_file
+
+from unet_sep.config import ConfigError
+from unet_sep.dsp.stft import stft
+from unet_sep.model.stems import StemsNet
+from unet_sep.separate.separator import Separator, resolve_device
+from unet_sep.train.datasets import ExcerptSampler, load_tracks
+from unet_sep.train.recipe import Recipe
+from unet_sep.weights.checkpoint import save_model
+
+logger = logging.getLogger(__name__)
+
+LATEST = "latest"
+METRIC_FIELDS = ["step", "loss", "lr", "grad_norm", "excerpts_per_s", "seconds_per_step", "data_wait_s"]
+
+
+class TrainingError(Exception):
+    """A run that cannot start or continue; the message is meant for the user."""
+
+
+@dataclass
+class TrainResult:
+    """What a finished (or early-stopped) run did."""
+
+    out: Path
+    steps: int
+    stopped_early: bool
+    best_score: float | None
+    best_step: int | None
+    final_loss: float | None
+    seconds: float
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+
+# ---- distributed helpers ---------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Ranks:
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+
+def _ranks_from_env() -> Ranks:
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    return Ranks(int(os.environ.get("RANK", "0")), world, int(os.environ.get("LOCAL_RANK", "0")))
+
+
+def _step_seed(seed: int, step: int, rank: int) -> int:
+    return (seed * 1_000_003 + step * 7_919 + rank * 104_729) % (2**63 - 1)
+
+
+# ---- checkpoint state ------------------------------------------------------------------------------------
+def _optimizer_tensors(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Adam's state as flat tensors (safetensors) plus its JSON-able parts: nothing is pickled."""
+    state = optimizer.state_dict()
+    tensors: dict[str, torch.Tensor] = {}
+    scalars: dict[str, dict[str, Any]] = {}
+    for index, values in state["state"].items():
+        for key, value in values.items():
+            if isinstance(value, torch.Tensor):
+                tensors[f"{index}.{key}"] = value.detach().cpu().contiguous()
+            else:
+                scalars.setdefault(str(index), {})[key] = value
+    return tensors, {"param_groups": state["param_groups"], "scalars": scalars}
+
+
+def _restore_optimizer(optimizer: torch.optim.Optimizer, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
+    state: dict[int, dict[str, Any]] = {}
+    for name, tensor in tensors.items():
+        index, key = name.split(".", 1)
+        state.setdefault(int(index), {})[key] = tensor
+    for index, values in meta.get("scalars", {}).items():
+        state.setdefault(int(index), {}).update(values)
+    optimizer.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
+
+
+def _write_json(path: Path, data: Any) -> None:
+    tmp = path.with_name(f".{path.name}.partial")
+    tmp.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def save_checkpoint(folder: Path, step: int, net: StemsNet, optimizer: torch.optim.Optimizer, loop_state: dict[str, Any], keep: int = 2) -> Path:
+    """Write ``folder/step-XXXXXXXX`` under a temporary name, rename it, then point ``latest`` at it.
+
+    A process killed at any moment (even ``kill -9`` in the middle of this) leaves the previous checkpoint
+    and pointer intact: the new folder only counts once renamed, and the pointer is replaced atomically.
+    """
+    folder.mkdir(parents=True, exist_ok=True)
+    name = f"step-{step:08d}"
+    final = folder / name
+    partial = folder / f".{name}.partial"
+    shutil.rmtree(partial, ignore_errors=True)
+    partial.mkdir()
+    save_file({k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()}, str(partial / "model.safetensors"))
+    tensors, meta = _optimizer_tensors(optimizer)
+    save_file(tensors, str(partial / "optimizer.safetensors"))
+    (partial / "state.json").write_text(json.dumps({**loop_state, "step": step, "optimizer": meta}, indent=2), encoding="utf-8")
+    if final.exists():
+        shutil.rmtree(final)
+    os.replace(partial, final)
+    pointer = folder / LATEST
+    tmp = folder / f".{LATEST}.partial"
+    tmp.write_text(name + "\n", encoding="utf-8")
+    os.replace(tmp, pointer)
+    steps = sorted(p for p in folder.glob("step-*") if p.is_dir())
+    for old in steps[:-keep]:
+        shutil.rmtree(old, ignore_errors=True)
+    return final
+
+
+def latest_checkpoint(folder: Path) -> Path | None:
+    """The checkpoint ``latest`` points at, if it is complete."""
+    pointer = folder / LATEST
+    if not pointer.is_file():
+        return None
+    candidate = folder / pointer.read_text(encoding="utf-8").strip()
+    if all((candidate / f).is_file() for f in ("model.safetensors", "optimizer.safetensors", "state.json")):
+        return candidate
+    return None
+
+
+# ---- the loop --------------------------------------------------------------------------------------------
+class Trainer:
+    """Trains ``recipe`` into the run folder ``out``; see the module's doc for what the folder holds.
+
+    Args:
+        recipe: model, data and training settings.
+        out: the run folder.
+        device: "auto", "cpu", "cuda", ... (under torchrun each process takes ``cuda:LOCAL_RANK``).
+        resume: continue from ``out/checkpoints/latest``; without it an existing run folder is an error.
+        progress: show a progress bar (main process only).
+        on_step: called as ``on_step(step, loss)`` after every optimisation step (for tests and tools).
+    """
+
+    def __init__(
+        self,
+        recipe: Recipe,
+        out: str | Path,
+        device: str = "auto",
+        resume: bool = False,
+        progress: bool = True,
+        on_step: Callable[[int, float], None] | None = None,
+    ) -> None:
+        recipe.validate()
+        self.recipe = recipe
+        self.out = Path(out)
+        self.resume = resume
+        self.progress = progress
+        self.on_step = on_step
+        self.ranks = _ranks_from_env()
+        self.distributed = self.ranks.world > 1
+        if self.distributed and not dist.is_initialized():
+            backend = "nccl" if torch.cuda.is_available() and device != "cpu" else "gloo"
+            dist.init_process_group(backend=backend)
+        if self.distributed and dist.get_backend() == "nccl":
+            self.device = torch.device("cuda", self.ranks.local_rank)
+            torch.cuda.set_device(self.device)
+        else:
+            self.device = resolve_device(device)
+        model = recipe.model
+        self.frames = recipe.train.excerpt_frames or model.segment_frames
+        self.excerpt_samples = self.frames * model.stft.hop_length - model.stft.n_fft
+
+    # -- helpers
+    def _barrier(self) -> None:
+        if self.distributed:
+            dist.barrier()
+
+    def _batch_indices(self, step: int) -> list[int]:
+        size = self.recipe.train.batch_size
+        first = (step * self.ranks.world + self.ranks.rank) * size
+        return list(range(first, first + size))
+
+    def _spectrogram_targets(self, batch: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Excerpts ``[B, S, C, L]`` -> (mixture magnitude ``[B, C, T, F]``, target magnitudes ``[S, B, C, T, F]``)."""
+        model = self.recipe.model
+        n_fft, hop, bins = model.stft.n_fft, model.stft.hop_length, model.frequency_bins
+        mixture = batch.sum(dim=1)
+        mix_mag = stft(mixture, n_fft, hop)[..., :bins, : self.frames].abs().transpose(-1, -2)
+        target_mag = stft(batch, n_fft, hop)[..., :bins, : self.frames].abs().transpose(-1, -2)
+        return mix_mag.contiguous(), target_mag.permute(1, 0, 2, 3, 4).contiguous()
+
+    def _loss(self, estimates: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """Summed over stems, mean over everything else (Spleeter: sum of per-instrument L1 means)."""
+        error = estimates.float() - targets
+        per_stem = error.abs().flatten(1).mean(1) if self.recipe.train.loss == "l1" else (error**2).flatten(1).mean(1)
+        return per_stem.sum()
+
+    # -- the run
+    def run(self) -> TrainResult:
+        recipe, train = self.recipe, self.recipe.train
+        model_config = recipe.model
+        started = time.perf_counter()
+        checkpoints = self.out / "checkpoints"
+        resume_from = latest_checkpoint(checkpoints) if self.resume else None
+        if self.ranks.main:
+            if not self.resume and checkpoints.exists() and any(checkpoints.iterdir()):
+                raise TrainingError(f"{self.out} already holds a run; pass --resume to continue it or choose another --out")
+            self.out.mkdir(parents=True, exist_ok=True)
+            _write_json(self.out / "recipe.json", recipe.to_dict())
+        self._barrier()
+
+        logger.info("loading training data (%s)", recipe.data.root)
+        train_tracks = load_tracks(recipe.data, "train", model_config.sample_rate, model_config.n_channels)
+        valid_tracks = []
+        if self.ranks.main:
+            try:
+                valid_tracks = load_tracks(recipe.data, "valid", model_config.sample_rate, model_config.n_channels)
+            except (ValueError, ConfigError) as error:
+                logger.warning("no validation data (%s): the last model is kept instead of the best", error)
+            if train.valid_tracks is not None:
+                valid_tracks = valid_tracks[: train.valid_tracks]
+        sampler = ExcerptSampler(train_tracks, self.excerpt_samples, list(model_config.stems), recipe.data.augment,
+                                 seed=train.seed, sample_rate=model_config.sample_rate)
+
+        torch.manual_seed(train.seed)
+        net = StemsNet(model_config).to(self.device)
+        optimizer = torch.optim.Adam(net.parameters(), lr=train.learning_rate, weight_decay=train.weight_decay)
+        loop_state: dict[str, Any] = {"best_score": None, "best_step": None, "bad_validations": 0, "history": []}
+        start_step = 0
+        if resume_from is not None:
+            net.load_state_dict(load_file(str(resume_from / "model.safetensors"), device=str(self.device)))
+            saved = json.loads((resume_from / "state.json").read_text(encoding="utf-8"))
+            _restore_optimizer(optimizer, load_file(str(resume_from / "optimizer.safetensors"), device=str(self.device)), saved.pop("optimizer"))
+            start_step = int(saved.pop("step"))
+            loop_state.update(saved)
+            logger.info("resumed from %s at step %d", resume_from, start_step)
+        elif self.resume:
+            logger.info("nothing to resume in %s: starting from step 0", checkpoints)
+        model = net
+        if self.distributed:
+            model = torch.nn.parallel.DistributedDataParallel(net, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+
+        use_amp = self.device.type == "cuda" and train.precision != "fp32"
+        amp_dtype = torch.bfloat16 if train.precision == "bf16" else torch.float16
+        scaler = torch.amp.GradScaler("cuda", enabled=use_amp and train.precision == "fp16")
+
+        metrics = _Metrics(self.out, start_step, enabled=self.ranks.main)
+        batches = _Prefetcher(sampler, self._batch_indices, start_step, train.steps, train.prefetch)
+        bar = None
+        if self.ranks.main and self.progress:
+            from tqdm import tqdm
+
+            bar = tqdm(total=train.steps, initial=start_step, unit="step", desc="training", dynamic_ncols=True, disable=None)
+        stopped_early = False
+        last_loss: float | None = None
+        window: list[float] = []
+        window_start = time.perf_counter()
+        data_wait = 0.0
+        step = start_step
+        net.train()
+        try:
+            while step < train.steps:
+                wait_started = time.perf_counter()
+                batch_np = batches.get(step)
+                data_wait += time.perf_counter() - wait_started
+                batch = torch.from_numpy(batch_np).to(self.device, non_blocking=True)
+                torch.manual_seed(_step_seed(train.seed, step, self.ranks.rank))
+                lr = train.learning_rate_at(step)
+                for group in optimizer.param_groups:
+                    group["lr"] = lr
+                mix_mag, target_mag = self._spectrogram_targets(batch)
+                with torch.autocast(device_type=self.device.type, dtype=amp_dtype, enabled=use_amp):
+                    estimates = model(mix_mag)
+                loss = self._loss(estimates, target_mag)
+                optimizer.zero_grad(set_to_none=True)
+                scaler.scale(loss).backward()
+                scaler.unscale_(optimizer)
+                grad_norm = torch.nn.utils.clip_grad_norm_(net.parameters(), train.grad_clip if train.grad_clip > 0 else math.inf)
+                scaler.step(optimizer)
+                scaler.update()
+                step += 1
+                last_loss = float(loss.detach())
+                window.append(last_loss)
+                if self.on_step is not None:
+                    self.on_step(step, last_loss)
+                if bar is not None:
+                    bar.update(1)
+                    bar.set_postfix(loss=f"{last_loss:.4f}", lr=f"{lr:.2e}")
+                if step % train.log_every == 0 or step == train.steps:
+                    elapsed = time.perf_counter() - window_start
+                    excerpts = len(window) * train.batch_size * self.ranks.world
+                    metrics.log_train(step, {
+                        "loss": float(np.mean(window)), "lr": lr, "grad_norm": float(grad_norm),
+                        "excerpts_per_s": excerpts / elapsed, "seconds_per_step": elapsed / len(window),
+                        "data_wait_s": data_wait / len(window),
+                    })
+                    window, data_wait, window_start = [], 0.0, time.perf_counter()
+                validate_now = train.valid_every and step % train.valid_every == 0
+                if validate_now or step == train.steps:
+                    stop = self._validate(step, net, valid_tracks, loop_state, metrics)
+                    net.train()
+                    if stop:
+                        stopped_early = True
+                if step % train.checkpoint_every == 0 or step == train.steps or stopped_early:
+                    if self.ranks.main:
+                        save_checkpoint(checkpoints, step, net, optimizer, loop_state)
+                    self._barrier()
+                if stopped_early:
+                    logger.info("early stop at step %d: %d validations without improvement", step, train.patience)
+                    break
+        finally:
+            batches.close()
+            if bar is not None:
+                bar.close()
+            metrics.close()
+        if self.ranks.main:
+            if loop_state["best_step"] is None:  # no validation data: keep the last model
+                save_model(self.out, net, model_config)
+            metrics.plot(self.out / "curves.png")
+        self._barrier()
+        return TrainResult(self.out, step, stopped_early, loop_state["best_score"], loop_state["best_step"], last_loss,
+                           time.perf_counter() - started, loop_state["history"])
+
+    @torch.no_grad()
+    def _validate(self, step: int, net: StemsNet, tracks: list, loop_state: dict[str, Any], metrics: "_Metrics") -> bool:
+        """Score the model on the validation tracks (main process); keep it if best; True means stop early."""
+        stop = False
+        if self.ranks.main and tracks:
+            net.eval()
+            separator = Separator(net, self.recipe.model, device=self.device, channels_last=False, optimize=False)
+            scores = validation_scores(separator, tracks)
+            score = float(np.mean([scores[f"sdr_{s}"] for s in self.recipe.model.stems]))
+            scores["score"] = score
+            entry = {"step": step, **scores}
+            loop_state["history"].append(entry)
+            metrics.log_valid(step, scores)
+            best = loop_state["best_score"]
+            if best is None or score > best:
+                loop_state.update(best_score=score, best_step=step, bad_validations=0)
+                save_model(self.out, net, self.recipe.model)
+                _write_json(self.out / "best.json", entry)
+                logger.info("step %d: validation SDR %.2f dB (best so far, kept)", step, score)
+            else:
+                loop_state["bad_validations"] += 1
+                logger.info("step %d: validation SDR %.2f dB (best %.2f dB at step %d)", step, score, best, loop_state["best_step"])
+                patience = self.recipe.train.patience
+                stop = bool(patience and loop_state["bad_validations"] >= patience)
+        if self.distributed:
+            flag = torch.tensor([1 if stop else 0], device=self.device if dist.get_backend() == "nccl" else "cpu")
+            dist.broadcast(flag, src=0)
+            stop = bool(flag.item())
+        return stop
+
+
+def sdr_db(reference: np.ndarray, estimate: np.ndarray, eps: float = 1e-9) -> float:
+    """Signal-to-distortion ratio over a whole track: ``10 log10(|s|^2 / |s - s_hat|^2)`` (the "new SDR" of MDX)."""
+    reference = reference.astype(np.float64)
+    error = reference - estimate
+    return float(10 * np.log10((np.sum(reference**2) + eps) / (np.sum(error**2) + eps)))
+
+
+def validation_scores(separator: Separator, tracks: list) -> dict[str, float]:
+    """Mean SDR per stem over ``tracks`` for the separator and for the mixture used as the estimate."""
+    per_stem: dict[str, list[float]] = {s: [] for s in separator.stems}
+    baseline: dict[str, list[float]] = {s: [] for s in separator.stems}
+    for track in tracks:
+        mixture = track.mixture
+        estimates = separator.separate(mixture, separator.sample_rate)
+        for stem in separator.stems:
+            per_stem[stem].append(sdr_db(track.sources[stem], estimates[stem]))
+            baseline[stem].append(sdr_db(track.sources[stem], mixture))
+    scores = {f"sdr_{s}": float(np.mean(v)) for s, v in per_stem.items()}
+    scores.update({f"mixture_sdr_{s}": float(np.mean(v)) for s, v in baseline.items()})
+    return scores
+
+
+class _Prefetcher:
+    """Prepares the batches of the coming steps in a background thread (bounded queue), in step order."""
+
+    def __init__(self, sampler: ExcerptSampler, indices: Callable[[int], list[int]], start: int, stop: int, depth: int) -> None:
+        self._queue: queue.Queue = queue.Queue(maxsize=max(1, depth))
+        self._stop = threading.Event()
+        self._sampler, self._indices = sampler, indices
+        self._thread = None
+        if depth > 0:
+            self._thread = threading.Thread(target=self._work, args=(start, stop), daemon=True, name="unet-sep-data")
+            self._thread.start()
+
+    def _work(self, start: int, stop: int) -> None:
+        for step in range(start, stop):
+            if self._stop.is_set():
+                return
+            try:
+                item = (step, self._sampler.batch(self._indices(step)))
+            except BaseException as error:  # hand the error to the training thread
+                item = (step, error)
+            while not self._stop.is_set():
+                try:
+                    self._queue.put(item, timeout=0.1)
+                    break
+                except queue.Full:
+                    continue
+
+    def get(self, step: int) -> np.ndarray:
+        if self._thread is None:
+            return self._sampler.batch(self._indices(step))
+        got, batch = self._queue.get()
+        if isinstance(batch, BaseException):
+            raise batch
+        assert got == step, (got, step)
+        return batch
+
+    def close(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+
+
+class _Metrics:
+    """metrics.csv (rows after the resumed step are dropped) and TensorBoard, main process only."""
+
+    def __init__(self, out: Path, start_step: int, enabled: bool) -> None:
+        self.enabled = enabled
+        self.path = out / "metrics.csv"
+        self.valid_path = out / "validation.csv"
+        self.writer = None
+        if not enabled:
+            return
+        for path in (self.path, self.valid_path):
+            if path.exists():
+                rows = [r for r in csv.DictReader(path.open()) if int(r["step"]) <= start_step]
+                fields = list(rows[0].keys()) if rows else None
+                if fields:
+                    with path.open("w", newline="") as handle:
+                        writer = csv.DictWriter(handle, fieldnames=fields)
+                        writer.writeheader()
+                        writer.writerows(rows)
+                else:
+                    path.unlink()
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.writer = SummaryWriter(str(out / "tensorboard"), purge_step=start_step + 1 if start_step else None)
+        except ImportError:  # tensorboard is a dependency, but a broken install should not stop training
+            logger.warning("tensorboard is not available: metrics go to CSV only")
+
+    def _append(self, path: Path, row: dict[str, Any]) -> None:
+        new = not path.exists()
+        with path.open("a", newline="") as handle:
+            writer = csv.DictWriter(handle, fieldnames=list(row))
+            if new:
+                writer.writeheader()
+            writer.writerow(row)
+
+    def log_train(self, step: int, values: dict[str, float]) -> None:
+        if not self.enabled:
+            return
+        self._append(self.path, {"step": step, **{k: f"{v:.6g}" for k, v in values.items()}})
+        if self.writer is not None:
+            for key, value in values.items():
+                self.writer.add_scalar(f"train/{key}", value, step)
+        logger.info("step %d: loss %.4f, %.2f excerpts/s, %.3f s/step (data wait %.3f s)", step, values["loss"],
+                    values["excerpts_per_s"], values["seconds_per_step"], values["data_wait_s"])
+
+    def log_valid(self, step: int, values: dict[str, float]) -> None:
+        if not self.enabled:
+            return
+        self._append(self.valid_path, {"step": step, **{k: f"{v:.4f}" for k, v in values.items()}})
+        if self.writer is not None:
+            for key, value in values.items():
+                self.writer.add_scalar(f"valid/{key}", value, step)
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+
+    def plot(self, path: Path) -> None:
+        """Loss curve and validation SDR per stem (with the mixture baseline dashed) as a PNG."""
+        if not self.path.exists():
+            return
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        rows = list(csv.DictReader(self.path.open()))
+        valid = list(csv.DictReader(self.valid_path.open())) if self.valid_path.exists() else []
+        fig, axes = plt.subplots(1, 2 if valid else 1, figsize=(11 if valid else 6, 4), squeeze=False)
+        ax = axes[0][0]
+        ax.plot([int(r["step"]) for r in rows], [float(r["loss"]) for r in rows], color="tab:blue")
+        ax.set_xlabel("step")
+        ax.set_ylabel("training loss")
+        ax.set_yscale("log")
+        ax.grid(True, alpha=0.3)
+        ax.set_title("training loss")
+        if valid:
+            ax = axes[0][1]
+            steps = [int(r["step"]) for r in valid]
+            stems = [k[4:] for k in valid[0] if k.startswith("sdr_")]
+            for i, stem in enumerate(stems):
+                color = f"C{i}"
+                ax.plot(steps, [float(r[f"sdr_{stem}"]) for r in valid], marker="o", color=color, label=stem)
+                ax.plot(steps, [float(r[f"mixture_sdr_{stem}"]) for r in valid], ls="--", color=color, alpha=0.6,
+                        label=f"{stem}: mixture as estimate")
+            ax.set_xlabel("step")
+            ax.set_ylabel("SDR (dB)")
+            ax.set_title("validation")
+            ax.grid(True, alpha=0.3)
+            ax.legend(fontsize=7)
+        fig.tight_layout()
+        tmp = path.with_name(f".{path.name}.partial.png")
+        fig.savefig(tmp, dpi=110)
+        plt.close(fig)
+        os.replace(tmp, path)

@@ -1,0 +1,208 @@
+"""Training recipes: one JSON file with the model, the data and the training settings.
+
+```json
+{"model": {...ModelConfig...}, "data": {...DataConfig...}, "train": {...TrainConfig...}}
+```
+
+Relative data paths in a recipe are resolved against the recipe's folder. ``--set key=value`` overrides any
+field by its dotted path (``train.steps=100``, ``model.unet.filters=[8,16,32,64,128,256]``); values are parsed as
+JSON when they can be, else taken as strings. The resolved recipe is saved beside every run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from unet_sep.config import ConfigError, ModelConfig
+from unet_sep.train.datasets import DataConfig
+
+LOSSES = ("l1", "mse")
+SCHEDULES = ("constant", "cosine", "step")
+PRECISIONS = ("fp32", "bf16", "fp16")
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation settings.
+
+    Attributes:
+        seed: seeds the data order, augmentation and dropout; a run is a pure function of its recipe.
+        steps: optimisation steps in all.
+        batch_size: excerpts per step and process (the global batch is this times the number of processes).
+        excerpt_frames: STFT frames per training excerpt (default: the model's segment length T).
+        loss: "l1" (Spleeter: L1 between masked and target magnitudes, summed over stems) or "mse".
+        learning_rate, lr_schedule, warmup_steps, lr_min, lr_step_every, lr_step_gamma: Adam's learning rate,
+            "constant", "cosine" (to lr_min at the last step) or "step" (times gamma every lr_step_every steps),
+            after a linear warm-up.
+        weight_decay: Adam's L2 penalty.
+        grad_clip: clip the gradient norm to this (0: off).
+        precision: "fp32", or "bf16"/"fp16" autocast on CUDA (ignored on the CPU).
+        valid_every: validate every so many steps (0: only at the end); the score is the mean SDR over stems
+            and validation tracks.
+        valid_tracks: at most this many validation tracks (None: all).
+        patience: stop after this many validations without a better score (0: never stop early).
+        checkpoint_every: save the training state every so many steps.
+        log_every: write metrics every so many steps.
+        prefetch: batches prepared ahead by a background thread.
+    """
+
+    seed: int = 0
+    steps: int = 100_000
+    batch_size: int = 4
+    excerpt_frames: int | None = None
+    loss: str = "l1"
+    learning_rate: float = 1e-4
+    lr_schedule: str = "constant"
+    warmup_steps: int = 0
+    lr_min: float = 1e-6
+    lr_step_every: int = 10_000
+    lr_step_gamma: float = 0.5
+    weight_decay: float = 0.0
+    grad_clip: float = 5.0
+    precision: str = "fp32"
+    valid_every: int = 1000
+    valid_tracks: int | None = None
+    patience: int = 0
+    checkpoint_every: int = 500
+    log_every: int = 10
+    prefetch: int = 2
+
+    def validate(self) -> None:
+        if self.steps < 1 or self.batch_size < 1:
+            raise ConfigError("train.steps and train.batch_size must be >= 1")
+        if self.loss not in LOSSES:
+            raise ConfigError(f"train.loss must be one of {LOSSES}, got {self.loss!r}")
+        if self.lr_schedule not in SCHEDULES:
+            raise ConfigError(f"train.lr_schedule must be one of {SCHEDULES}, got {self.lr_schedule!r}")
+        if self.precision not in PRECISIONS:
+            raise ConfigError(f"train.precision must be one of {PRECISIONS}, got {self.precision!r}")
+        if self.learning_rate <= 0:
+            raise ConfigError("train.learning_rate must be > 0")
+        for name in ("valid_every", "patience", "warmup_steps", "prefetch"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"train.{name} must be >= 0")
+        for name in ("checkpoint_every", "log_every"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"train.{name} must be >= 1")
+
+    def learning_rate_at(self, step: int) -> float:
+        """The learning rate for optimisation step ``step`` (0-based); a pure function, so resuming needs no state."""
+        if self.warmup_steps and step < self.warmup_steps:
+            return self.learning_rate * (step + 1) / self.warmup_steps
+        if self.lr_schedule == "cosine":
+            import math
+
+            span = max(1, self.steps - self.warmup_steps)
+            progress = min(1.0, (step - self.warmup_steps) / span)
+            return self.lr_min + 0.5 * (self.learning_rate - self.lr_min) * (1 + math.cos(math.pi * progress))
+        if self.lr_schedule == "step":
+            return self.learning_rate * self.lr_step_gamma ** ((step - self.warmup_steps) // self.lr_step_every)
+        return self.learning_rate
+
+
+@dataclass
+class Recipe:
+    """A whole training recipe."""
+
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def validate(self) -> None:
+        self.model.validate()
+        self.data.validate()
+        self.train.validate()
+        if list(self.data.targets) != list(self.model.stems):
+            raise ConfigError(f"data.targets {self.data.targets} must equal model.stems {self.model.stems}")
+        frames = self.train.excerpt_frames or self.model.segment_frames
+        if frames % 2 ** self.model.unet.depth:
+            raise ConfigError(f"train.excerpt_frames ({frames}) must be a multiple of 2**depth")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "Recipe":
+        unknown = sorted(set(data) - {"model", "data", "train"})
+        if unknown:
+            raise ConfigError(f"unknown recipe section(s): {', '.join(unknown)} (expected model, data, train)")
+        model = ModelConfig.from_dict(data.get("model", {}))
+        data_config = _build_nested(DataConfig, data.get("data", {}), "data")
+        train = _build_nested(TrainConfig, data.get("train", {}), "train")
+        recipe = cls(model=model, data=data_config, train=train)
+        recipe.validate()
+        return recipe
+
+
+def _build_nested(cls: type, values: dict[str, Any], section: str) -> Any:
+    if not isinstance(values, dict):
+        raise ConfigError(f"recipe section {section!r} must be an object")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - set(fields))
+    if unknown:
+        raise ConfigError(f"unknown key(s) in recipe section {section!r}: {', '.join(unknown)}")
+    kwargs = {}
+    for name, value in values.items():
+        default = fields[name].default_factory() if fields[name].default_factory is not dataclasses.MISSING else None
+        if dataclasses.is_dataclass(default) and isinstance(value, dict):
+            value = _build_nested(type(default), value, f"{section}.{name}")
+        elif isinstance(default, tuple) and isinstance(value, list):
+            value = tuple(value)
+        kwargs[name] = value
+    return cls(**kwargs)
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """``"train.steps=100"`` -> (["train", "steps"], 100)."""
+    if "=" not in text:
+        raise ConfigError(f"--set expects key=value, got {text!r}")
+    key, raw = text.split("=", 1)
+    try:
+        value = json.loads(raw)
+    except json.JSONDecodeError:
+        value = raw
+    return key.strip().split("."), value
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Set dotted keys in a recipe dict (before it is turned into dataclasses)."""
+    for text in overrides:
+        path, value = parse_override(text)
+        node = data
+        for part in path[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"--set {text}: {part} is not a section")
+        node[path[-1]] = value
+    return data
+
+
+def load_recipe(path: str | Path, overrides: list[str] | None = None, data_root: str | None = None) -> Recipe:
+    """Read a recipe file, apply ``--set`` overrides and ``--data-root``, resolve relative paths, validate."""
+    path = Path(path)
+    if path.is_dir():
+        candidates = sorted(path.glob("*.json"))
+        if len(candidates) != 1:
+            raise ConfigError(f"{path}: a recipe folder must hold exactly one .json recipe (found {len(candidates)})")
+        path = candidates[0]
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except OSError as error:
+        raise ConfigError(f"{path}: cannot read recipe ({error.strerror or error})") from error
+    except json.JSONDecodeError as error:
+        raise ConfigError(f"{path}: not valid JSON ({error})") from error
+    data = apply_overrides(data, overrides or [])
+    section = data.setdefault("data", {})
+    if data_root is not None:
+        section["root"] = str(Path(data_root).expanduser().resolve())
+    for key in ("root", "split_file"):  # data shipped with or beside the recipe
+        value = section.get(key)
+        if value and not Path(value).expanduser().is_absolute():
+            section[key] = str((path.parent / value).resolve())
+    if section.get("cache_dir"):  # a cache is the user's: relative to where the command runs
+        section["cache_dir"] = str(Path(section["cache_dir"]).expanduser().resolve())
+    return Recipe.from_dict(data)
