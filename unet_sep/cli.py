@@ -36,11 +36,16 @@ def _error(message: str) -> None:
 
 
 def _setup_logging(verbose: bool) -> None:
-    logging.basicConfig(
-        level=logging.INFO if verbose else logging.WARNING,
-        format="%(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    """Our own handler on the package logger, so libraries that reconfigure the root logger (TensorBoard's
+    imports do) cannot swallow our messages."""
+    package = logging.getLogger("unet_sep")
+    package.setLevel(logging.INFO if verbose else logging.WARNING)
+    if not any(getattr(h, "_unet_sep", False) for h in package.handlers):
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+        handler._unet_sep = True  # type: ignore[attr-defined]
+        package.addHandler(handler)
+    package.propagate = False
 
 
 def _version(value: bool) -> None:
