@@ -36,15 +36,15 @@ def _error(message: str) -> None:
 
 
 def _setup_logging(verbose: bool) -> None:
-    """Our own handler on the package logger, so libraries that reconfigure the root logger (TensorBoard's
-    imports do) cannot swallow our messages."""
+    """Our own handler on the package logger, so our messages reach stderr whatever libraries do to the root logger."""
     package = logging.getLogger("unet_sep")
     package.setLevel(logging.INFO if verbose else logging.WARNING)
-    if not any(getattr(h, "_unet_sep", False) for h in package.handlers):
-        handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
-        handler._unet_sep = True  # type: ignore[attr-defined]
-        package.addHandler(handler)
+    for old in [h for h in package.handlers if getattr(h, "_unet_sep", False)]:
+        package.removeHandler(old)  # a second command in the same process (tests): its stderr may be closed
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    handler._unet_sep = True  # type: ignore[attr-defined]
+    package.addHandler(handler)
     package.propagate = False
 
 
@@ -352,6 +352,83 @@ def train(
         loss = "-" if result.final_loss is None else f"{result.final_loss:.4f}"
         typer.echo(f"trained {result.steps} steps{stop} in {result.seconds:.0f} s; last loss {loss}; {best}", err=True)
         typer.echo(f"model: {result.out} (unet-sep separate SONG --model {result.out}); curves: {result.out / 'curves.png'}", err=True)
+
+
+@app.command()
+def evaluate(
+    model: Optional[str] = typer.Option(None, "--model", "-m", help="The model to score: a registered name or a model folder; its stems are the targets."),
+    musdb_root: Optional[Path] = typer.Option(None, "--musdb-root", help="A MUSDB18 root (.stem.mp4), or MUSDB18-HQ with --is-wav."),
+    subset: Optional[str] = typer.Option(None, "--subset", help="MUSDB split: test (default), train, valid or train+valid."),
+    is_wav: bool = typer.Option(False, "--is-wav", help="--musdb-root is MUSDB18-HQ (one WAV per source)."),
+    stems_dir: Optional[Path] = typer.Option(None, "--stems-dir", help="A folder of <track>/<stem>.<ext> files, e.g. MIR-1K as vocals.ogg + accompaniment.ogg."),
+    split_file: Optional[Path] = typer.Option(None, "--split-file", help="JSON split file for --stems-dir: {split: [track, ...]} or {group: {split: [...]}}."),
+    split_group: Optional[str] = typer.Option(None, "--split-group", help="Group of a grouped split file (MIR-1K: singers or literature)."),
+    split: Optional[str] = typer.Option(None, "--split", help="Split of --split-file to score (default: test)."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Results folder: <method>/<track>.json (museval format), summary.csv, tracks.csv, sdr_boxplot.png. Running again resumes."),
+    compare: List[str] = typer.Option([], "--compare", help="Another model (name or folder) or a folder of another method's museval per-track JSON; repeatable."),
+    tracks: Optional[int] = typer.Option(None, "--tracks", help="Score only the first N tracks (quick checks)."),
+    mir1k_mixing: bool = typer.Option(False, "--mir1k-mixing", help="MIR-1K protocol: voice and accompaniment mixed at 0 dB; adds GNSDR, GSIR, GSAR (whole-clip BSS Eval, length-weighted)."),
+    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:N or mps."),
+    threads: Optional[int] = typer.Option(None, "--threads", help="CPU threads for torch (default: all cores)."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Log more detail."),
+) -> None:
+    """Score separators like the field does: museval BSSEval v4 (SDR, SIR, SAR, ISR in 1 s windows; median over
+    windows, then over tracks, as SiSEC18), beside the mixture and oracle ratio-mask baselines.
+
+    Example: unet-sep evaluate --model runs/mir1k --stems-dir data/mir1k --split-file data/mir1k/splits.json --split-group singers --mir1k-mixing --out eval/mir1k
+    """
+    _setup_logging(verbose)
+    from tqdm import tqdm
+
+    from unet_sep.evaluate import EvaluationError, plan_evaluation
+    from unet_sep.evaluate.report import format_table, write_reports
+
+    if model is None or out is None:
+        _error("--model and --out are required (see unet-sep evaluate --help)")
+        raise typer.Exit(2)
+    if (tracks is not None and tracks < 1) or (threads is not None and threads < 1):
+        _error("--tracks and --threads must be positive numbers")
+        raise typer.Exit(2)
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
+    try:
+        evaluation = plan_evaluation(
+            model, out, musdb_root=musdb_root, subset=subset, is_wav=is_wav, stems_dir=stems_dir, split_file=split_file,
+            split_group=split_group, split=split, compare=compare, max_tracks=tracks, mir1k_mixing=mir1k_mixing, device=device,
+        )
+    except EvaluationError as error:
+        _error(str(error))
+        raise typer.Exit(2)
+    previous = signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
+    try:
+        result = evaluation.run(progress=not quiet and sys.stderr.isatty(), notify=lambda m: tqdm.write(m, file=sys.stderr))
+        if not result.tracks:
+            _error(f"no track could be scored ({len(result.failed)} failed)")
+            raise typer.Exit(1)
+        rows, paths = write_reports(result.scores, out, result.stems, mir1k=mir1k_mixing, title=result.title)
+    except KeyboardInterrupt:
+        _error(f"interrupted; the tracks scored so far are in {out}: run the same command again to resume")
+        raise typer.Exit(130)
+    except OSError as error:
+        _error(f"{out}: {error.strerror or error}")
+        raise typer.Exit(1)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    typer.echo(format_table(rows, mir1k=mir1k_mixing))
+    for method, missing in result.missing.items():
+        typer.echo(f"warning: {method} has no results for {len(missing)} of the {len(result.tracks)} tracks "
+                   f"(e.g. {missing[0]}); its figures cover the others", err=True)
+    summary = (f"scored {len(result.tracks)} track(s) x {len(result.methods)} methods in {result.seconds:.1f} s: "
+               f"{result.scored} scored now, {result.resumed} read back from {out}")
+    if result.failed:
+        summary += f"; {len(result.failed)} track(s) failed"
+    typer.echo(summary, err=True)
+    typer.echo(f"wrote {paths['summary']}, {paths['tracks']}, {paths['boxplot']}", err=True)
+    if result.failed:
+        raise typer.Exit(1)
 
 
 @models_app.callback(invoke_without_command=True)

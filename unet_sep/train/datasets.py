@@ -265,6 +265,25 @@ class _TrackSpec:
     targets: dict[str, list[_Part]]  # target -> the parts summed to make it, in model order
 
 
+TrackSpec = _TrackSpec  # public name: where one track's stems are on disk
+
+
+def list_tracks(config: DataConfig, split: str) -> list[TrackSpec]:
+    """The tracks of ``split`` ("train", "valid" or "test") without decoding anything; empty splits raise."""
+    config.validate()
+    split_name = config.split_name(split)
+    specs = _musdb_specs(config, split_name) if config.kind == "musdb" else _folder_specs(config, split_name)
+    if not specs:
+        raise ConfigError(_empty_split_message(config, split, split_name))
+    return specs
+
+
+def load_track(spec: TrackSpec, sample_rate: int, channels: int, cache_dir: str | None = None) -> Track:
+    """Decode (or map from the cache) one track listed by :func:`list_tracks`; see :func:`load_tracks`."""
+    cache = _DecodeCache(Path(cache_dir).expanduser()) if cache_dir else None
+    return _load_track(spec, sample_rate, channels, cache)[0]
+
+
 def load_tracks(config: DataConfig, split: str, sample_rate: int, channels: int) -> list[Track]:
     """Decode (or map from the cache) every track of ``split`` ("train", "valid" or "test").
 
@@ -275,19 +294,12 @@ def load_tracks(config: DataConfig, split: str, sample_rate: int, channels: int)
     shortest (logged); larger differences, missing stems and empty splits raise :class:`DatasetError` or
     :class:`ConfigError` (both ``ValueError``).
     """
-    config.validate()
     split_name = config.split_name(split)
     sample_rate = _positive_int(sample_rate, "sample_rate")
     channels = _positive_int(channels, "channels")
     if not 1000 <= sample_rate <= 384000:
         raise ValueError(f"sample_rate must be in 1000..384000 Hz, got {sample_rate}")
-
-    if config.kind == "musdb":
-        specs = _musdb_specs(config, split_name)
-    else:
-        specs = _folder_specs(config, split_name)
-    if not specs:
-        raise ConfigError(_empty_split_message(config, split, split_name))
+    specs = list_tracks(config, split)
 
     cache = _DecodeCache(Path(config.cache_dir).expanduser()) if config.cache_dir else None
     started = time.perf_counter()
