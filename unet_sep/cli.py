@@ -352,6 +352,7 @@ def train(
         loss = "-" if result.final_loss is None else f"{result.final_loss:.4f}"
         typer.echo(f"trained {result.steps} steps{stop} in {result.seconds:.0f} s; last loss {loss}; {best}", err=True)
         typer.echo(f"model: {result.out} (unet-sep separate SONG --model {result.out}); curves: {result.out / 'curves.png'}", err=True)
+        sys.stderr.flush()
 
 
 @app.command()

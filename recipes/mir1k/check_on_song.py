@@ -27,12 +27,13 @@ def main() -> None:
     parser.add_argument("--model", default=None, help="model name or folder (default: the bundled model)")
     parser.add_argument("--input", default=str(ROOT.parent / "shared" / "data" / "mixtures" / "audio_example.mp3"))
     parser.add_argument("--out", default="spectrograms.png")
+    parser.add_argument("--mask-extension", default=None, help="override the model's mask extension above its band")
     args = parser.parse_args()
 
     from unet_sep.weights.registry import default_model_name
 
     model = args.model or default_model_name()
-    separator = Separator.from_pretrained(model, device="cpu")
+    separator = Separator.from_pretrained(model, device="cpu", mask_extension=args.mask_extension)
     audio, rate = read_audio(args.input)
     stems = separator.separate(audio, rate)
     mixture_power = _power(audio, rate)

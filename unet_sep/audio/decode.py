@@ -12,6 +12,7 @@ import logging
 import math
 import os
 import sys
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
@@ -143,8 +144,13 @@ def _quiet_native_stderr():
     """Send what native decoders print straight to file descriptor 2 to /dev/null for a moment.
 
     libsndfile's MP3 decoder (libmpg123) prints e.g. "Warning: Xing stream size off by more than 1%"
-    when opening a truncated file; the user gets our one-line error instead.
+    when opening a truncated file; the user gets our one-line error instead. File descriptor 2 belongs to
+    the whole process, so this is done only on the main thread: from worker threads (parallel decoding)
+    a redirect could race with another thread's and leave stderr pointing at /dev/null for good.
     """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
     try:
         fd = sys.stderr.fileno()
         sys.stderr.flush()

@@ -189,9 +189,11 @@ class Trainer:
         self.on_step = on_step
         self.ranks = _ranks_from_env()
         self.distributed = self.ranks.world > 1
+        self._owns_group = False
         if self.distributed and not dist.is_initialized():
             backend = "nccl" if torch.cuda.is_available() and device != "cpu" else "gloo"
             dist.init_process_group(backend=backend)
+            self._owns_group = True
         if self.distributed and dist.get_backend() == "nccl":
             self.device = torch.device("cuda", self.ranks.local_rank)
             torch.cuda.set_device(self.device)
@@ -349,6 +351,8 @@ class Trainer:
                 save_model(self.out, net, model_config)
             metrics.plot(self.out / "curves.png")
         self._barrier()
+        if self.distributed and self._owns_group:
+            dist.destroy_process_group()  # a clean shutdown, so no rank is killed while it flushes its output
         return TrainResult(self.out, step, stopped_early, loop_state["best_score"], loop_state["best_step"], last_loss,
                            time.perf_counter() - started, loop_state["history"])
 
