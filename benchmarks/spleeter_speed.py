@@ -34,7 +34,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from unet_sep import ModelConfig, Separator  # noqa: E402
+from unet_sep import Separator  # noqa: E402
 from unet_sep.dsp.stft import istft, stft  # noqa: E402
 from unet_sep.model import StemsNet  # noqa: E402
 from unet_sep.weights import spleeter  # noqa: E402

@@ -425,7 +425,6 @@ def plan_evaluation(
         mir1k_mixing: mix at 0 dB voice-to-accompaniment (MIR-1K's protocol) and add NSDR/GNSDR/GSIR/GSAR.
         device: for the models.
     """
-    from unet_sep.config import ConfigError
     from unet_sep.train import datasets
 
     if (musdb_root is None) == (stems_dir is None):

@@ -7,14 +7,20 @@ import csv
 import io
 import logging
 import math
-import os
-import tempfile
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from unet_sep.evaluate.score import GLOBAL_METRICS, METRICS, TrackScores, global_scores, sisec_medians, track_medians
+from unet_sep.evaluate.score import (
+    GLOBAL_METRICS,
+    METRICS,
+    TrackScores,
+    global_scores,
+    sisec_medians,
+    track_medians,
+    write_atomic,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -81,21 +87,6 @@ def format_table(rows: Sequence[Mapping[str, Any]], mir1k: bool = False) -> str:
     return "\n".join(lines + [note])
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, temporary = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-        os.replace(temporary, path)
-    except BaseException:
-        try:
-            os.unlink(temporary)
-        except OSError:
-            pass
-        raise
-
-
 def _csv_value(value: Any) -> Any:
     if isinstance(value, float):
         return "" if math.isnan(value) else f"{value:.5f}"
@@ -110,7 +101,7 @@ def write_summary_csv(rows: Sequence[Mapping[str, Any]], path: Path, mir1k: bool
     writer.writerow(columns)
     for row in rows:
         writer.writerow([_csv_value(row.get(c, math.nan)) for c in columns])
-    _write_atomic(Path(path), buffer.getvalue().encode("utf-8"))
+    write_atomic(Path(path), buffer.getvalue().encode("utf-8"))
     return Path(path)
 
 
@@ -129,7 +120,7 @@ def write_tracks_csv(results: Results, path: Path, mir1k: bool = False) -> Path:
                     row += [_csv_value(float(whole.get(m, math.nan))) for m in ("SDR", "SIR", "SAR")]
                     row += [_csv_value(scores.nsdr(stem)), scores.n_samples if scores.n_samples is not None else ""]
                 writer.writerow(row)
-    _write_atomic(Path(path), buffer.getvalue().encode("utf-8"))
+    write_atomic(Path(path), buffer.getvalue().encode("utf-8"))
     return Path(path)
 
 
@@ -178,7 +169,7 @@ def sdr_boxplot(results: Results, path: Path, stems: Sequence[str] = (), title: 
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=110)
     plt.close(figure)
-    _write_atomic(Path(path), buffer.getvalue())
+    write_atomic(Path(path), buffer.getvalue())
     return Path(path)
 
 

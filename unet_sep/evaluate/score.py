@@ -305,11 +305,17 @@ def save_track_json(path: Path, scores: TrackScores) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     store = scores.to_museval()
     store.validate()  # museval's own schema check
-    text = store.json
+    write_atomic(path, store.json.encode("utf-8"))
+    return path
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    """Write ``data`` to a temporary file beside ``path`` and rename it, so ``path`` is never half-written."""
+    path.parent.mkdir(parents=True, exist_ok=True)
     fd, temporary = tempfile.mkstemp(prefix=f".{path.stem[:40]}.", suffix=".tmp", dir=path.parent)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
         os.replace(temporary, path)
     except BaseException:
         try:
@@ -317,7 +323,6 @@ def save_track_json(path: Path, scores: TrackScores) -> Path:
         except OSError:
             pass
         raise
-    return path
 
 
 def load_track_json(path: Path, track: str | None = None) -> TrackScores:
