@@ -409,15 +409,19 @@ def test_two_inputs_with_the_same_outputs(tmp_path, model):
 
 
 def test_input_vanishing_during_the_batch(tmp_path, model):
-    """An input deleted after the batch was probed fails on its own; the rest of the batch goes on."""
+    """An input deleted after the batch was probed fails on its own; the rest of the batch goes on.
+
+    With one reader thread the victim is opened only once the slow file is fully decoded, and the slow file is
+    longer than the pipeline's bounded queues hold, so the victim is gone before anything opens it.
+    """
     model_dir, stems = model
     inputs = tmp_path / "in"
-    slow = write_wav(inputs / "slow.wav", 40.0, seed=1)
+    slow = write_wav(inputs / "slow.wav", 240.0, seed=1)
     victim = write_wav(inputs / "victim.wav", 1.0, seed=2)
     after = write_wav(inputs / "after.wav", 1.0, seed=3)
     out = tmp_path / "out"
     args = [sys.executable, "-m", "unet_sep", "separate", str(slow), str(victim), str(after), "--out", str(out),
-            "--model", str(model_dir), "--quiet"]
+            "--model", str(model_dir), "--quiet", "--readers", "1"]
     process = subprocess.Popen(args, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
     try:
         wait_for_partial(process, out / "slow")
@@ -498,6 +502,17 @@ def wait_for_partial(process: subprocess.Popen, folder: Path, timeout: float = 6
     pytest.fail(f"no temporary file appeared in {folder} within {timeout:.0f} s")
 
 
+def wait_for_stems(process: subprocess.Popen, folder: Path, stems: list[str], timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if all((folder / f"{stem}.wav").is_file() for stem in stems):
+            return
+        if process.poll() is not None:
+            pytest.fail(f"the command ended (exit {process.returncode}) before writing {folder}")
+        time.sleep(0.02)
+    pytest.fail(f"the stems of {folder} did not appear within {timeout:.0f} s")
+
+
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
 def test_interrupt_while_writing(tmp_path, model, long_wav, signum):
     model_dir, stems = model
@@ -509,6 +524,7 @@ def test_interrupt_while_writing(tmp_path, model, long_wav, signum):
     process = subprocess.Popen(args, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
     try:
         wait_for_partial(process, out / "long")
+        wait_for_stems(process, out / "done_first", stems)  # decoded side by side: let the short one finish
         process.send_signal(signum)
         _, err = process.communicate(timeout=60)
     finally:

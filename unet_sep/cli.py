@@ -86,7 +86,7 @@ def expand_inputs(inputs: list[str]) -> tuple[list[Path], list[str]]:
 
 
 class _Progress:
-    """Two tqdm bars on stderr: the current file (seconds of audio) and all files (ETA over audio seconds)."""
+    """tqdm bars on stderr: one per file in flight (seconds of audio) and one for all files (ETA over audio)."""
 
     def __init__(self, n_files: int, total_seconds: float, enabled: bool) -> None:
         from tqdm import tqdm
@@ -94,36 +94,35 @@ class _Progress:
         self.enabled = enabled
         self.overall = tqdm(total=round(total_seconds, 1), unit="s", desc="all files", position=0, disable=not enabled,
                             dynamic_ncols=True, bar_format="{l_bar}{bar}| {n:.0f}/{total:.0f} s audio [{elapsed}<{remaining}]")
-        self.file = None
-        self.done_before = 0.0
         self.n_files = n_files
-        self.index = 0
+        self.bars: dict[int, object] = {}
+        self.seen: dict[int, float] = {}  # audio seconds counted so far per file
+        self.finished = 0
 
-    def start(self, path: Path, seconds: float, rate: int) -> None:
+    def update(self, index: int, path: Path, done: int, total: int, rate: int) -> None:
         from tqdm import tqdm
 
-        self.index += 1
-        self.rate = rate
-        self.file_done = 0.0
-        name = path.name if len(path.name) <= 30 else path.name[:27] + "..."
-        self.file = tqdm(total=round(seconds, 1), unit="s", desc=f"[{self.index}/{self.n_files}] {name}", position=1,
-                         leave=False, disable=not self.enabled, dynamic_ncols=True,
-                         bar_format="{l_bar}{bar}| {n:.1f}/{total:.1f} s [{elapsed}<{remaining}, {rate_fmt}]")
+        seconds = done / rate if rate else 0.0
+        bar = self.bars.get(index)
+        if bar is None and self.enabled:
+            name = path.name if len(path.name) <= 30 else path.name[:27] + "..."
+            bar = self.bars[index] = tqdm(
+                total=round(max(total, done) / rate, 1) if rate else 0, unit="s", desc=f"[{index + 1}/{self.n_files}] {name}",
+                position=1 + len(self.bars), leave=False, dynamic_ncols=True,
+                bar_format="{l_bar}{bar}| {n:.1f}/{total:.1f} s [{elapsed}<{remaining}, {rate_fmt}]")
+        previous = self.seen.get(index, 0.0)
+        if bar is not None:
+            if seconds > bar.total:
+                bar.total = seconds
+            bar.update(seconds - previous)
+        self.overall.update(seconds - previous)
+        self.seen[index] = seconds
 
-    def update(self, done: int, total: int) -> None:
-        seconds = done / self.rate
-        if self.file is not None:
-            if seconds > self.file.total:
-                self.file.total = seconds
-            self.file.update(seconds - self.file_done)
-        self.overall.update(seconds - self.file_done)
-        self.file_done = seconds
-
-    def end(self, seconds_expected: float) -> None:
-        if self.file is not None:
-            self.file.close()
-            self.file = None
-        remaining = seconds_expected - self.file_done
+    def end(self, index: int, seconds_expected: float) -> None:
+        bar = self.bars.pop(index, None)
+        if bar is not None:
+            bar.close()
+        remaining = seconds_expected - self.seen.pop(index, 0.0)
         if remaining > 0:
             self.overall.update(remaining)
 
@@ -133,9 +132,59 @@ class _Progress:
         tqdm.write(message, file=sys.stderr)
 
     def close(self) -> None:
-        if self.file is not None:
-            self.file.close()
+        for bar in self.bars.values():
+            bar.close()
+        self.bars.clear()
         self.overall.close()
+
+
+class _Ranks:
+    """This process's place under torchrun (``WORLD_SIZE`` > 1): which inputs it takes and how the ranks
+    agree on one summary. Without torchrun it is a single rank and does nothing."""
+
+    def __init__(self) -> None:
+        import os
+
+        self.world = int(os.environ.get("WORLD_SIZE", "1"))
+        self.rank = int(os.environ.get("RANK", "0"))
+        self.local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+        self.local_world = int(os.environ.get("LOCAL_WORLD_SIZE", str(self.world)))
+        self.group = False
+        if self.world > 1:
+            import datetime
+
+            import torch.distributed as dist
+
+            # gloo for the few small messages (the summary), whatever device separates.
+            dist.init_process_group("gloo", timeout=datetime.timedelta(hours=12))
+            self.group = True
+
+    def shard(self, items: list) -> list:
+        """Every ``world``-th input from this rank's index on: the ranks split the inputs without talking."""
+        return items[self.rank :: self.world]
+
+    def device(self, requested: str) -> str:
+        import torch
+
+        if self.world > 1 and requested in ("auto", "cuda") and torch.cuda.is_available():
+            return f"cuda:{self.local_rank % torch.cuda.device_count()}"
+        return requested
+
+    def gather(self, stats: dict) -> list[dict]:
+        if not self.group:
+            return [stats]
+        import torch.distributed as dist
+
+        everyone: list = [None] * self.world
+        dist.all_gather_object(everyone, stats)
+        return everyone
+
+    def close(self) -> None:
+        if self.group:
+            import torch.distributed as dist
+
+            dist.destroy_process_group()
+            self.group = False
 
 
 def _raise_keyboard_interrupt(signum, frame):  # SIGTERM is handled like Ctrl-C: clean up, then leave
@@ -159,7 +208,10 @@ def separate(
     segmentation: str = typer.Option("overlap", "--segmentation", help="overlap (default) or spleeter (back-to-back segments, Spleeter's exact output)."),
     mask_extension: Optional[str] = typer.Option(None, "--mask-extension", help="Masks above the model's band: last, average or zeros (Spleeter). Default: the model's."),
     sample_rate: Optional[int] = typer.Option(None, "--sample-rate", help="Write stems at this rate (default: each input's own rate)."),
-    threads: Optional[int] = typer.Option(None, "--threads", min=1, help="CPU threads for torch (default: all cores)."),
+    threads: Optional[int] = typer.Option(None, "--threads", min=1, help="CPU threads for torch (default: all cores, shared out among torchrun's local ranks)."),
+    readers: int = typer.Option(2, "--readers", min=1, help="Threads decoding the next inputs while the model computes."),
+    precision: str = typer.Option("fp32", "--precision", help="U-Net arithmetic: fp32, bf16 or fp16 (autocast; for GPUs)."),
+    compile_net: bool = typer.Option(False, "--compile", help="Run the U-Nets through torch.compile (slow first call)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace existing outputs (default: skip inputs whose stems all exist)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Log more detail."),
@@ -167,19 +219,37 @@ def separate(
     """Separate audio files into stems.
 
     Example: unet-sep separate song.mp3 album/ "live/*.flac" --out stems/ --stems vocals --format flac
+
+    Many GPUs or machines: torchrun --nproc-per-node N -m unet_sep separate INPUT... --out DIR shares the inputs
+    out among the ranks (one device each); re-running skips the files whose stems exist.
     """
     _setup_logging(verbose)
+    ranks = _Ranks()
+    try:
+        _separate(ranks, inputs, out, model, stems, fmt, bit_depth, template, offset, duration, ranks.device(device),
+                  batch_size, overlap, segmentation, mask_extension, sample_rate, threads, readers, precision, compile_net,
+                  overwrite, quiet)
+    finally:
+        ranks.close()
+
+
+def _separate(ranks, inputs, out, model, stems, fmt, bit_depth, template, offset, duration, device, batch_size, overlap,
+              segmentation, mask_extension, sample_rate, threads, readers, precision, compile_net, overwrite, quiet) -> None:
+    import os
+
     import torch
 
     from unet_sep.audio.decode import AudioDecodeError, open_audio
     from unet_sep.audio.encode import AudioEncodeError, subtype_for
     from unet_sep.config import ConfigError
-    from unet_sep.separate.separator import InvalidAudioError, Separator
+    from unet_sep.separate.separator import Separator
     from unet_sep.weights.checkpoint import CheckpointError
     from unet_sep.weights.registry import ModelNotFoundError, default_model_name
 
     if threads:
         torch.set_num_threads(threads)
+    elif ranks.local_world > 1:
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // ranks.local_world))
     fmt = fmt.lower().lstrip(".")
     try:
         subtype_for(fmt, bit_depth)
@@ -194,8 +264,10 @@ def separate(
         raise typer.Exit(2)
 
     files, input_errors = expand_inputs(inputs)
-    for message in input_errors:
-        _error(message)
+    lead = ranks.rank == 0  # messages about the whole batch come from one rank
+    if lead:
+        for message in input_errors:
+            _error(message)
 
     model_name = model or default_model_name()
     if model_name is None:
@@ -204,33 +276,22 @@ def separate(
     try:
         separator = Separator.from_pretrained(
             model_name, device=device, segmentation=segmentation, overlap=overlap, batch_size=batch_size,
-            mask_extension=mask_extension,
+            mask_extension=mask_extension, precision=precision, compile=compile_net,
         )
         selected = None if stems is None else [s.strip() for s in stems.split(",") if s.strip()]
         separator.output_paths(Path("x"), out, template, fmt, selected)  # validates --stems and --template
     except (ModelNotFoundError, CheckpointError, ConfigError, RuntimeError, ValueError) as error:
         _error(str(error))
         raise typer.Exit(2)
-    if not files:
+    if not files and not ranks.group:
         raise typer.Exit(1)
 
-    # Probe every input first, so the overall bar knows the total audio and its ETA means something.
-    planned: list[tuple[Path, float, int]] = []
+    # No output may replace an input of the batch, and no two inputs may share an output file.
+    inputs_by_target = {path.resolve(): path for path in files}
+    claimed: dict[Path, Path] = {}
+    accepted: list[Path] = []
     failed: list[tuple[Path, str]] = []
     for path in files:
-        try:
-            info = open_audio(path).info
-            seconds = max(info.duration - offset, 0.0) if info.frames > 0 else 0.0
-            planned.append((path, seconds if duration is None else min(seconds, duration), info.sample_rate))
-        except AudioDecodeError as error:
-            failed.append((path, str(error)))
-            _error(f"{path}: {error}")
-
-    # No output may replace an input of the batch, and no two inputs may share an output file.
-    inputs_by_target = {path.resolve(): path for path, _, _ in planned}
-    claimed: dict[Path, Path] = {}
-    accepted = []
-    for path, seconds, rate in planned:
         targets = [t.resolve() for t in separator.output_paths(path, out, template, fmt, selected).values()]
         victim = next((inputs_by_target[t] for t in targets if t in inputs_by_target), None)
         owner = next((claimed[t] for t in targets if t in claimed), None)
@@ -240,67 +301,86 @@ def separate(
             message = f"its outputs would be the same files as those of {owner}; add {{model}} or a folder to --template"
         else:
             claimed.update((t, path) for t in targets)
-            accepted.append((path, seconds, rate))
+            accepted.append(path)
             continue
         failed.append((path, message))
-        _error(f"{path}: {message}")
-    planned = accepted
+        if lead:
+            _error(f"{path}: {message}")
+
+    # Probe this rank's inputs, so the overall bar knows the total audio and its ETA means something.
+    planned: dict[Path, float] = {}
+    for path in ranks.shard(accepted):
+        try:
+            info = open_audio(path).info
+            seconds = max(info.duration - offset, 0.0) if info.frames > 0 else 0.0
+            planned[path] = seconds if duration is None else min(seconds, duration)
+        except AudioDecodeError as error:
+            failed.append((path, str(error)))
+            _error(f"{path}: {error}")
+    order = list(planned)
 
     previous = signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
-    progress = _Progress(len(planned), sum(s for _, s, _ in planned), enabled=not quiet and sys.stderr.isatty())
-    done: list[tuple[Path, float, float]] = []
+    progress = _Progress(len(order), sum(planned.values()), enabled=not quiet and sys.stderr.isatty() and lead)
+    done: list[tuple[Path, float]] = []
     skipped: list[Path] = []
     started = time.perf_counter()
     interrupted = False
     log.info("model %s: stems %s at %d Hz on %s", model_name, ", ".join(separator.stems), separator.sample_rate, separator.device)
+
+    def on_event(event) -> None:
+        expected = planned.get(event.path, 0.0)
+        if event.kind == "progress":
+            progress.update(event.index, event.path, event.done, event.total, event.sample_rate)
+            return
+        progress.end(event.index, expected)
+        if event.kind == "skipped":
+            skipped.append(event.path)
+            progress.write(f"skipped {event.path}: outputs exist (use --overwrite to replace them)")
+        elif event.kind == "failed":
+            error = event.error
+            if isinstance(error, (AudioDecodeError, AudioEncodeError, ValueError, OSError)):
+                text = str(error)
+            else:  # a bug, but one file's: report it in one line and go on with the batch
+                log.info("%s: unexpected error", event.path, exc_info=error)
+                text = f"unexpected {type(error).__name__}: {' '.join(str(error).split())} (use --verbose for details)"
+            failed.append((event.path, text))
+            progress.write(f"error: {event.path}: {text}")
+        else:
+            done.append((event.path, event.done / event.sample_rate if event.sample_rate else expected))
+            if not quiet:
+                progress.write(f"{event.path} -> {', '.join(str(p) for p in event.outputs.values())}")
+
     try:
-        for path, seconds, rate in planned:
-            progress.start(path, seconds, rate)
-            try:
-                result = separator.separate_file(
-                    path, out, template=template, fmt=fmt, bit_depth=bit_depth, stems=selected, offset=offset,
-                    duration=duration, overwrite=overwrite, sample_rate=sample_rate, progress=progress.update,
-                )
-            except KeyboardInterrupt:
-                progress.close()
-                _error(f"{path}: interrupted; its partial outputs were removed")
-                interrupted = True
-                break
-            except (AudioDecodeError, AudioEncodeError, InvalidAudioError, ValueError, OSError) as error:
-                progress.end(seconds)
-                failed.append((path, str(error)))
-                progress.write(f"error: {path}: {error}")
-                continue
-            except Exception as error:  # a bug, but one file's: report it in one line and go on with the batch
-                log.info("%s: unexpected error", path, exc_info=True)
-                progress.end(seconds)
-                failed.append((path, str(error)))
-                progress.write(f"error: {path}: unexpected {type(error).__name__}: {' '.join(str(error).split())} (use --verbose for details)")
-                continue
-            progress.end(seconds)
-            if result.skipped:
-                skipped.append(path)
-                progress.write(f"skipped {path}: outputs exist (use --overwrite to replace them)")
-            else:
-                done.append((path, seconds, result.seconds))
-                if not quiet:
-                    progress.write(f"{path} -> {', '.join(str(p) for p in result.outputs.values())}")
+        separator.separate_files(order, out, on_event=on_event, readers=readers, template=template, fmt=fmt,
+                                 bit_depth=bit_depth, stems=selected, offset=offset, duration=duration,
+                                 overwrite=overwrite, sample_rate=sample_rate)
+    except KeyboardInterrupt as error:
+        progress.close()
+        for path in getattr(error, "unfinished", []):
+            _error(f"{path}: interrupted; its partial outputs were removed")
+        interrupted = True
     finally:
         progress.close()
         signal.signal(signal.SIGTERM, previous)
 
     wall = time.perf_counter() - started
-    audio = sum(s for _, s, _ in done)
-    speed = f", {audio / wall:.1f}x real time" if done and wall > 0 else ""
-    summary = f"separated {len(done)} file(s) ({audio:.1f} s of audio) in {wall:.1f} s{speed}"
-    if skipped:
-        summary += f"; skipped {len(skipped)} already done"
-    if failed or input_errors:
-        summary += f"; {len(failed) + len(input_errors)} failed"
-    typer.echo(summary, err=True)
+    mine = {"done": len(done), "audio": sum(s for _, s in done), "skipped": len(skipped),
+            "failed": len(failed) + (len(input_errors) if lead else 0), "wall": wall, "interrupted": interrupted}
+    everyone = ranks.gather(mine) if not interrupted else [mine]
+    if lead:
+        total = {key: sum(r[key] for r in everyone) for key in ("done", "audio", "skipped", "failed")}
+        wall = max(r["wall"] for r in everyone)
+        speed = f", {total['audio'] / wall:.1f}x real time" if total["done"] and wall > 0 else ""
+        where = f" on {ranks.world} ranks" if ranks.world > 1 else ""
+        summary = f"separated {total['done']} file(s) ({total['audio']:.1f} s of audio) in {wall:.1f} s{where}{speed}"
+        if total["skipped"]:
+            summary += f"; skipped {total['skipped']} already done"
+        if total["failed"]:
+            summary += f"; {total['failed']} failed"
+        typer.echo(summary, err=True)
     if interrupted:
         raise typer.Exit(130)
-    if failed or input_errors:
+    if any(r["failed"] for r in everyone):
         raise typer.Exit(1)
 
 

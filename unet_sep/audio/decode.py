@@ -139,35 +139,60 @@ def _take(pending: list[np.ndarray], count: int) -> tuple[np.ndarray, list[np.nd
     return np.ascontiguousarray(joined[:, :count]), ([rest] if rest.shape[1] else []), rest.shape[1]
 
 
-@contextlib.contextmanager
-def _quiet_native_stderr():
-    """Send what native decoders print straight to file descriptor 2 to /dev/null for a moment.
+class _StderrSilencer:
+    """Send what native decoders print straight to file descriptor 2 to /dev/null while files are opened.
 
     libsndfile's MP3 decoder (libmpg123) prints e.g. "Warning: Xing stream size off by more than 1%"
     when opening a truncated file; the user gets our one-line error instead. File descriptor 2 belongs to
-    the whole process, so this is done only on the main thread: from worker threads (parallel decoding)
-    a redirect could race with another thread's and leave stderr pointing at /dev/null for good.
+    the whole process, so the redirect is shared and counted: the first thread in redirects, the last one
+    out restores, and threads decoding in parallel can never leave stderr pointing at /dev/null. (Anything
+    another thread writes to stderr during those few milliseconds is lost.)
     """
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    try:
-        fd = sys.stderr.fileno()
-        sys.stderr.flush()
-        saved = os.dup(fd)
-    except (AttributeError, OSError, ValueError):  # no real stderr (captured, closed): nothing to silence
-        saved = None
-    if saved is None:
-        yield
-        return
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    try:
-        os.dup2(devnull, fd)
-        yield
-    finally:
-        os.dup2(saved, fd)
-        os.close(saved)
-        os.close(devnull)
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._users = 0
+        self._saved: int | None = None
+        self._fd = -1
+
+    @contextlib.contextmanager
+    def __call__(self):
+        with self._lock:
+            if self._users == 0:
+                self._redirect()
+            self._users += 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._users -= 1
+                if self._users == 0:
+                    self._restore()
+
+    def _redirect(self) -> None:
+        try:
+            self._fd = sys.stderr.fileno()
+            sys.stderr.flush()
+            self._saved = os.dup(self._fd)
+        except (AttributeError, OSError, ValueError):  # no real stderr (captured, closed): nothing to silence
+            self._saved = None
+            return
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        try:
+            os.dup2(devnull, self._fd)
+        finally:
+            os.close(devnull)
+
+    def _restore(self) -> None:
+        if self._saved is None:
+            return
+        os.dup2(self._saved, self._fd)
+        os.close(self._saved)
+        self._saved = None
+
+
+# File descriptor 2 is one per process, so is the object that guards it.
+_quiet_native_stderr = _StderrSilencer()
 
 
 def _one_line(error: BaseException) -> str:

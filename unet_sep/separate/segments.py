@@ -2,7 +2,9 @@
 
 The U-Nets see ``T`` STFT frames at a time. In the default *overlapped* mode, segments start every
 ``hop`` frames (a multiple of ``2 ** depth``, so every segment sees the same stride grid) and their ratio
-masks are cross-faded with trapezoid weights, which removes the seams a hard cut leaves. In the
+masks are cross-faded with trapezoid weights, which removes the seams a hard cut leaves. The last segment
+is moved back so that it ends at most ``2 ** depth - 1`` frames after the song (still on the stride grid),
+instead of running a mostly padded segment: the U-Nets compute almost no frames that are thrown away. In the
 *Spleeter-exact* mode segments are back to back (``hop = T``), with weight one, and the last one is
 zero-padded, exactly as Spleeter's ``pad_and_partition``.
 """
@@ -18,10 +20,16 @@ SEGMENTATIONS = ("overlap", "spleeter")
 
 @dataclass(frozen=True)
 class SegmentPlan:
-    """Segment length ``frames`` (T) and the distance ``hop`` between segment starts, both in STFT frames."""
+    """Segment length ``frames`` (T) and the distance ``hop`` between segment starts, both in STFT frames.
+
+    ``multiple`` is the U-Net's stride grid (segment starts stay on it); ``fit_end`` moves the last segment
+    back to the end of the signal instead of padding it (the overlapped mode; Spleeter pads).
+    """
 
     frames: int
     hop: int
+    multiple: int = 1
+    fit_end: bool = False
 
     @property
     def overlap(self) -> int:
@@ -31,13 +39,13 @@ class SegmentPlan:
     def create(cls, frames: int, overlap: float, multiple: int, segmentation: str = "overlap") -> "SegmentPlan":
         """Plan for ``segmentation`` ("overlap" or "spleeter"); ``overlap`` is a fraction of T in [0, 0.75]."""
         if segmentation == "spleeter":
-            return cls(frames, frames)
+            return cls(frames, frames, multiple, fit_end=False)
         if segmentation != "overlap":
             raise ValueError(f"segmentation must be one of {SEGMENTATIONS}, got {segmentation!r}")
         if not 0.0 <= overlap <= 0.75:
             raise ValueError(f"overlap must be a fraction of the segment in [0, 0.75], got {overlap}")
         hop = int(round(frames * (1.0 - overlap) / multiple)) * multiple
-        return cls(frames, max(multiple, min(frames, hop)))
+        return cls(frames, max(multiple, min(frames, hop)), multiple, fit_end=True)
 
     def weights(self, device: torch.device | str | None = None) -> torch.Tensor:
         """Cross-fade weights ``[T]``: ramps over the overlap at both ends, never zero; all ones without overlap."""
@@ -47,6 +55,34 @@ class SegmentPlan:
         ramp = float(self.overlap + 1)
         return torch.minimum(torch.minimum((t + 1) / ramp, (self.frames - t) / ramp), torch.ones_like(t))
 
+    def remaining_starts(self, next_start: int, total_frames: int) -> list[int]:
+        """Start frames of the segments still to run once the signal is known to have ``total_frames`` frames,
+        when the regular segments before ``next_start`` have run."""
+        starts = []
+        start = next_start
+        if not self.fit_end:
+            while start < total_frames:
+                starts.append(start)
+                start += self.hop
+            return starts
+        while start + self.frames <= total_frames:
+            starts.append(start)
+            start += self.hop
+        covered = start - self.hop + self.frames if start > 0 else 0
+        if covered < total_frames:
+            grid = self.multiple
+            starts.append(max(0, -(-(total_frames - self.frames) // grid) * grid))
+        return starts
+
+    def starts(self, total_frames: int) -> list[int]:
+        """Start frames of every segment of a signal of ``total_frames`` frames."""
+        return self.remaining_starts(0, total_frames)
+
     def count(self, total_frames: int) -> int:
-        """Number of segments needed to cover ``total_frames`` frames."""
-        return 1 + max(0, -(-(total_frames - self.frames) // self.hop))
+        """Number of segments run on a signal of ``total_frames`` frames."""
+        return len(self.starts(total_frames))
+
+    def padded_frames(self, total_frames: int) -> int:
+        """Frames the U-Nets compute beyond the end of the signal (zero padding)."""
+        starts = self.starts(total_frames)
+        return max(0, starts[-1] + self.frames - total_frames) if starts else 0

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
@@ -11,13 +10,13 @@ from typing import Callable, Iterable, Iterator
 import numpy as np
 import torch
 
-from unet_sep.audio.decode import AudioDecodeError, open_audio
-from unet_sep.audio.encode import AtomicAudioWriter, AudioEncodeError, subtype_for
-from unet_sep.audio.resample import StreamResampler
+from unet_sep.audio.decode import AudioDecodeError  # noqa: F401  (re-exported: raised by separate_file)
+from unet_sep.audio.encode import AudioEncodeError  # noqa: F401
 from unet_sep.config import ModelConfig
 from unet_sep.model.stems import StemsNet, freeze_for_inference
-from unet_sep.separate.channels import from_groups, groups_per_item, to_groups
 from unet_sep.separate.segments import SegmentPlan
+from unet_sep.separate.batch import FileEvent, FileOptions, FilePipeline
+from unet_sep.separate.stages import InputStage, InvalidAudioError, OutputStage
 from unet_sep.separate.stream import SeparationStream
 from unet_sep.weights.checkpoint import load_model
 from unet_sep.weights.registry import resolve_model
@@ -26,11 +25,8 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_TEMPLATE = "{track}/{stem}.{ext}"
 # Output samples held back until the end, so the resampled output can be cut to the input's exact length.
-_HOLDBACK = 512
-
-
-class InvalidAudioError(ValueError):
-    """Audio that cannot be separated (NaN or infinite samples, wrong shape)."""
+PRECISIONS = ("fp32", "bf16", "fp16")
+_AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
@@ -47,6 +43,20 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
     if name == "mps" and not (getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()):
         raise RuntimeError("--device mps: Apple's MPS backend is not available")
     return torch.device(name)
+
+
+def _mps_works() -> bool:
+    """Whether the complex STFT, its inverse and a convolution run on MPS in this PyTorch build."""
+    try:
+        device = torch.device("mps")
+        signal = torch.rand(1, 4096, device=device)
+        window = torch.hann_window(1024, device=device)
+        spec = torch.stft(signal, 1024, 256, window=window, return_complex=True)
+        torch.istft(spec * spec.abs(), 1024, 256, window=window)
+        torch.nn.functional.conv2d(torch.rand(1, 2, 16, 16, device=device), torch.rand(4, 2, 5, 5, device=device), stride=2)
+        return True
+    except Exception:  # any failure means: not usable here
+        return False
 
 
 @dataclass
@@ -74,8 +84,10 @@ class Separator:
         mask_extension: override the config's extension of masks above F ("zeros", "average", "last").
         channels_last: run the U-Nets in channels-last memory layout (default: on the CPU, where oneDNN's
             convolutions are faster with it; the numbers are the same to float precision).
-        optimize: trace and freeze the U-Nets with TorchScript on first use (default: on the CPU, ~1.5x
+        optimize: trace and freeze the U-Nets with TorchScript on first use (default: on the CPU in fp32, ~1.5x
             faster there; same numbers to float precision).
+        precision: "fp32" (default), "bf16" or "fp16": autocast of the U-Nets (masks, STFT and iSTFT stay fp32).
+        compile: run the U-Nets through ``torch.compile`` (instead of TorchScript on the CPU).
 
     Example::
 
@@ -94,16 +106,27 @@ class Separator:
         mask_extension: str | None = None,
         channels_last: bool | None = None,
         optimize: bool | None = None,
+        precision: str = "fp32",
+        compile: bool = False,
     ) -> None:
         config.validate()
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
         self.config = config
         self.device = resolve_device(device)
+        if self.device.type == "mps" and not _mps_works():
+            logger.warning("mps: this PyTorch build cannot run the STFT and U-Nets on Apple's GPU; using the CPU")
+            self.device = torch.device("cpu")
+        self.precision = precision
+        self.compile = compile
         if channels_last is None:
-            channels_last = self.device.type == "cpu"
+            channels_last = self.device.type in ("cpu", "cuda")
         layout = torch.channels_last if channels_last else torch.contiguous_format
         self.net = net.to(self.device, memory_format=layout).eval()
         self.channels_last = channels_last
-        self.optimize = self.device.type == "cpu" if optimize is None else optimize
+        if optimize is None:
+            optimize = self.device.type == "cpu" and precision == "fp32" and not compile
+        self.optimize = optimize
         self._runner: Callable[[torch.Tensor], torch.Tensor] | None = None
         self.plan = SegmentPlan.create(config.segment_frames, overlap, 2 ** config.unet.depth, segmentation)
         self.batch_size = batch_size or (2 if self.device.type == "cpu" else 8)
@@ -171,85 +194,75 @@ class Separator:
         if first is None:
             return
         batch, in_channels = first.shape[:2]
-        model_channels = self.config.n_channels
-        groups = batch * groups_per_item(in_channels, model_channels)
-        n_stems = len(self.stems)
-        share_residual = self.mask_extension != "zeros"
-        engine = SeparationStream(
-            self._network(), self.config, self.plan, groups,
-            mask_extension=self.mask_extension, batch_segments=self.batch_size, device=self.device,
-            channels_last=self.channels_last,
-        )
-        to_model = StreamResampler(sample_rate, self.sample_rate, groups * model_channels)
-        # Stems (and their extension weights, when shared out) go back to the input's rate through one resampler.
-        layers = 2 if share_residual else 1
-        from_model = StreamResampler(self.sample_rate, sample_rate, layers * n_stems * groups * model_channels)
-        pending: list[np.ndarray] = []  # [layers, S, B, C, n]: stems and extension weights
-        inputs: list[np.ndarray] = []  # [B, C, n]: the input samples not yet matched by output
-        state = {"pending": 0, "consumed": 0, "emitted": 0}
-
-        def back(model_out: tuple[np.ndarray, np.ndarray | None], final: bool = False) -> None:
-            both = np.stack(model_out[:layers]).reshape(layers * n_stems * groups * model_channels, -1)
-            out = from_model.process(both)
-            if final:
-                out = np.concatenate([out, from_model.flush()], axis=-1)
-            if out.shape[-1]:
-                out = out.reshape(layers * n_stems, groups, model_channels, -1)
-                pending.append(from_groups(out, batch, in_channels).reshape(layers, n_stems, batch, in_channels, -1))
-                state["pending"] += out.shape[-1]
-
-        def release(count: int) -> Iterator[np.ndarray]:
-            if count <= 0:
-                return
-            both = np.concatenate(pending, axis=-1) if pending else np.zeros((layers, n_stems, batch, in_channels, 0), np.float32)
-            short = count - both.shape[-1]
-            if short > 0:  # the resampler came up a few samples short at the very end: pad with silence
-                both = np.concatenate([both, np.zeros(both.shape[:-1] + (short,), np.float32)], axis=-1)
-            mixture = np.concatenate(inputs, axis=-1)
-            stems = both[0, ..., :count]
-            pending[:] = [both[..., count:]]
-            inputs[:] = [mixture[..., count:]]
-            state["pending"] = pending[0].shape[-1]
-            state["emitted"] += count
-            if share_residual:
-                yield _share_residual(stems, both[1, ..., :count], mixture[..., :count])
-            else:
-                yield stems
-
+        front = InputStage(batch, in_channels, sample_rate, self.sample_rate, self.config.n_channels)
+        back = OutputStage(batch, in_channels, sample_rate, self.sample_rate, self.config.n_channels, len(self.stems),
+                           share=self.mask_extension != "zeros")
+        engine = self.engine(front.groups)
         block: np.ndarray | None = first
         while block is not None:
-            if block.ndim != 3 or block.shape[:2] != (batch, in_channels):
-                raise InvalidAudioError(f"block of shape {block.shape} does not match [{batch}, {in_channels}, n]")
-            finite = np.isfinite(block)
-            if not finite.all():
-                bad = int(np.flatnonzero(~finite.all(axis=(0, 1)))[0])
-                raise InvalidAudioError(f"audio contains NaN or infinite samples (first at sample {state['consumed'] + bad})")
-            block = block.astype(np.float32, copy=False)
-            state["consumed"] += block.shape[-1]
-            inputs.append(block)
-            grouped = to_groups(block, model_channels)
-            model_in = to_model.process(grouped.reshape(groups * model_channels, -1))
-            back(engine.push(model_in.reshape(groups, model_channels, -1)))
-            yield from release(state["pending"] - _HOLDBACK)
+            block = front.check(block)
+            back.add_input(block)
+            engine.feed(front.process(block))
+            while engine.ready() >= self.batch_size:
+                self.run_batch([engine], self.batch_size)
+            yield from back.push(*engine.drain())
             if progress is not None:
-                progress(state["consumed"])
+                progress(front.consumed)
             block = next(iterator, None)
-        tail = to_model.flush().reshape(groups, model_channels, -1)
-        last_stems, last_weights = engine.push(tail)
-        final_stems, final_weights = engine.finish()
-        last_weights = None if last_weights is None else np.concatenate([last_weights, final_weights], -1)
-        back((np.concatenate([last_stems, final_stems], -1), last_weights), final=True)
-        yield from release(state["consumed"] - state["emitted"])
+        engine.feed(front.flush())
+        engine.close()
+        while engine.ready() > 0:
+            self.run_batch([engine], self.batch_size)
+        yield from back.push(*engine.drain(), final=True)
+
+    def engine(self, groups: int) -> SeparationStream:
+        """A fresh engine for one signal of ``groups`` channel groups, sharing this separator's U-Nets."""
+        return SeparationStream(
+            self._network(), self.config, self.plan, groups, mask_extension=self.mask_extension,
+            batch_segments=self.batch_size, device=self.device, channels_last=self.channels_last,
+        )
+
+    @torch.inference_mode()
+    def run_batch(self, engines: list[SeparationStream], limit: int) -> int:
+        """Take up to ``limit`` ready segments from ``engines`` (in order), run them through the U-Nets as one
+        batch and give every engine its masks; returns the number of segments run."""
+        taken = []
+        for engine in engines:
+            want = min(engine.ready(), limit - sum(len(starts) for _, _, starts in taken))
+            if want > 0:
+                batch, starts = engine.take(want)
+                taken.append((engine, batch, starts))
+        if not taken:
+            return 0
+        inputs = torch.cat([batch for _, batch, _ in taken]) if len(taken) > 1 else taken[0][1]
+        estimates = self._forward(inputs)
+        offset = 0
+        for engine, batch, starts in taken:
+            engine.give(estimates[:, offset : offset + batch.shape[0]], starts)
+            offset += batch.shape[0]
+        return sum(len(starts) for _, _, starts in taken)
+
+    def _forward(self, batch: torch.Tensor) -> torch.Tensor:
+        """The U-Nets on one batch ``[N, C, T, F]`` -> ``[S, N, C, T, F]``, in the chosen precision."""
+        network = self._network()
+        if self.precision == "fp32":
+            return network(batch)
+        with torch.autocast(self.device.type, dtype=_AUTOCAST_DTYPES[self.precision]):
+            return network(batch).float()
 
     def _network(self) -> Callable[[torch.Tensor], torch.Tensor]:
-        """The U-Nets as run on segments: the module itself, or its TorchScript-frozen form (built once)."""
-        if not self.optimize:
-            return self.net
+        """The U-Nets as run on segments, built once: the module itself, its TorchScript-frozen form (the CPU
+        default) or its ``torch.compile`` form."""
         if self._runner is None:
-            layout = torch.channels_last if self.channels_last else torch.contiguous_format
-            example = torch.rand(1, self.config.n_channels, self.plan.frames, self.config.frequency_bins,
-                                 device=self.device).contiguous(memory_format=layout)
-            self._runner = freeze_for_inference(self.net, example)
+            if self.compile:
+                self._runner = torch.compile(self.net, dynamic=False)
+            elif self.optimize:
+                layout = torch.channels_last if self.channels_last else torch.contiguous_format
+                example = torch.rand(1, self.config.n_channels, self.plan.frames, self.config.frequency_bins,
+                                     device=self.device).contiguous(memory_format=layout)
+                self._runner = freeze_for_inference(self.net, example)
+            else:
+                self._runner = self.net
         return self._runner
 
     # ---- files -------------------------------------------------------------------------------------
@@ -301,105 +314,30 @@ class Separator:
         Raises :class:`AudioDecodeError`, :class:`AudioEncodeError`, :class:`InvalidAudioError` or
         ``ValueError`` with a one-line message.
         """
-        import time
+        options = FileOptions(Path(out_dir), template, fmt, bit_depth, None if stems is None else list(stems),
+                              offset, duration, overwrite, sample_rate)
 
-        started = time.perf_counter()
-        path = Path(path)
-        subtype_for(fmt, bit_depth)  # reject an impossible format before decoding anything
-        outputs = self.output_paths(path, Path(out_dir), template, fmt, stems)
-        source = path.resolve()
-        for stem, target in outputs.items():
-            if target.resolve() == source:
-                raise ValueError(f"output {target} for stem {stem} would overwrite the input")
-            if target.is_dir():
-                raise ValueError(f"output {target} for stem {stem} is an existing folder")
-        if not overwrite and all(target.exists() for target in outputs.values()):
-            return FileResult(path, outputs, skipped=True, seconds=0.0)
-        reader = open_audio(path)
-        info = reader.info
-        if offset < 0 or (duration is not None and duration <= 0):
-            raise ValueError("--offset must be >= 0 and --duration > 0")
-        if info.frames_exact and offset * info.sample_rate >= info.frames:
-            raise ValueError(f"offset {offset:g} s is past the end of the file ({info.duration:.2f} s)")
-        total = info.frames - int(round(offset * info.sample_rate)) if info.frames > 0 else 0
-        if duration is not None:
-            total = min(total, int(round(duration * info.sample_rate))) if total > 0 else int(round(duration * info.sample_rate))
-        out_rate = int(sample_rate or info.sample_rate)
+        def report(event: FileEvent) -> None:
+            if progress is not None and event.kind in ("progress", "done"):
+                progress(event.done, event.total)
 
-        created_dirs: list[Path] = []
-        for target in outputs.values():
-            created_dirs.extend(_make_parents(target.parent))
-        writers: dict[str, AtomicAudioWriter] = {}
-        stem_index = {stem: self.stems.index(stem) for stem in outputs}
-        try:
-            for stem, target in outputs.items():
-                writers[stem] = AtomicAudioWriter(target, out_rate, info.channels, fmt, bit_depth)
-            blocks = (block[None] for block in reader.blocks(offset=offset, duration=duration))
-            resamplers = StreamResampler(info.sample_rate, out_rate, len(outputs) * info.channels)
-            callback = None if progress is None else (lambda done: progress(done, max(total, done)))
-            written = 0
-            for stem_block in self.stream(blocks, info.sample_rate, progress=callback):
-                chosen = np.stack([stem_block[stem_index[s], 0] for s in outputs])
-                out = resamplers.process(chosen.reshape(-1, chosen.shape[-1]))
-                written += self._write(writers, out, info.channels)
-            out = resamplers.flush()
-            written += self._write(writers, out, info.channels)
-            if written == 0:
-                raise AudioDecodeError("no audio samples were decoded")
-            for writer in writers.values():
-                writer.commit()
-        except BaseException:
-            for writer in writers.values():
-                writer.abort()
-            for folder in reversed(created_dirs):
-                try:
-                    folder.rmdir()
-                except OSError:
-                    pass
-            raise
-        return FileResult(path, outputs, skipped=False, seconds=time.perf_counter() - started)
+        (event,) = FilePipeline(self, options, readers=1).run([path], on_event=report)
+        if event.kind == "failed":
+            raise event.error
+        return FileResult(Path(path), event.outputs, skipped=event.kind == "skipped", seconds=event.seconds)
 
-    @staticmethod
-    def _write(writers: dict[str, AtomicAudioWriter], block: np.ndarray, channels: int) -> int:
-        if block.shape[-1] == 0:
-            return 0
-        per_stem = block.reshape(len(writers), channels, -1)
-        for i, writer in enumerate(writers.values()):
-            writer.write(per_stem[i])
-        return per_stem.shape[-1]
+    def separate_files(
+        self,
+        paths: Iterable[str | Path],
+        out_dir: str | Path,
+        on_event: Callable[[FileEvent], None] | None = None,
+        readers: int = 2,
+        **options,
+    ) -> list[FileEvent]:
+        """Separate many files, batching U-Net segments across songs, decoding and encoding in threads.
 
-
-def _share_residual(stems: np.ndarray, weights: np.ndarray, mixture: np.ndarray) -> np.ndarray:
-    """Add to each stem its share of what the stems miss of the mixture (content above the model's rate).
-
-    ``weights`` are the stems' extension masks (summing to about one); they are renormalised, and an even
-    split is used where they vanish (the few padded samples at the very end).
-    """
-    residual = mixture - stems.sum(axis=0)
-    weights = np.clip(weights, 0.0, None)
-    total = weights.sum(axis=0, keepdims=True)
-    even = np.full_like(weights, 1.0 / weights.shape[0])
-    share = np.where(total > 1e-3, weights / np.maximum(total, 1e-3), even)
-    return stems + share * residual[None]
-
-
-def _make_parents(folder: Path) -> list[Path]:
-    """Create ``folder`` and missing parents; return the ones created, outermost first."""
-    missing = []
-    current = folder
-    while not current.exists():
-        missing.append(current)
-        if current.parent == current:
-            break
-        current = current.parent
-    missing.reverse()
-    for item in missing:
-        try:
-            item.mkdir()
-        except FileExistsError:
-            pass
-        except OSError as error:
-            raise AudioEncodeError(f"cannot create output folder {item}: {error.strerror or error}") from error
-    if not os.access(folder, os.W_OK):
-        raise AudioEncodeError(f"output folder {folder} is not writable")
-    return missing
+        ``options`` are :class:`~unet_sep.separate.batch.FileOptions` fields (``template``, ``fmt``, ``stems``,
+        ...). A file that fails does not stop the others: every input gets one final event ("done",
+        "skipped" or "failed" with its one-line error); ``on_event`` also sees progress events.
+        """
+        return FilePipeline(self, FileOptions(Path(out_dir), **options), readers=readers).run(paths, on_event)

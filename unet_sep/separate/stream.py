@@ -143,7 +143,8 @@ class SeparationStream:
         self.spec = SlidingBuffer(lead + (self.n_bins,), torch.complex64, device)
         self.spec_start = 0
         self.frames_done = 0
-        self.next_segment = 0
+        self.next_start = 0  # start frame of the next regular segment
+        self._final_starts: list[int] = []  # after close(): the segments still to run
         # Weighted mask sums over frames from `final_frames` on, and their weight sums.
         self.mask_sum = SlidingBuffer((self.n_stems,) + lead + (config.frequency_bins,), torch.float32, device)
         self.weight_sum = SlidingBuffer((), torch.float32, device)
@@ -159,44 +160,124 @@ class SeparationStream:
         self.finished = False
         self.total_frames: int | None = None
 
-    # ---- public -----------------------------------------------------------------------------------
+    # ---- public: one stream on its own ---------------------------------------------------------------
     def push(self, block: np.ndarray | torch.Tensor) -> tuple[np.ndarray, np.ndarray | None]:
         """Feed samples ``[G, C, n]``; returns the stem samples ``[S, G, C, m]`` that are now final and their
         extension weights (same shape, see the module's doc; None when the extension is "zeros")."""
-        if self.finished:
-            raise RuntimeError("push() after finish()")
-        block = torch.as_tensor(block, dtype=torch.float32).to(self.device)
-        if tuple(block.shape[:2]) != self.shape:
-            raise ValueError(f"expected blocks of shape {self.shape + ('n',)}, got {tuple(block.shape)}")
-        if block.shape[-1] == 0:
-            return self._empty()
-        self.signal.append(block)
-        self.received += block.shape[-1]
-        available = (self.signal_start + self.signal.length - self.n_fft) // self.hop + 1
-        self._analyze(available)
-        while self._ready_segments() >= self.batch_segments:
-            self._run_segments(self.batch_segments)
-        return self._advance(self.next_segment * self.plan.hop)
+        self.feed(block)
+        while self.ready() >= self.batch_segments:
+            self._run(self.batch_segments)
+        return self.drain()
 
     def finish(self) -> tuple[np.ndarray, np.ndarray | None]:
         """Flush: pad the end, process the remaining segments; returns the last stem samples."""
         if self.finished:
             return self._empty()
+        self.close()
+        while self.ready() > 0:
+            self._run(min(self.ready(), self.batch_segments))
+        return self.drain()
+
+    # ---- public: several streams sharing U-Net batches (see separate.batch) --------------------------
+    def feed(self, block: np.ndarray | torch.Tensor) -> None:
+        """Append samples ``[G, C, n]`` and compute the STFT frames they complete (no U-Net work)."""
+        if self.finished:
+            raise RuntimeError("feed() after close()")
+        block = self._to_device(block)
+        if tuple(block.shape[:2]) != self.shape:
+            raise ValueError(f"expected blocks of shape {self.shape + ('n',)}, got {tuple(block.shape)}")
+        if block.shape[-1] == 0:
+            return
+        self.signal.append(block)
+        self.received += block.shape[-1]
+        available = (self.signal_start + self.signal.length - self.n_fft) // self.hop + 1
+        self._analyze(available)
+
+    def close(self) -> None:
+        """The input has ended: pad it, compute the last frames and plan the last segments."""
+        if self.finished:
+            return
         self.finished = True
         if self.received == 0:
-            return self._empty()
+            self._final_starts = []
+            return
         total_frames = num_frames(self.received, self.n_fft, self.hop)
         self.signal.extend_zeros((total_frames - 1) * self.hop + self.n_fft - (self.signal_start + self.signal.length))
         self._analyze(total_frames)
         self.total_frames = total_frames
-        remaining = self.plan.count(total_frames) - self.next_segment
-        while remaining > 0:
-            count = min(remaining, self.batch_segments)
-            self._run_segments(count)
-            remaining -= count
-        return self._advance(total_frames)
+        self._final_starts = self.plan.remaining_starts(self.next_start, total_frames)
+
+    def ready(self) -> int:
+        """Segments whose frames are all computed and that have not been taken yet."""
+        if self.finished:
+            return len(self._final_starts)
+        if self.frames_done < self.plan.frames:
+            return 0
+        return max(0, (self.frames_done - self.plan.frames - self.next_start) // self.plan.hop + 1)
+
+    def take(self, count: int) -> tuple[torch.Tensor, list[int]]:
+        """The next ``count`` ready segments as a U-Net batch ``[count * G, C, T, F]`` and their start frames.
+
+        Pass the U-Nets' output for it to :meth:`give` before taking again or draining.
+        """
+        count = min(count, self.ready())
+        if self.finished:
+            starts, self._final_starts = self._final_starts[:count], self._final_starts[count:]
+        else:
+            starts = [self.next_start + i * self.plan.hop for i in range(count)]
+        if starts:
+            self.next_start = starts[-1] + self.plan.hop
+        magnitude = torch.stack([self._segment_magnitude(s) for s in starts])  # [N, G, C, T, F]
+        n, g, c, t, f = magnitude.shape
+        return magnitude.reshape(n * g, c, t, f).contiguous(memory_format=self.layout), starts
+
+    @torch.inference_mode()
+    def give(self, estimates: torch.Tensor, starts: list[int]) -> None:
+        """Add the U-Nets' estimates ``[S, N * G, C, T, F]`` for the segments at ``starts`` to the cross-fade."""
+        masks = ratio_masks(estimates.float(), self.config.separation_exponent)
+        g, c = self.shape
+        n, t, f = len(starts), masks.shape[-2], masks.shape[-1]
+        masks = masks.reshape(self.n_stems, n, g, c, t, f).transpose(-1, -2)  # [S, N, G, C, F, T]
+        end = starts[-1] + self.plan.frames
+        if self.total_frames is not None:
+            end = min(end, self.total_frames)
+        grow = end - (self.final_frames + self.weight_sum.length)
+        self.mask_sum.extend_zeros(grow)
+        self.weight_sum.extend_zeros(grow)
+        mask_sum, weight_sum = self.mask_sum.data, self.weight_sum.data
+        for i, start in enumerate(starts):
+            length = min(self.plan.frames, end - start)
+            lo = start - self.final_frames
+            weights = self.segment_weights[:length]
+            mask_sum[..., lo : lo + length] += masks[:, i, ..., :length] * weights
+            weight_sum[lo : lo + length] += weights
+
+    def drain(self) -> tuple[np.ndarray, np.ndarray | None]:
+        """The stem samples (and extension weights) that no pending segment can change any more."""
+        if self.finished and self.total_frames is None:
+            return self._empty()
+        if self.finished and not self._final_starts:
+            return self._advance(self.total_frames)
+        if self.finished:
+            return self._advance(self._final_starts[0])
+        upcoming = self.next_start
+        if self.plan.fit_end:  # the end segment, not planned yet, starts no earlier than this
+            grid = self.plan.multiple
+            upcoming = min(upcoming, max(0, -(-(self.frames_done - self.plan.frames) // grid) * grid))
+        return self._advance(upcoming)
+
+    @property
+    def done(self) -> bool:
+        """Closed, every segment run and every sample drained."""
+        return self.finished and not self._final_starts and self.emitted >= self.received
 
     # ---- steps ------------------------------------------------------------------------------------
+    def _to_device(self, block: np.ndarray | torch.Tensor) -> torch.Tensor:
+        block = torch.as_tensor(block, dtype=torch.float32)
+        if self.device.type == "cuda" and block.device.type == "cpu":
+            return block.pin_memory().to(self.device, non_blocking=True)
+        return block.to(self.device)
+
     def _empty(self) -> tuple[np.ndarray, np.ndarray | None]:
         empty = np.zeros((self.n_stems, *self.shape, 0), dtype=np.float32)
         return empty, (empty if self.has_weights else None)
@@ -214,13 +295,6 @@ class SeparationStream:
         self.signal.drop(keep_from - self.signal_start)
         self.signal_start = keep_from
 
-    def _ready_segments(self) -> int:
-        """Segments whose frames are all computed and not yet run."""
-        if self.frames_done < self.plan.frames:
-            return 0
-        last_ready = (self.frames_done - self.plan.frames) // self.plan.hop
-        return max(0, last_ready + 1 - self.next_segment)
-
     def _segment_magnitude(self, start: int) -> torch.Tensor:
         """Magnitude ``[G, C, T, F]`` of frames [start, start + T), zero beyond the computed frames."""
         lo = start - self.spec_start
@@ -231,29 +305,10 @@ class SeparationStream:
         return piece.transpose(-1, -2)
 
     @torch.inference_mode()
-    def _run_segments(self, count: int) -> None:
-        """Run ``count`` segments through the U-Nets and add their masks to the cross-fade sums."""
-        starts = [(self.next_segment + i) * self.plan.hop for i in range(count)]
-        magnitude = torch.stack([self._segment_magnitude(s) for s in starts])  # [N, G, C, T, F]
-        n, g, c, t, f = magnitude.shape
-        batch = magnitude.reshape(n * g, c, t, f).contiguous(memory_format=self.layout)
-        estimates = self.net(batch)  # [S, N*G, C, T, F]
-        masks = ratio_masks(estimates.float(), self.config.separation_exponent)
-        masks = masks.reshape(self.n_stems, n, g, c, t, f).transpose(-1, -2)  # [S, N, G, C, F, T]
-        end = starts[-1] + self.plan.frames
-        if self.total_frames is not None:
-            end = min(end, self.total_frames)
-        grow = end - (self.final_frames + self.weight_sum.length)
-        self.mask_sum.extend_zeros(grow)
-        self.weight_sum.extend_zeros(grow)
-        mask_sum, weight_sum = self.mask_sum.data, self.weight_sum.data
-        for i, start in enumerate(starts):
-            length = min(self.plan.frames, end - start)
-            lo = start - self.final_frames
-            weights = self.segment_weights[:length]
-            mask_sum[..., lo : lo + length] += masks[:, i, ..., :length] * weights
-            weight_sum[lo : lo + length] += weights
-        self.next_segment += count
+    def _run(self, count: int) -> None:
+        """Run the next ``count`` ready segments through this stream's own U-Nets."""
+        batch, starts = self.take(count)
+        self.give(self.net(batch), starts)
 
     def _advance(self, final_upto: int) -> tuple[np.ndarray, np.ndarray | None]:
         """Synthesise frames [final_frames, final_upto) and return the samples that became final."""
@@ -264,13 +319,13 @@ class SeparationStream:
             while self.final_frames < final_upto:
                 self._synthesize(min(final_upto - self.final_frames, _SYNTH_FRAMES))
             # Frames before the next segment's start and before final_frames are no longer needed.
-            drop = min(self.final_frames, self.next_segment * self.plan.hop) - self.spec_start
+            drop = min(self.final_frames, final_upto) - self.spec_start
             if drop > 0:
                 self.spec.drop(drop)
                 self.spec_start += drop
         # Samples before the start of the first unsynthesised frame are complete.
         complete = self.final_frames * self.hop - self.n_fft  # in real-sample coordinates
-        if self.finished:
+        if self.finished and self.total_frames is not None and self.final_frames >= self.total_frames:
             complete = self.received
         complete = min(complete, self.received)
         if complete <= self.emitted:

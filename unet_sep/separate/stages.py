@@ -1,0 +1,134 @@
+"""The two ends of a separation around the engine: into the model's rate and channels, and back out.
+
+:class:`InputStage` checks blocks ``[B, C_in, n]`` at the input's rate, groups their channels for the model
+(see :mod:`unet_sep.separate.channels`) and resamples them to the model's rate. :class:`OutputStage` takes the
+engine's stems (and extension weights) at the model's rate, resamples them back, restores the input's channel
+layout, shares out what the model's band cannot carry (see :func:`share_residual`) and releases exactly as
+many samples as came in. Both are plain per-signal state machines, so the same code runs in one thread
+(:meth:`Separator.stream <unet_sep.separate.separator.Separator.stream>`) or in the reader and writer threads
+of the batched file pipeline (:mod:`unet_sep.separate.batch`).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from unet_sep.audio.resample import StreamResampler
+from unet_sep.separate.channels import from_groups, groups_per_item, to_groups
+
+# Output samples held back until the end, so the resampled output can be cut to the input's exact length.
+HOLDBACK = 512
+
+
+class InvalidAudioError(ValueError):
+    """Audio that cannot be separated (NaN or infinite samples, wrong shape)."""
+
+
+class InputStage:
+    """Blocks ``[B, C_in, n]`` at ``in_rate`` -> model blocks ``[G, C, m]`` at ``model_rate``."""
+
+    def __init__(self, batch: int, in_channels: int, in_rate: int, model_rate: int, model_channels: int) -> None:
+        self.batch = batch
+        self.in_channels = in_channels
+        self.model_channels = model_channels
+        self.groups = batch * groups_per_item(in_channels, model_channels)
+        self.consumed = 0
+        self._resampler = StreamResampler(in_rate, model_rate, self.groups * model_channels)
+
+    def check(self, block: np.ndarray) -> np.ndarray:
+        """The block as float32, or :class:`InvalidAudioError` for a wrong shape or NaN/inf samples."""
+        if block.ndim != 3 or block.shape[:2] != (self.batch, self.in_channels):
+            raise InvalidAudioError(f"block of shape {block.shape} does not match [{self.batch}, {self.in_channels}, n]")
+        finite = np.isfinite(block)
+        if not finite.all():
+            bad = int(np.flatnonzero(~finite.all(axis=(0, 1)))[0])
+            raise InvalidAudioError(f"audio contains NaN or infinite samples (first at sample {self.consumed + bad})")
+        return block.astype(np.float32, copy=False)
+
+    def process(self, block: np.ndarray) -> np.ndarray:
+        """A checked float32 block -> its samples at the model's rate, ``[G, C, m]``."""
+        self.consumed += block.shape[-1]
+        grouped = to_groups(block, self.model_channels)
+        out = self._resampler.process(grouped.reshape(self.groups * self.model_channels, -1))
+        return out.reshape(self.groups, self.model_channels, -1)
+
+    def flush(self) -> np.ndarray:
+        """The resampler's last samples, ``[G, C, m]``."""
+        return self._resampler.flush().reshape(self.groups, self.model_channels, -1)
+
+
+class OutputStage:
+    """Engine output at the model's rate -> stems ``[S, B, C_in, n]`` at the input's rate, as long as the input.
+
+    Feed every input block with :meth:`add_input` (before or after the matching output) and the engine's
+    output with :meth:`push`; the last call passes ``final=True``.
+    """
+
+    def __init__(
+        self, batch: int, in_channels: int, in_rate: int, model_rate: int, model_channels: int, n_stems: int,
+        share: bool,
+    ) -> None:
+        self.batch = batch
+        self.in_channels = in_channels
+        self.model_channels = model_channels
+        self.groups = batch * groups_per_item(in_channels, model_channels)
+        self.n_stems = n_stems
+        self.share = share
+        self.layers = 2 if share else 1  # stems, and their extension weights when the residual is shared out
+        self._resampler = StreamResampler(model_rate, in_rate, self.layers * n_stems * self.groups * model_channels)
+        self._pending: list[np.ndarray] = []  # [layers, S, B, C_in, n]
+        self._pending_count = 0
+        self._inputs: list[np.ndarray] = []  # [B, C_in, n], not yet matched by output
+        self.received = 0
+        self.emitted = 0
+
+    def add_input(self, block: np.ndarray) -> None:
+        self._inputs.append(block)
+        self.received += block.shape[-1]
+
+    def push(self, stems: np.ndarray, weights: np.ndarray | None, final: bool = False) -> list[np.ndarray]:
+        """Engine output ``[S, G, C, m]`` (and weights) -> the stem blocks that are now complete."""
+        parts = (stems, weights)[: self.layers]
+        both = np.stack(parts).reshape(self.layers * self.n_stems * self.groups * self.model_channels, -1)
+        out = self._resampler.process(both)
+        if final:
+            out = np.concatenate([out, self._resampler.flush()], axis=-1)
+        if out.shape[-1]:
+            out = out.reshape(self.layers * self.n_stems, self.groups, self.model_channels, -1)
+            restored = from_groups(out, self.batch, self.in_channels)
+            self._pending.append(restored.reshape(self.layers, self.n_stems, self.batch, self.in_channels, -1))
+            self._pending_count += out.shape[-1]
+        count = self.received - self.emitted if final else self._pending_count - HOLDBACK
+        return self._release(count)
+
+    def _release(self, count: int) -> list[np.ndarray]:
+        if count <= 0:
+            return []
+        shape = (self.layers, self.n_stems, self.batch, self.in_channels, 0)
+        both = np.concatenate(self._pending, axis=-1) if self._pending else np.zeros(shape, np.float32)
+        short = count - both.shape[-1]
+        if short > 0:  # the resampler came up a few samples short at the very end: pad with silence
+            both = np.concatenate([both, np.zeros(both.shape[:-1] + (short,), np.float32)], axis=-1)
+        mixture = np.concatenate(self._inputs, axis=-1)
+        stems = both[0, ..., :count]
+        self._pending = [both[..., count:]]
+        self._pending_count = self._pending[0].shape[-1]
+        self._inputs = [mixture[..., count:]]
+        self.emitted += count
+        if self.share:
+            return [share_residual(stems, both[1, ..., :count], mixture[..., :count])]
+        return [stems]
+
+
+def share_residual(stems: np.ndarray, weights: np.ndarray, mixture: np.ndarray) -> np.ndarray:
+    """Add to each stem its share of what the stems miss of the mixture (content above the model's rate).
+
+    ``weights`` are the stems' extension masks (summing to about one); they are renormalised, and an even
+    split is used where they vanish (the few padded samples at the very end).
+    """
+    residual = mixture - stems.sum(axis=0)
+    weights = np.clip(weights, 0.0, None)
+    total = weights.sum(axis=0, keepdims=True)
+    even = np.full_like(weights, 1.0 / weights.shape[0])
+    share = np.where(total > 1e-3, weights / np.maximum(total, 1e-3), even)
+    return stems + share * residual[None]
