@@ -9,9 +9,16 @@ What it does:
    Spleeter-exact mode gives Spleeter's output (SNR against Spleeter's own ``Separator``), and times unet-sep:
    STFT+iSTFT alone, the model path in Spleeter-exact mode (same output) and in unet-sep's default mode
    (overlapped segments, full band).
-3. Prints one table with seconds, real-time factors and the ratios against Spleeter's rows.
+3. Times folder to folder: ``--songs`` generated songs (``--duration`` s each, stereo 44.1 kHz MP3) separated
+   into WAV stems by the batched pipeline (``Separator.separate_files``, what ``unet-sep separate`` runs), warm.
+4. With ``--variants``, times the model path of the U-Nets run eagerly, eagerly in channels-last layout,
+   TorchScript-frozen (the CPU default) and through ``torch.compile``; on a GPU also in bf16 and fp16.
+5. Prints one table with seconds, real-time factors (audio seconds / wall seconds), peak RSS and peak GPU
+   memory so far, and the ratios against Spleeter's rows.
 
-Without ``--spleeter-python`` only unet-sep is timed, on random full-size models.
+Without ``--spleeter-python`` only unet-sep is timed, on random full-size models. On a GPU machine:
+``python benchmarks/spleeter_speed.py --device cuda --variants --songs 16`` (Spleeter's own GPU timing needs
+a TensorFlow GPU build, which its bench venv does not have).
 Input: 0.1 * Gaussian noise + a 220 Hz sine, stereo 44.1 kHz, as bench.py makes it.
 """
 
@@ -21,6 +28,8 @@ import argparse
 import json
 import os
 import platform
+import resource
+import shutil
 import statistics
 import subprocess
 import sys
@@ -61,6 +70,9 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--batch-size", type=int, default=None, help="segments per U-Net batch (default: unet-sep's)")
     p.add_argument("--workdir", help="keep the checkpoints here (default: a temporary folder)")
     p.add_argument("--json", help="write all rows as JSON")
+    p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (unet-sep's rows)")
+    p.add_argument("--songs", type=int, default=4, help="generated MP3 songs for the folder-to-folder rows (0: none)")
+    p.add_argument("--variants", action="store_true", help="also time eager / channels-last / TorchScript / torch.compile (and bf16/fp16 on a GPU)")
     return p.parse_args()
 
 
@@ -74,14 +86,50 @@ def bench_input(seconds: float, seed: int = 0) -> np.ndarray:
     return wav
 
 
-def timed(fn, repeats: int) -> list[float]:
+def timed(fn, repeats: int, device: str = "cpu") -> list[float]:
     fn()  # warm-up
     times = []
     for _ in range(repeats):
+        if device.startswith("cuda"):
+            torch.cuda.synchronize()
         start = time.perf_counter()
         fn()
+        if device.startswith("cuda"):
+            torch.cuda.synchronize()
         times.append(time.perf_counter() - start)
     return times
+
+
+def peak_memory(device: str) -> dict:
+    """Peak RSS of this process so far (MiB) and, on CUDA, peak GPU memory allocated (MiB)."""
+    peaks = {"rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+    if device.startswith("cuda"):
+        peaks["gpu_mib"] = torch.cuda.max_memory_allocated() / 2**20
+    return peaks
+
+
+def make_songs(folder: Path, count: int, seconds: float) -> list[Path]:
+    """``count`` generated stereo 44.1 kHz MP3 songs: chords, a bass line, drum-like noise bursts and a voice-like
+    vibrato tone, different for every song."""
+    import soundfile as sf
+
+    folder.mkdir(parents=True, exist_ok=True)
+    rate = 44100
+    t = np.arange(int(seconds * rate)) / rate
+    paths = []
+    for index in range(count):
+        rng = np.random.default_rng(100 + index)
+        root = rng.uniform(110, 220)
+        chords = sum(np.sin(2 * np.pi * root * ratio * t + rng.uniform(0, 6)) for ratio in (1, 1.25, 1.5)) / 3
+        bass = np.sin(2 * np.pi * root / 2 * t) * (0.6 + 0.4 * np.sign(np.sin(2 * np.pi * 0.5 * t)))
+        beat = (np.mod(t, 0.5) < 0.05) * rng.standard_normal(t.size)
+        voice = np.sin(2 * np.pi * (root * 2 + 5 * np.sin(2 * np.pi * 5 * t)) * t) * (np.sin(2 * np.pi * 0.25 * t) > 0)
+        mono = 0.2 * chords + 0.2 * bass + 0.15 * beat + 0.2 * voice
+        stereo = np.stack([mono * 0.9 + 0.02 * rng.standard_normal(t.size), mono * 1.0]).T
+        path = folder / f"song{index:03d}.mp3"
+        sf.write(path, (0.8 * stereo / np.abs(stereo).max()).astype(np.float32), rate, format="MP3")
+        paths.append(path)
+    return paths
 
 
 def snr_db(reference: np.ndarray, estimate: np.ndarray) -> float:
@@ -141,26 +189,69 @@ def main() -> None:
             net = StemsNet(config).eval()
             source = "random weights"
         print(f"[{name}] unet-sep on {source}", flush=True)
-        exact = Separator(net, config, device="cpu", segmentation="spleeter", mask_extension="zeros", batch_size=args.batch_size)
-        default = Separator(net, config, device="cpu", batch_size=args.batch_size)
-        rows.append({"impl": "unet-sep", "model": name, "row": "model path, Spleeter-exact (same output)",
-                     "times": timed(lambda: exact.separate(audio, 44100), args.repeats)})
-        rows.append({"impl": "unet-sep", "model": name, "row": "model path, default (overlap, full band)",
-                     "times": timed(lambda: default.separate(audio, 44100), args.repeats)})
+        device = args.device
+        exact = Separator(net, config, device=device, segmentation="spleeter", mask_extension="zeros", batch_size=args.batch_size)
+        default = Separator(net, config, device=device, batch_size=args.batch_size)
+        for label, separator in (("model path, Spleeter-exact (same output)", exact),
+                                 ("model path, default (overlap, full band)", default)):
+            rows.append({"impl": "unet-sep", "model": name, "row": label, "audio_s": args.duration,
+                         "times": timed(lambda: separator.separate(audio, 44100), args.repeats, device),
+                         **peak_memory(device)})
+        if args.variants:
+            variants = [("eager", dict(channels_last=False, optimize=False)),
+                        ("eager channels-last", dict(channels_last=True, optimize=False)),
+                        ("TorchScript frozen", dict(optimize=True)),
+                        ("torch.compile", dict(compile=True))]
+            if device.startswith("cuda"):
+                variants += [("bf16 autocast", dict(precision="bf16")), ("fp16 autocast", dict(precision="fp16")),
+                             ("bf16 + torch.compile", dict(precision="bf16", compile=True))]
+            for label, options in variants:
+                variant = Separator(net, config, device=device, segmentation="spleeter", mask_extension="zeros",
+                                    batch_size=args.batch_size, **options)
+                try:
+                    times = timed(lambda: variant.separate(audio, 44100), args.repeats, device)
+                except Exception as error:  # e.g. torch.compile without a working compiler
+                    print(f"[{name}] {label}: failed: {type(error).__name__}: {str(error).splitlines()[0][:200]}")
+                    continue
+                rows.append({"impl": "unet-sep", "model": name, "row": f"model path, exact, {label}",
+                             "audio_s": args.duration, "times": times, **peak_memory(device)})
+        if args.songs > 0:
+            songs = make_songs(workdir / "songs", args.songs, args.duration)
+            for label, separator in (("folder to folder, Spleeter-exact", exact), ("folder to folder, default", default)):
+                def run_folder(separator=separator, label=label) -> None:
+                    out = workdir / "stems"
+                    if out.exists():
+                        shutil.rmtree(out)
+                    events = separator.separate_files(songs, out, fmt="wav")
+                    failed = [e for e in events if e.kind != "done"]
+                    if failed:
+                        raise RuntimeError(f"{label}: {failed[0].path}: {failed[0].error}")
 
-    signal = torch.from_numpy(audio)
-    rows.append({"impl": "unet-sep", "model": "any", "row": "STFT + iSTFT",
-                 "times": timed(lambda: istft(stft(signal), signal.shape[-1]), args.repeats)})
+                rows.append({"impl": "unet-sep", "model": name, "row": f"{label} ({args.songs} songs)",
+                             "audio_s": args.duration * args.songs, "per_song": args.songs,
+                             "times": timed(run_folder, max(1, min(args.repeats, 3)), device), **peak_memory(device)})
+
+    signal = torch.from_numpy(audio).to(args.device)
+    rows.append({"impl": "unet-sep", "model": "any", "row": "STFT + iSTFT", "audio_s": args.duration,
+                 "times": timed(lambda: istft(stft(signal), signal.shape[-1]), args.repeats, args.device),
+                 **peak_memory(args.device)})
 
     print()
-    print(f"hardware: {cpu_name()}, {os.cpu_count()} cores; threads {args.threads}; torch {torch.__version__}; "
-          f"{args.duration:g} s stereo 44.1 kHz; median of {args.repeats}")
-    print(f"{'impl':<10}{'model':<8}{'row':<44}{'min s':>8}{'median s':>10}{'x realtime':>12}")
+    hardware = f"{cpu_name()}, {os.cpu_count()} cores"
+    if args.device.startswith("cuda"):
+        hardware += f"; GPU {torch.cuda.get_device_name(torch.device(args.device))}"
+    print(f"hardware: {hardware}; threads {args.threads}; torch {torch.__version__}; unet-sep on {args.device}; "
+          f"{args.duration:g} s stereo 44.1 kHz per song; median of {args.repeats} (folder rows: of {max(1, min(args.repeats, 3))})")
+    print(f"{'impl':<10}{'model':<8}{'row':<52}{'min s':>8}{'median s':>10}{'x realtime':>12}{'peak RSS MiB':>14}{'GPU MiB':>9}")
     for row in rows:
         median = statistics.median(row["times"])
         row["median_s"], row["min_s"] = median, min(row["times"])
-        print(f"{row['impl']:<10}{row['model']:<8}{row['row']:<44}{row['min_s']:>8.3f}{median:>10.3f}"
-              f"{args.duration / median:>12.1f}")
+        audio_s = row.get("audio_s", args.duration)
+        rss = f"{row['rss_mib']:.0f}" if "rss_mib" in row else "-"
+        gpu = f"{row['gpu_mib']:.0f}" if "gpu_mib" in row else "-"
+        print(f"{row['impl']:<10}{row['model']:<8}{row['row']:<52}{row['min_s']:>8.3f}{median:>10.3f}"
+              f"{audio_s / median:>12.1f}{rss:>14}{gpu:>9}")
+    print("peak RSS / GPU MiB: this process's peak up to that row (rows run top to bottom after Spleeter's)")
     print()
     for name in models:
         ours = next((r for r in rows if r["impl"] == "unet-sep" and r["model"] == name and "exact" in r["row"]), None)
@@ -169,6 +260,15 @@ def main() -> None:
             if ours and theirs:
                 print(f"{name}: unet-sep Spleeter-exact is {theirs['median_s'] / ours['median_s']:.2f}x faster than "
                       f"Spleeter's '{label}' ({theirs['median_s']:.3f} s vs {ours['median_s']:.3f} s)")
+        folder = next((r for r in rows if r["impl"] == "unet-sep" and r["model"] == name and r["row"].startswith("folder to folder, Spleeter-exact")), None)
+        if ours and folder:
+            per_song = folder["median_s"] / folder["per_song"]
+            print(f"{name}: folder to folder (MP3 in, WAV out) takes {per_song:.3f} s per {args.duration:g} s song, "
+                  f"{per_song / ours['median_s']:.2f}x the model path")
+            theirs = next((r for r in rows if r["impl"] == "spleeter" and r["model"] == name and r["row"] == "a2 separate() later calls"), None)
+            if theirs:
+                print(f"{name}: folder to folder is {theirs['median_s'] / per_song:.2f}x faster than Spleeter's separate() "
+                      f"({theirs['median_s']:.3f} s per call, in memory)")
         if name in parity:
             print(f"{name}: SNR of unet-sep (Spleeter-exact) against Spleeter's Separator, dB: {parity[name]}")
     if parity:

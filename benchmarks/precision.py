@@ -1,0 +1,134 @@
+"""What reduced precision (bf16 / fp16 autocast of the U-Nets) costs in separation quality, against fp32.
+
+    python benchmarks/precision.py --device cuda            # on a GPU: the figures that matter
+    python benchmarks/precision.py --device cpu --clips 10  # CPU autocast (bf16, fp16): slow, indicative
+
+Two checks, each printed as a table:
+1. MIR-1K (../shared/data/mir1k, singers-split test clips, 0 dB mixtures as MIR-1K papers mix them) with the
+   bundled model: museval BSSEval v4 SDR over the whole clip against the true stems, fp32 and reduced, and
+   the difference (target: less than 0.05 dB lost), per stem, mean over clips.
+2. ../shared/data/spleeter-ref: the Spleeter-format checkpoints separate the reference input in
+   Spleeter-exact mode; the SNR of each reduced-precision output against the fp32 output (fp32 itself
+   matches Spleeter's outputs at ~100 dB, tests/test_spleeter.py), and museval SDR of both against
+   Spleeter's own outputs used as references.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from unet_sep import Separator  # noqa: E402
+from unet_sep.weights import spleeter  # noqa: E402
+from unet_sep.weights.registry import default_model_name  # noqa: E402
+
+SHARED = ROOT.parent / "shared" / "data"
+
+
+def parse_args() -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--precisions", default="bf16,fp16")
+    p.add_argument("--clips", type=int, default=40, help="MIR-1K test clips (evenly spread; 0 for all 181)")
+    p.add_argument("--threads", type=int, default=None)
+    return p.parse_args()
+
+
+def whole_sdr(reference: np.ndarray, estimate: np.ndarray) -> float:
+    """museval v4 SDR over the whole signal, ``[samples]`` mono or ``[channels, samples]``."""
+    import museval
+
+    ref = np.atleast_2d(reference).T[None].astype(np.float64)
+    est = np.atleast_2d(estimate).T[None].astype(np.float64)
+    sdr, _, _, _ = museval.evaluate(ref, est, win=ref.shape[1], hop=ref.shape[1], mode="v4")
+    return float(sdr[0, 0])
+
+
+def snr_db(reference: np.ndarray, estimate: np.ndarray) -> float:
+    reference = np.asarray(reference, np.float64)
+    return float(10 * np.log10(np.sum(reference**2) / max(np.sum((reference - estimate) ** 2), 1e-300)))
+
+
+def mir1k(args: argparse.Namespace, precisions: list[str]) -> None:
+    import soundfile as sf
+
+    root = SHARED / "mir1k"
+    if not (root / "splits.json").is_file():
+        print(f"MIR-1K not found at {root}: skipped")
+        return
+    clips = json.loads((root / "splits.json").read_text())["singers"]["test"]
+    if args.clips:
+        clips = clips[:: max(1, len(clips) // args.clips)][: args.clips]
+    name = default_model_name()
+    separators = {p: Separator.from_pretrained(name, device=args.device, precision=p) for p in ["fp32"] + precisions}
+    sdr = {p: {s: [] for s in separators["fp32"].stems} for p in separators}
+    for clip in clips:
+        vocals, rate = sf.read(root / clip / "vocals.ogg", dtype="float32")
+        accompaniment, _ = sf.read(root / clip / "accompaniment.ogg", dtype="float32")
+        accompaniment = accompaniment * np.sqrt(np.mean(vocals**2) / max(np.mean(accompaniment**2), 1e-12))
+        references = {"vocals": vocals, "accompaniment": accompaniment}
+        mixture = vocals + accompaniment
+        for precision, separator in separators.items():
+            stems = separator.separate(mixture, rate)
+            for stem in separator.stems:
+                sdr[precision][stem].append(whole_sdr(references[stem], stems[stem]))
+    print(f"\nMIR-1K singers-split test, {len(clips)} clips, model {name}, device {args.device}: mean whole-clip SDR (dB)")
+    print(f"{'stem':<16}{'fp32':>8}" + "".join(f"{p:>8}{'loss':>8}" for p in precisions))
+    for stem in separators["fp32"].stems:
+        base = float(np.mean(sdr["fp32"][stem]))
+        line = f"{stem:<16}{base:>8.3f}"
+        for precision in precisions:
+            value = float(np.mean(sdr[precision][stem]))
+            line += f"{value:>8.3f}{base - value:>8.3f}"
+        print(line)
+
+
+def spleeter_ref(args: argparse.Namespace, precisions: list[str]) -> None:
+    root = SHARED / "spleeter-ref"
+    if not (root / "manifest.json").is_file():
+        print(f"Spleeter fixtures not found at {root}: skipped")
+        return
+    manifest = json.loads((root / "manifest.json").read_text())
+    full = np.load(root / "input.npy")
+    print(f"\n../shared/data/spleeter-ref, Spleeter-exact mode, device {args.device}")
+    print(f"{'model':<10}{'stem':<14}{'SDR fp32':>10}" + "".join(f"{'SDR ' + p:>10}{'SNR vs fp32':>13}" for p in precisions))
+    for model in ("2stems", "4stems", "5stems"):
+        folder = root / model
+        if not (folder / "checkpoint").is_file():
+            continue
+        config, net = spleeter.load_spleeter(folder, folder / "config.json", name=f"spleeter:{model}")
+        start, stop = manifest["models"][model]["input_slice"]
+        audio = np.ascontiguousarray(full[start:stop].T, dtype=np.float32)  # [channels, samples]
+        outputs = {}
+        for precision in ["fp32"] + precisions:
+            separator = Separator(net, config, device=args.device, segmentation="spleeter", mask_extension="zeros",
+                                  precision=precision)
+            outputs[precision] = separator.separate(audio, 44100)
+        for stem in config.stems:
+            reference = np.load(folder / f"out_{stem}.npy").T
+            line = f"{model:<10}{stem:<14}{whole_sdr(reference, outputs['fp32'][stem]):>10.2f}"
+            for precision in precisions:
+                line += f"{whole_sdr(reference, outputs[precision][stem]):>10.2f}"
+                line += f"{snr_db(outputs['fp32'][stem], outputs[precision][stem]):>13.1f}"
+            print(line)
+
+
+def main() -> None:
+    args = parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    precisions = [p for p in args.precisions.split(",") if p]
+    mir1k(args, precisions)
+    spleeter_ref(args, precisions)
+
+
+if __name__ == "__main__":
+    main()
