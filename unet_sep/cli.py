@@ -208,7 +208,7 @@ def separate(
     segmentation: str = typer.Option("overlap", "--segmentation", help="overlap (default) or spleeter (back-to-back segments, Spleeter's exact output)."),
     mask_extension: Optional[str] = typer.Option(None, "--mask-extension", help="Masks above the model's band: last, average or zeros (Spleeter). Default: the model's."),
     sample_rate: Optional[int] = typer.Option(None, "--sample-rate", help="Write stems at this rate (default: each input's own rate)."),
-    threads: Optional[int] = typer.Option(None, "--threads", min=1, help="CPU threads for torch (default: all cores, shared out among torchrun's local ranks)."),
+    threads: Optional[int] = typer.Option(None, "--threads", min=1, help="CPU threads for torch (default: the cores this process may use, shared out among torchrun's local ranks)."),
     readers: int = typer.Option(2, "--readers", min=1, help="Threads decoding the next inputs while the model computes."),
     precision: str = typer.Option("fp32", "--precision", help="U-Net arithmetic: fp32, bf16 or fp16 (autocast; for GPUs)."),
     compile_net: bool = typer.Option(False, "--compile", help="Run the U-Nets through torch.compile (slow first call)."),
@@ -246,10 +246,8 @@ def _separate(ranks, inputs, out, model, stems, fmt, bit_depth, template, offset
     from unet_sep.weights.checkpoint import CheckpointError
     from unet_sep.weights.registry import ModelNotFoundError, default_model_name
 
-    if threads:
-        torch.set_num_threads(threads)
-    elif ranks.local_world > 1:
-        torch.set_num_threads(max(1, (os.cpu_count() or 1) // ranks.local_world))
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    torch.set_num_threads(threads or max(1, cores // ranks.local_world))  # default: the cores this process may use
     fmt = fmt.lower().lstrip(".")
     try:
         subtype_for(fmt, bit_depth)

@@ -84,8 +84,8 @@ class Separator:
         mask_extension: override the config's extension of masks above F ("zeros", "average", "last").
         channels_last: run the U-Nets in channels-last memory layout (default: on the CPU, where oneDNN's
             convolutions are faster with it; the numbers are the same to float precision).
-        optimize: trace and freeze the U-Nets with TorchScript on first use (default: on the CPU in fp32, ~1.5x
-            faster there; same numbers to float precision).
+        optimize: trace and freeze the U-Nets with TorchScript on first use (default: off; on this project's
+            Zen 5 CPU machine eager channels-last is 1.3-1.5x faster, see benchmarks/spleeter_speed.py --variants).
         precision: "fp32" (default), "bf16" or "fp16": autocast of the U-Nets (masks, STFT and iSTFT stay fp32).
         compile: run the U-Nets through ``torch.compile`` (instead of TorchScript on the CPU).
 
@@ -124,9 +124,7 @@ class Separator:
         layout = torch.channels_last if channels_last else torch.contiguous_format
         self.net = net.to(self.device, memory_format=layout).eval()
         self.channels_last = channels_last
-        if optimize is None:
-            optimize = self.device.type == "cpu" and precision == "fp32" and not compile
-        self.optimize = optimize
+        self.optimize = bool(optimize) and not compile
         self._runner: Callable[[torch.Tensor], torch.Tensor] | None = None
         self.plan = SegmentPlan.create(config.segment_frames, overlap, 2 ** config.unet.depth, segmentation)
         self.batch_size = batch_size or (2 if self.device.type == "cpu" else 8)
