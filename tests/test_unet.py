@@ -67,3 +67,25 @@ def test_config_validation_and_round_trip(tmp_path):
         ModelConfig.from_dict({"stemz": ["a"]})
     with pytest.raises(ConfigError, match="mask_extension"):
         ModelConfig(mask_extension="mirror").validate()
+
+
+@pytest.mark.parametrize("kernel", [3, 4, 5])
+@pytest.mark.parametrize("height,width,size", [(4, 6, (8, 12)), (4, 6, (7, 11)), (5, 3, (9, 6)), (1, 1, (2, 1))])
+def test_inference_subpixel_decoder_equals_the_transposed_convolution(kernel, height, width, size):
+    """Inference runs each decoder's cropped transposed convolution as one sub-pixel convolution: same numbers."""
+    from unet_sep.model.unet import DecoderBlock, same_padding
+
+    torch.manual_seed(kernel)
+    block = DecoderBlock(6, 5, UNetConfig(filters=[4, 8, 16, 32, 64, 128], kernel_size=kernel), 0.0).double().eval()
+    x = torch.randn(2, 6, height, width, dtype=torch.float64)
+    top, _ = same_padding(size[0], kernel, 2)
+    left, _ = same_padding(size[1], kernel, 2)
+    with torch.no_grad():
+        reference = block.deconv(x)[..., top : top + size[0], left : left + size[1]]
+        fast = block._subpixel(x, top, left)[..., : size[0], : size[1]]
+    assert fast.shape == reference.shape
+    assert torch.allclose(fast, reference, rtol=0, atol=1e-12)
+    with torch.no_grad():  # the weights change (training): the cached sub-pixel weights follow
+        block.deconv.weight.mul_(2.0)
+        assert torch.allclose(block._subpixel(x, top, left)[..., : size[0], : size[1]],
+                              block.deconv(x)[..., top : top + size[0], left : left + size[1]], rtol=0, atol=1e-12)
