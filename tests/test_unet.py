@@ -85,6 +85,9 @@ def test_inference_subpixel_decoder_equals_the_transposed_convolution(kernel, he
         fast = block._subpixel(x, top, left)[..., : size[0], : size[1]]
     assert fast.shape == reference.shape
     assert torch.allclose(fast, reference, rtol=0, atol=1e-12)
+    with torch.no_grad():  # channels-last inputs take the other phase order; same numbers, channels-last out
+        last = block._subpixel(x.contiguous(memory_format=torch.channels_last), top, left)[..., : size[0], : size[1]]
+    assert torch.allclose(last, reference, rtol=0, atol=1e-12)
     with torch.no_grad():  # the weights change (training): the cached sub-pixel weights follow
         block.deconv.weight.mul_(2.0)
         assert torch.allclose(block._subpixel(x, top, left)[..., : size[0], : size[1]],

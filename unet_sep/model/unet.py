@@ -87,15 +87,26 @@ class DecoderBlock(nn.Module):
         one on the CPU. Used for inference only; training keeps ``ConvTranspose2d``.
         """
         weight, bias = self.deconv.weight, self.deconv.bias
-        key = (weight._version, weight.data_ptr(), bias._version, top % 2, left % 2, weight.dtype, weight.device)
+        # Channels-last tensors interleave best with the phases outermost in the channels, others innermost.
+        last = x.dim() == 4 and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last)
+        key = (weight._version, weight.data_ptr(), bias._version, top % 2, left % 2, weight.dtype, weight.device, last)
         if self._phases is None or self._phases[0] != key:
-            self._phases = (key, *_phase_weights(weight, bias, self.kernel_size, top, left))
+            kernel, phase_bias, padding = _phase_weights(weight, bias, self.kernel_size, top, left, phases_first=last)
+            if last:
+                kernel = kernel.contiguous(memory_format=torch.channels_last)
+            self._phases = (key, kernel, phase_bias, padding)
         _, kernel, phase_bias, padding = self._phases
         if padding[0] == padding[1] and padding[2] == padding[3]:
             phases = F.conv2d(x, kernel, phase_bias, padding=(padding[0], padding[2]))
         else:
             phases = F.conv2d(F.pad(x, (padding[2], padding[3], padding[0], padding[1])), kernel, phase_bias)
-        return F.pixel_shuffle(phases, 2)
+        if not last:
+            return F.pixel_shuffle(phases, 2)
+        # [B, (a, b, C), H, W] stored as [B, H, W, a, b, C] -> [B, H, a, W, b, C] -> [B, C, 2H, 2W] channels-last.
+        batch, channels, height, width = phases.shape
+        nhwc = phases.permute(0, 2, 3, 1).view(batch, height, width, 2, 2, channels // 4)
+        interleaved = nhwc.permute(0, 1, 3, 2, 4, 5).reshape(batch, 2 * height, 2 * width, channels // 4)
+        return interleaved.permute(0, 3, 1, 2)
 
 
 def _phase_taps(kernel: int, crop: int) -> tuple[dict[int, list[tuple[int, int]]], int, int]:
@@ -107,9 +118,10 @@ def _phase_taps(kernel: int, crop: int) -> tuple[dict[int, list[tuple[int, int]]
 
 
 @torch.no_grad()
-def _phase_weights(weight: torch.Tensor, bias: torch.Tensor, kernel: int, top: int, left: int):
+def _phase_weights(weight: torch.Tensor, bias: torch.Tensor, kernel: int, top: int, left: int, phases_first: bool = False):
     """ConvTranspose2d weights ``[C_in, C_out, k, k]`` -> sub-pixel conv weights ``[4 C_out, C_in, kh, kw]``,
-    bias, and the input padding (top, bottom, left, right)."""
+    bias, and the input padding (top, bottom, left, right). Output channels are ordered (C_out, row phase,
+    column phase), as ``pixel_shuffle`` wants, or (row phase, column phase, C_out) with ``phases_first``."""
     rows, row_min, row_max = _phase_taps(kernel, top)
     cols, col_min, col_max = _phase_taps(kernel, left)
     c_in, c_out = weight.shape[:2]
@@ -120,8 +132,12 @@ def _phase_weights(weight: torch.Tensor, bias: torch.Tensor, kernel: int, top: i
             for d_row, k_row in rows[a]:
                 for d_col, k_col in cols[b]:
                     phases[:, a, b, :, d_row - row_min, d_col - col_min] = transposed[:, :, k_row, k_col]
+    padding = (-row_min, row_max, -col_min, col_max)
+    if phases_first:
+        kernel_weights = phases.permute(1, 2, 0, 3, 4, 5).reshape(c_out * 4, c_in, *phases.shape[-2:]).contiguous()
+        return kernel_weights, bias.repeat(4).contiguous(), padding
     kernel_weights = phases.reshape(c_out * 4, c_in, *phases.shape[-2:]).contiguous()
-    return kernel_weights, bias.repeat_interleave(4).contiguous(), (-row_min, row_max, -col_min, col_max)
+    return kernel_weights, bias.repeat_interleave(4).contiguous(), padding
 
 
 class UNet(nn.Module):
