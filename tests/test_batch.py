@@ -177,3 +177,23 @@ def test_torchrun_two_ranks_share_the_inputs_and_rerun_skips(tmp_path, tiny_mode
     summaries = [line for line in second.stderr.splitlines() if line.startswith("separated ")]
     assert len(summaries) == 1 and summaries[0].startswith("separated 1 file(s)"), second.stderr
     assert "skipped 4 already done" in summaries[0], summaries
+
+
+def test_reduced_precision_stays_close_to_fp32(tiny_model):
+    audio = music_like(6.0, 44100, 2, seed=11)
+    reference = Separator.from_pretrained(tiny_model, device="cpu").separate(audio, 44100)
+    reduced = Separator.from_pretrained(tiny_model, device="cpu", precision="bf16").separate(audio, 44100)
+    for stem, expected in reference.items():
+        assert reduced[stem].dtype == np.float32 and reduced[stem].shape == expected.shape
+        assert 25.0 < snr_db(expected, reduced[stem]) < 90.0  # close, and really computed in bf16
+    with pytest.raises(ValueError, match="precision"):
+        Separator.from_pretrained(tiny_model, device="cpu", precision="fp8")
+
+
+def test_cli_rejects_an_unknown_precision_in_one_line(tmp_path, tiny_model, songs):
+    command = [sys.executable, "-m", "unet_sep", "separate", str(songs[0]), "--out", str(tmp_path),
+               "--model", str(tiny_model), "--precision", "fp8"]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and "precision" in lines[0] and "Traceback" not in result.stderr
