@@ -15,7 +15,6 @@ import argparse
 import copy
 import statistics
 import sys
-import time
 from pathlib import Path
 
 import torch
@@ -28,19 +27,12 @@ from unet_sep.model import StemsNet  # noqa: E402
 from unet_sep.model.stems import freeze_for_inference  # noqa: E402
 from unet_sep.weights import spleeter  # noqa: E402
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from spleeter_speed import timed  # noqa: E402  (the same timing loop, CUDA-synchronised)
+
 
 def median_time(fn, repeats: int, device: str) -> float:
-    fn()
-    times = []
-    for _ in range(repeats):
-        if device.startswith("cuda"):
-            torch.cuda.synchronize()
-        start = time.perf_counter()
-        fn()
-        if device.startswith("cuda"):
-            torch.cuda.synchronize()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+    return statistics.median(timed(fn, repeats, device))
 
 
 def main() -> None:
@@ -67,7 +59,9 @@ def main() -> None:
         net = StemsNet(config).eval().to(device)
         batch = torch.rand(args.segments, config.n_channels,
                            config.segment_frames, config.frequency_bins, device=device)
-        with FlopCounterMode(display=False) as counter, torch.inference_mode():
+        # The architecture's arithmetic: counted with autograd on, so the decoders run as transposed
+        # convolutions (at inference they run as sub-pixel convolutions, which also multiply some zeros).
+        with FlopCounterMode(display=False) as counter:
             net(batch)
         gflop = counter.get_total_flops() / 1e9
         last = copy.deepcopy(net).to(memory_format=torch.channels_last)
