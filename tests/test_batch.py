@@ -13,7 +13,7 @@ import pytest
 import soundfile as sf
 import torch
 
-from tests.conftest import make_model, music_like, snr_db
+from tests.conftest import music_like, snr_db
 from unet_sep import Separator
 from unet_sep.separate.segments import SegmentPlan
 

@@ -151,10 +151,10 @@ class FilePipeline:
         for job in jobs:
             pending.put(job)
         readers = [
-            threading.Thread(target=self._read, args=(pending, to_model, events, stop), name=f"unet-sep-reader-{i}", daemon=True)
+            threading.Thread(target=self._read, args=(pending, to_model, stop), name=f"unet-sep-reader-{i}", daemon=True)
             for i in range(min(self.readers, len(jobs)))
         ]
-        writer = threading.Thread(target=self._write, args=(to_writer, events, stop), name="unet-sep-writer", daemon=True)
+        writer = threading.Thread(target=self._write, args=(to_writer, events), name="unet-sep-writer", daemon=True)
 
         def dispatch(block: bool = False) -> None:
             while True:
@@ -172,7 +172,7 @@ class FilePipeline:
             thread.start()
         try:
             self._model_loop(len(readers), to_model, to_writer, dispatch)
-            self._put(to_writer, _DONE, None, dispatch)
+            self._put(to_writer, _DONE, dispatch)
             while writer.is_alive():
                 writer.join(timeout=0.05)
                 dispatch()
@@ -194,7 +194,7 @@ class FilePipeline:
         return [final[job.index] for job in jobs if job.index in final]
 
     @staticmethod
-    def _put(target: queue.Queue, item: Any, job: _Job | None, dispatch: Callable[..., None]) -> None:
+    def _put(target: queue.Queue, item: Any, dispatch: Callable[..., None]) -> None:
         """Put into a bounded queue, handing out events while it is full (the writer may be waiting on us)."""
         while True:
             try:
@@ -212,14 +212,14 @@ class FilePipeline:
             stems, weights = engine.drain()
             finished = engine.done
             if stems.shape[-1] or finished:
-                self._put(to_writer, ("output", job, stems, weights, finished), job, dispatch)
+                self._put(to_writer, ("output", job, stems, weights, finished), dispatch)
             if finished:
                 del engines[job.index]
 
         def fail(job: _Job, error: BaseException) -> None:
             job.failed.set()
             engines.pop(job.index, None)
-            self._put(to_writer, ("abort", job, error), job, dispatch)
+            self._put(to_writer, ("abort", job, error), dispatch)
 
         def run_batches(flush: bool) -> None:
             for job, _ in list(engines.values()):  # files the writer gave up on
@@ -264,10 +264,10 @@ class FilePipeline:
             kind, job = message[0], message[1]
             if kind == "start":
                 engines[job.index] = (job, separator.engine(message[2]))
-                self._put(to_writer, ("start", job, message[3]), job, dispatch)
+                self._put(to_writer, ("start", job, message[3]), dispatch)
             elif kind == "block" and job.index in engines and not job.failed.is_set():
                 _, engine = engines[job.index]
-                self._put(to_writer, ("input", job, message[2]), job, dispatch)
+                self._put(to_writer, ("input", job, message[2]), dispatch)
                 try:
                     engine.feed(message[3])
                 except Exception as error:
@@ -283,12 +283,12 @@ class FilePipeline:
                 if kind == "error" and job.index in engines:
                     fail(job, message[2])
                 else:
-                    self._put(to_writer, message, job, dispatch)
+                    self._put(to_writer, message, dispatch)
             run_batches(flush=readers_left == 0)
             dispatch()
 
     # ---- reader threads --------------------------------------------------------------------------------
-    def _read(self, pending: queue.SimpleQueue, to_model: queue.Queue, events: queue.Queue, stop: threading.Event) -> None:
+    def _read(self, pending: queue.SimpleQueue, to_model: queue.Queue, stop: threading.Event) -> None:
         def send(item: Any) -> bool:
             while not stop.is_set():
                 try:
@@ -306,7 +306,8 @@ class FilePipeline:
                     break
                 self._read_one(job, send, stop)
         finally:
-            send(_DONE) if not stop.is_set() else None
+            if not stop.is_set():
+                send(_DONE)
 
     def _read_one(self, job: _Job, send: Callable[[Any], bool], stop: threading.Event) -> None:
         options, separator = self.options, self.separator
@@ -347,7 +348,7 @@ class FilePipeline:
             send(("error", job, error))
 
     # ---- writer thread ---------------------------------------------------------------------------------
-    def _write(self, to_writer: queue.Queue, events: queue.Queue, stop: threading.Event) -> None:
+    def _write(self, to_writer: queue.Queue, events: queue.Queue) -> None:
         open_jobs: dict[int, _Job] = {}
         while True:
             message = to_writer.get()

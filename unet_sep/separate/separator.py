@@ -10,8 +10,6 @@ from typing import Callable, Iterable, Iterator
 import numpy as np
 import torch
 
-from unet_sep.audio.decode import AudioDecodeError  # noqa: F401  (re-exported: raised by separate_file)
-from unet_sep.audio.encode import AudioEncodeError  # noqa: F401
 from unet_sep.config import ModelConfig
 from unet_sep.model.stems import StemsNet, freeze_for_inference
 from unet_sep.separate.segments import SegmentPlan
