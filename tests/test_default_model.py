@@ -44,16 +44,25 @@ def test_separate_a_real_song_without_model_option(tmp_path, example_mp3):
     assert np.sum(accompaniment**2) > 2 * np.sum(vocals**2) > 0
 
 
-@pytest.mark.parametrize("clip", ["heycat_4_05", "khair_2_04", "stool_5_04"])
-def test_separates_held_out_singers(clip):
-    folder = MIR1K / clip
-    if not folder.is_dir():
-        pytest.skip(f"MIR-1K clip {clip} not found under {MIR1K} (../shared is absent)")
-    assert clip.split("_")[0] in json.loads((MIR1K / "splits.json").read_text())["singer_lists"]["test"]
-    vocals, rate = read_audio(folder / "vocals.ogg")
-    accompaniment, _ = read_audio(folder / "accompaniment.ogg")
-    mixture = vocals + accompaniment
-    stems = Separator.from_pretrained("mir1k-vocals-accompaniment", device="cpu").separate(mixture, rate)
-    gain_vocals = snr_db(vocals, stems["vocals"]) - snr_db(vocals, mixture)
-    gain_accompaniment = snr_db(accompaniment, stems["accompaniment"]) - snr_db(accompaniment, mixture)
-    assert gain_vocals > 5 and gain_accompaniment > 5, (gain_vocals, gain_accompaniment)
+HELD_OUT_CLIPS = ["heycat_4_05", "khair_2_04", "stool_5_04", "jmzen_3_02", "heycat_1_01", "khair_5_03"]
+
+
+def test_separates_held_out_singers():
+    """On clips of the test singers, mixed as recorded: every clip gains over the mixture, and the mean gain is
+    what a trained separator gives (the mixture itself scores 0 dB; the bundled model about 9.6 dB)."""
+    if not (MIR1K / "splits.json").is_file():
+        pytest.skip(f"MIR-1K not found under {MIR1K} (../shared is absent)")
+    test_singers = json.loads((MIR1K / "splits.json").read_text())["singer_lists"]["test"]
+    separator = Separator.from_pretrained("mir1k-vocals-accompaniment", device="cpu")
+    gains = []
+    for clip in HELD_OUT_CLIPS:
+        assert clip.split("_")[0] in test_singers
+        vocals, rate = read_audio(MIR1K / clip / "vocals.ogg")
+        accompaniment, _ = read_audio(MIR1K / clip / "accompaniment.ogg")
+        mixture = vocals + accompaniment
+        stems = separator.separate(mixture, rate)
+        gains.append((snr_db(vocals, stems["vocals"]) - snr_db(vocals, mixture),
+                      snr_db(accompaniment, stems["accompaniment"]) - snr_db(accompaniment, mixture)))
+    gains = np.array(gains)
+    assert gains.min() > 3.0, dict(zip(HELD_OUT_CLIPS, gains.tolist()))
+    assert gains.mean(axis=0).min() > 7.0, gains.mean(axis=0)
