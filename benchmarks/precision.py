@@ -27,8 +27,12 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from unet_sep import Separator  # noqa: E402
+from unet_sep.evaluate.score import bss_eval  # noqa: E402
 from unet_sep.weights import spleeter  # noqa: E402
 from unet_sep.weights.registry import default_model_name  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from spleeter_speed import snr_db  # noqa: E402  (the same SNR as the speed benchmark's parity check)
 
 SHARED = ROOT.parent / "shared" / "data"
 
@@ -43,18 +47,9 @@ def parse_args() -> argparse.Namespace:
 
 
 def whole_sdr(reference: np.ndarray, estimate: np.ndarray) -> float:
-    """museval v4 SDR over the whole signal, ``[samples]`` mono or ``[channels, samples]``."""
-    import museval
-
-    ref = np.atleast_2d(reference).T[None].astype(np.float64)
-    est = np.atleast_2d(estimate).T[None].astype(np.float64)
-    sdr, _, _, _ = museval.evaluate(ref, est, win=ref.shape[1], hop=ref.shape[1], mode="v4")
-    return float(sdr[0, 0])
-
-
-def snr_db(reference: np.ndarray, estimate: np.ndarray) -> float:
-    reference = np.asarray(reference, np.float64)
-    return float(10 * np.log10(np.sum(reference**2) / max(np.sum((reference - estimate) ** 2), 1e-300)))
+    """museval v4 SDR over the whole signal (one window), through the evaluation code's own ``bss_eval``."""
+    length = np.atleast_2d(reference).shape[-1]
+    return float(bss_eval({"s": reference}, {"s": estimate}, win=length, hop=length)["s"]["SDR"][0])
 
 
 def mir1k(args: argparse.Namespace, precisions: list[str]) -> None:

@@ -97,7 +97,6 @@ class _Progress:
         self.n_files = n_files
         self.bars: dict[int, object] = {}
         self.seen: dict[int, float] = {}  # audio seconds counted so far per file
-        self.finished = 0
 
     def update(self, index: int, path: Path, done: int, total: int, rate: int) -> None:
         from tqdm import tqdm
@@ -143,12 +142,10 @@ class _Ranks:
     agree on one summary. Without torchrun it is a single rank and does nothing."""
 
     def __init__(self) -> None:
-        import os
+        from unet_sep.distributed import Ranks
 
-        self.world = int(os.environ.get("WORLD_SIZE", "1"))
-        self.rank = int(os.environ.get("RANK", "0"))
-        self.local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-        self.local_world = int(os.environ.get("LOCAL_WORLD_SIZE", str(self.world)))
+        env = Ranks.from_env()
+        self.world, self.rank, self.local_rank, self.local_world = env.world, env.rank, env.local_rank, env.local_world
         self.group = False
         if self.world > 1:
             import datetime

@@ -131,7 +131,6 @@ class FilePipeline:
         self.options = options
         self.readers = max(1, int(readers))
         self.queue_blocks = max(2, int(queue_blocks))
-        self._aborted: list[Path] = []  # inputs whose outputs the writer removed on an interrupt
 
     # ---- the calling thread ---------------------------------------------------------------------------
     def run(self, paths: Iterable[str | Path], on_event: Callable[[FileEvent], None] | None = None) -> list[FileEvent]:
@@ -146,6 +145,7 @@ class FilePipeline:
         to_model: queue.Queue = queue.Queue(maxsize=self.queue_blocks)
         to_writer: queue.Queue = queue.Queue(maxsize=self.queue_blocks)
         events: queue.Queue = queue.Queue()
+        aborted: list[Path] = []  # inputs whose outputs the writer removed on an interrupt
         stop = threading.Event()
         pending = queue.SimpleQueue()
         for job in jobs:
@@ -154,15 +154,14 @@ class FilePipeline:
             threading.Thread(target=self._read, args=(pending, to_model, stop), name=f"unet-sep-reader-{i}", daemon=True)
             for i in range(min(self.readers, len(jobs)))
         ]
-        writer = threading.Thread(target=self._write, args=(to_writer, events), name="unet-sep-writer", daemon=True)
+        writer = threading.Thread(target=self._write, args=(to_writer, events, aborted), name="unet-sep-writer", daemon=True)
 
-        def dispatch(block: bool = False) -> None:
+        def dispatch() -> None:
             while True:
                 try:
-                    event = events.get(timeout=0.05) if block else events.get_nowait()
+                    event = events.get_nowait()
                 except queue.Empty:
                     return
-                block = False
                 if event.kind != "progress":
                     final[event.index] = event
                 if on_event is not None:
@@ -186,7 +185,7 @@ class FilePipeline:
             to_writer.put(_DONE)
             writer.join()
             if isinstance(error, KeyboardInterrupt):
-                raise SeparationInterrupted(self._aborted) from error
+                raise SeparationInterrupted(aborted) from error
             raise
         finally:
             for thread in readers:
@@ -241,7 +240,7 @@ class FilePipeline:
                     if job.index in engines:
                         emit(job, engine)
             for job, engine in list(engines.values()):  # closed files whose last segments ran already
-                if engine.finished and engine.ready() == 0 and job.index in engines:
+                if engine.finished and engine.ready() == 0:
                     emit(job, engine)
 
         while readers_left > 0 or engines:
@@ -348,7 +347,7 @@ class FilePipeline:
             send(("error", job, error))
 
     # ---- writer thread ---------------------------------------------------------------------------------
-    def _write(self, to_writer: queue.Queue, events: queue.Queue) -> None:
+    def _write(self, to_writer: queue.Queue, events: queue.Queue, aborted: list[Path]) -> None:
         open_jobs: dict[int, _Job] = {}
         while True:
             message = to_writer.get()
@@ -388,7 +387,7 @@ class FilePipeline:
                 events.put(FileEvent("failed", job.index, job.path, job.outputs, error=error))
         for job in open_jobs.values():  # interrupted: nothing partial stays behind
             self._abort(job)
-            self._aborted.append(job.path)
+            aborted.append(job.path)
 
     def _open(self, job: _Job, info: AudioInfo) -> None:
         options, separator = self.options, self.separator

@@ -70,9 +70,14 @@ class SegmentPlan:
             start += self.hop
         covered = start - self.hop + self.frames if start > 0 else 0
         if covered < total_frames:
-            grid = self.multiple
-            starts.append(max(0, -(-(total_frames - self.frames) // grid) * grid))
+            starts.append(self.end_start(total_frames))
         return starts
+
+    def end_start(self, total_frames: int) -> int:
+        """Where the fitted last segment of a signal of ``total_frames`` frames starts: the first start on the
+        stride grid from which T frames reach the end. It only grows with ``total_frames``, so while a stream
+        is still growing, frames before ``end_start(frames so far)`` are safe from it."""
+        return max(0, -(-(total_frames - self.frames) // self.multiple) * self.multiple)
 
     def starts(self, total_frames: int) -> list[int]:
         """Start frames of every segment of a signal of ``total_frames`` frames."""

@@ -22,7 +22,6 @@ from unet_sep.weights.registry import resolve_model
 logger = logging.getLogger(__name__)
 
 DEFAULT_TEMPLATE = "{track}/{stem}.{ext}"
-# Output samples held back until the end, so the resampled output can be cut to the input's exact length.
 PRECISIONS = ("fp32", "bf16", "fp16")
 _AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -103,7 +102,7 @@ class Separator:
         batch_size: int | None = None,
         mask_extension: str | None = None,
         channels_last: bool | None = None,
-        optimize: bool | None = None,
+        optimize: bool = False,
         precision: str = "fp32",
         compile: bool = False,
     ) -> None:
@@ -122,7 +121,7 @@ class Separator:
         layout = torch.channels_last if channels_last else torch.contiguous_format
         self.net = net.to(self.device, memory_format=layout).eval()
         self.channels_last = channels_last
-        self.optimize = bool(optimize) and not compile
+        self.optimize = optimize and not compile
         self._runner: Callable[[torch.Tensor], torch.Tensor] | None = None
         self.plan = SegmentPlan.create(config.segment_frames, overlap, 2 ** config.unet.depth, segmentation)
         self.batch_size = batch_size or (2 if self.device.type == "cpu" else 8)
@@ -214,8 +213,8 @@ class Separator:
     def engine(self, groups: int) -> SeparationStream:
         """A fresh engine for one signal of ``groups`` channel groups, sharing this separator's U-Nets."""
         return SeparationStream(
-            self._network(), self.config, self.plan, groups, mask_extension=self.mask_extension,
-            batch_segments=self.batch_size, device=self.device, channels_last=self.channels_last,
+            self.config, self.plan, groups, mask_extension=self.mask_extension, device=self.device,
+            channels_last=self.channels_last,
         )
 
     @torch.inference_mode()
@@ -223,11 +222,13 @@ class Separator:
         """Take up to ``limit`` ready segments from ``engines`` (in order), run them through the U-Nets as one
         batch and give every engine its masks; returns the number of segments run."""
         taken = []
+        count = 0
         for engine in engines:
-            want = min(engine.ready(), limit - sum(len(starts) for _, _, starts in taken))
+            want = min(engine.ready(), limit - count)
             if want > 0:
                 batch, starts = engine.take(want)
                 taken.append((engine, batch, starts))
+                count += len(starts)
         if not taken:
             return 0
         inputs = torch.cat([batch for _, batch, _ in taken]) if len(taken) > 1 else taken[0][1]
@@ -236,7 +237,7 @@ class Separator:
         for engine, batch, starts in taken:
             engine.give(estimates[:, offset : offset + batch.shape[0]], starts)
             offset += batch.shape[0]
-        return sum(len(starts) for _, _, starts in taken)
+        return count
 
     def _forward(self, batch: torch.Tensor) -> torch.Tensor:
         """The U-Nets on one batch ``[N, C, T, F]`` -> ``[S, N, C, T, F]``, in the chosen precision."""
@@ -247,8 +248,8 @@ class Separator:
             return network(batch).float()
 
     def _network(self) -> Callable[[torch.Tensor], torch.Tensor]:
-        """The U-Nets as run on segments, built once: the module itself, its TorchScript-frozen form (the CPU
-        default) or its ``torch.compile`` form."""
+        """The U-Nets as run on segments, built once: the module itself (the default), its TorchScript-frozen
+        form (``optimize``) or its ``torch.compile`` form (``compile``)."""
         if self._runner is None:
             if self.compile:
                 self._runner = torch.compile(self.net, dynamic=False)

@@ -7,7 +7,7 @@ Data flow for one stream of ``G`` channel groups of ``C`` model channels each:
     -> masks x complex STFT -> windowed inverse FFT, overlap-add -> stem samples [S, G, C, n]
 
 Everything is incremental: frames are computed as soon as their samples arrive, a batch of segments goes
-through the U-Nets as soon as its frames are there, a frame is synthesised once no later segment can touch
+goes through the U-Nets (run by the caller) as soon as its frames are there, a frame is synthesised once no later segment can touch
 its mask, and a sample is emitted once no later frame overlaps it. The buffers hold at most a batch of
 segments, so memory does not grow with the length of the input. The output has exactly as many samples as
 the input.
@@ -19,8 +19,6 @@ cannot carry when the input's rate is higher, so the stems stay full band and st
 """
 
 from __future__ import annotations
-
-from typing import Callable
 
 import numpy as np
 import torch
@@ -35,7 +33,6 @@ from unet_sep.dsp.stft import (
     synthesize_frames,
     window_envelope,
 )
-from unet_sep.model.stems import StemsNet
 from unet_sep.separate.segments import SegmentPlan
 
 
@@ -93,36 +90,35 @@ class SlidingBuffer:
 
 
 class SeparationStream:
-    """Streaming separation of one signal (``G`` channel groups); use :meth:`push` then :meth:`finish`.
+    """Streaming separation of one signal (``G`` channel groups), without the U-Nets themselves.
+
+    :meth:`feed` samples, :meth:`take` the ready segments, run them through the U-Nets and :meth:`give` the
+    estimates back, :meth:`drain` the finished samples; :meth:`close` at the end, then take, give and drain
+    until :attr:`done`. Who runs the U-Nets decides the batching, across streams too
+    (:meth:`Separator.run_batch <unet_sep.separate.separator.Separator.run_batch>`).
 
     Args:
-        net: the per-stem U-Nets, in eval mode, on ``device`` (or a frozen TorchScript form of them).
         config: the model's config (STFT, F, stems, mask settings).
         plan: segment length and hop (see :class:`SegmentPlan`).
         groups: number of channel groups ``G`` processed side by side.
         mask_extension: how masks are extended above F (defaults to the config's).
-        batch_segments: how many segments go through the U-Nets in one batch.
         device: where the STFT, U-Nets and masks run.
         channels_last: feed the U-Nets channels-last tensors (the net must be in that layout too).
     """
 
     def __init__(
         self,
-        net: StemsNet | Callable[[torch.Tensor], torch.Tensor],
         config: ModelConfig,
         plan: SegmentPlan,
         groups: int,
         mask_extension: str | None = None,
-        batch_segments: int = 4,
         device: torch.device | str = "cpu",
         channels_last: bool = False,
     ) -> None:
-        self.net = net
         self.config = config
         self.plan = plan
         self.device = torch.device(device)
         self.mask_extension = mask_extension or config.mask_extension
-        self.batch_segments = max(1, int(batch_segments))
         self.layout = torch.channels_last if channels_last else torch.contiguous_format
         self.n_fft = config.stft.n_fft
         self.hop = config.stft.hop_length
@@ -160,25 +156,7 @@ class SeparationStream:
         self.finished = False
         self.total_frames: int | None = None
 
-    # ---- public: one stream on its own ---------------------------------------------------------------
-    def push(self, block: np.ndarray | torch.Tensor) -> tuple[np.ndarray, np.ndarray | None]:
-        """Feed samples ``[G, C, n]``; returns the stem samples ``[S, G, C, m]`` that are now final and their
-        extension weights (same shape, see the module's doc; None when the extension is "zeros")."""
-        self.feed(block)
-        while self.ready() >= self.batch_segments:
-            self._run(self.batch_segments)
-        return self.drain()
-
-    def finish(self) -> tuple[np.ndarray, np.ndarray | None]:
-        """Flush: pad the end, process the remaining segments; returns the last stem samples."""
-        if self.finished:
-            return self._empty()
-        self.close()
-        while self.ready() > 0:
-            self._run(min(self.ready(), self.batch_segments))
-        return self.drain()
-
-    # ---- public: several streams sharing U-Net batches (see separate.batch) --------------------------
+    # ---- public: the caller runs the U-Nets (Separator.run_batch, possibly over several streams) ---
     def feed(self, block: np.ndarray | torch.Tensor) -> None:
         """Append samples ``[G, C, n]`` and compute the STFT frames they complete (no U-Net work)."""
         if self.finished:
@@ -262,8 +240,7 @@ class SeparationStream:
             return self._advance(self._final_starts[0])
         upcoming = self.next_start
         if self.plan.fit_end:  # the end segment, not planned yet, starts no earlier than this
-            grid = self.plan.multiple
-            upcoming = min(upcoming, max(0, -(-(self.frames_done - self.plan.frames) // grid) * grid))
+            upcoming = min(upcoming, self.plan.end_start(self.frames_done))
         return self._advance(upcoming)
 
     @property
@@ -304,12 +281,6 @@ class SeparationStream:
             piece = torch.nn.functional.pad(piece, (0, short))
         return piece.transpose(-1, -2)
 
-    @torch.inference_mode()
-    def _run(self, count: int) -> None:
-        """Run the next ``count`` ready segments through this stream's own U-Nets."""
-        batch, starts = self.take(count)
-        self.give(self.net(batch), starts)
-
     def _advance(self, final_upto: int) -> tuple[np.ndarray, np.ndarray | None]:
         """Synthesise frames [final_frames, final_upto) and return the samples that became final."""
         final_upto = min(final_upto, self.frames_done)
@@ -318,8 +289,8 @@ class SeparationStream:
             # FFT frames) stay small whatever the batch size.
             while self.final_frames < final_upto:
                 self._synthesize(min(final_upto - self.final_frames, _SYNTH_FRAMES))
-            # Frames before the next segment's start and before final_frames are no longer needed.
-            drop = min(self.final_frames, final_upto) - self.spec_start
+            # Frames before final_frames (never past the next segment's start) are no longer needed.
+            drop = self.final_frames - self.spec_start
             if drop > 0:
                 self.spec.drop(drop)
                 self.spec_start += drop

@@ -36,6 +36,7 @@ import torch.distributed as dist
 from safetensors.torch import load_file, save_file
 
 from unet_sep.config import ConfigError
+from unet_sep.distributed import Ranks
 from unet_sep.dsp.stft import stft
 from unet_sep.model.stems import StemsNet
 from unet_sep.separate.separator import Separator, resolve_device
@@ -68,22 +69,6 @@ class TrainResult:
 
 
 # ---- distributed helpers ---------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class Ranks:
-    rank: int = 0
-    world: int = 1
-    local_rank: int = 0
-
-    @property
-    def main(self) -> bool:
-        return self.rank == 0
-
-
-def _ranks_from_env() -> Ranks:
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    return Ranks(int(os.environ.get("RANK", "0")), world, int(os.environ.get("LOCAL_RANK", "0")))
-
-
 def _step_seed(seed: int, step: int, rank: int) -> int:
     return (seed * 1_000_003 + step * 7_919 + rank * 104_729) % (2**63 - 1)
 
@@ -187,7 +172,7 @@ class Trainer:
         self.resume = resume
         self.progress = progress
         self.on_step = on_step
-        self.ranks = _ranks_from_env()
+        self.ranks = Ranks.from_env()
         self.distributed = self.ranks.world > 1
         self._owns_group = False
         if self.distributed and not dist.is_initialized():
