@@ -18,7 +18,7 @@ from musdb_tree import SOURCES, make_musdb_tree, musdb_validation_names, synthet
 from unet_sep.audio import read_audio, resample
 from unet_sep.config import ConfigError
 from unet_sep.train import datasets
-from unet_sep.train.augment import lowpass, rms_db
+from unet_sep.train.augment import lowpass, rms_db, synthetic_hihats
 from unet_sep.train.datasets import (
     AugmentConfig,
     DataConfig,
@@ -187,6 +187,9 @@ def test_musdb_missing_source(tmp_path):
         (dict(augment=AugmentConfig(gain_db=(1.0,))), "two numbers"),
         (dict(augment=AugmentConfig(lowpass_probability=-0.1)), "lowpass_probability"),
         (dict(augment=AugmentConfig(silence_db=float("nan"))), "silence_db"),
+        (dict(augment=AugmentConfig(percussion_probability=2.0)), "percussion_probability"),
+        (dict(augment=AugmentConfig(percussion_db=(-6.0, -20.0))), "percussion_db"),
+        (dict(augment=AugmentConfig(percussion_probability=0.2, percussion_stem="drums")), "percussion_stem 'drums' must be one of"),
         (dict(kind="musdb", targets=["vocals", "piano"]), "not MUSDB stems"),
         (dict(kind="musdb", targets=[*SOURCES, "accompaniment"]), "every source is a target"),
         (dict(kind="musdb", train_split="training"), "train_split for MUSDB"),
@@ -201,9 +204,10 @@ def test_config_errors(overrides, message):
 
 def test_config_dict_round_trip():
     config = DataConfig(kind="musdb", root="/m", is_wav=True, targets=list(SOURCES), cache_dir="/c",
-                        augment=AugmentConfig(gain_db=(-3.0, 0.0), lowpass_probability=0.2))
+                        augment=AugmentConfig(gain_db=(-3.0, 0.0), lowpass_probability=0.2,
+                                              percussion_probability=0.1, percussion_stem="drums"))
     again = DataConfig.from_dict(json.loads(json.dumps(config.to_dict())))
-    assert again == config and again.augment.gain_db == (-3.0, 0.0)
+    assert again == config and again.augment.gain_db == (-3.0, 0.0) and again.augment.percussion_db == (-20.0, -6.0)
     with pytest.raises(ConfigError, match="unknown key.*'data'.*colour"):
         DataConfig.from_dict({"root": "/x", "colour": 1})
     with pytest.raises(ConfigError, match="unknown key.*data.augment.*pitch"):
@@ -519,6 +523,61 @@ def test_lowpass_removes_the_top_band():
     band = np.abs(np.fft.rfft(filtered, axis=-1))[..., np.fft.rfftfreq(30000, 1 / rate) < 9000]
     reference = np.abs(np.fft.rfft(noise[0], axis=-1))[..., np.fft.rfftfreq(30000, 1 / rate) < 9000]
     assert np.median(np.abs(band / reference - 1)) < 0.02
+
+
+def band_energy(audio: np.ndarray, rate: int, low: float, high: float) -> float:
+    spectrum = np.abs(np.fft.rfft(audio, axis=-1)) ** 2
+    freqs = np.fft.rfftfreq(audio.shape[-1], 1 / rate)
+    return float(spectrum[..., (freqs >= low) & (freqs < high)].sum())
+
+
+def test_synthetic_hihats_are_bright_transients_at_unit_rms():
+    rate, length = 16000, 32000
+    for seed in range(5):
+        hats = synthetic_hihats(np.random.default_rng(seed), length, rate, 1)
+        assert hats.shape == (1, length) and hats.dtype == np.float32
+        assert abs(np.sqrt(np.mean(hats**2)) - 1.0) < 1e-3
+        total = band_energy(hats, rate, 0, rate / 2)
+        assert band_energy(hats, rate, 0, 2800) < 1e-3 * total  # high-passed at >= 3 kHz
+        # transients: the loudest 10 ms frames carry far more energy than the quietest ones
+        frames = (hats[0, : length // 160 * 160].reshape(-1, 160) ** 2).mean(axis=1)
+        assert np.percentile(frames, 95) > 30 * np.percentile(frames, 20)
+        np.testing.assert_array_equal(hats, synthetic_hihats(np.random.default_rng(seed), length, rate, 1))
+    stereo = synthetic_hihats(np.random.default_rng(0), 8000, 44100, 2)
+    assert stereo.shape == (2, 8000) and np.allclose(stereo[0] * np.sum(stereo[1] ** 2) ** 0.5,
+                                                     stereo[1] * np.sum(stereo[0] ** 2) ** 0.5, atol=1e-3)
+    assert not synthetic_hihats(np.random.default_rng(0), 8000, 6000, 1).any()  # no band above 3 kHz to fill
+
+
+def test_percussion_goes_to_its_stem_only_and_off_changes_nothing():
+    rate, length = 16000, 16000
+    rng = np.random.default_rng(1)
+    t = np.arange(40000) / rate
+    tracks = [Track(f"t{k}", {"vocals": (0.1 * np.sin(2 * np.pi * 220 * (k + 1) * t))[None].astype(np.float32),
+                              "accompaniment": (0.1 * np.sin(2 * np.pi * 110 * (k + 1) * t)
+                                                + 0.01 * rng.standard_normal(t.size))[None].astype(np.float32)})
+              for k in range(3)]
+    targets = ["vocals", "accompaniment"]
+    plain = ExcerptSampler(tracks, length, targets, AugmentConfig(remix=True, gain_db=(-3.0, 3.0), lowpass_probability=0.3), 4, rate)
+    # probability 0: no random number is drawn, whatever the other settings say
+    off = ExcerptSampler(tracks, length, targets, AugmentConfig(remix=True, gain_db=(-3.0, 3.0), lowpass_probability=0.3,
+                                                                percussion_stem="vocals", percussion_db=(0.0, 6.0)), 4, rate)
+    for index in range(10):
+        np.testing.assert_array_equal(plain.excerpt(index), off.excerpt(index))
+    always = AugmentConfig(remix=False, gain_db=(0.0, 0.0), skip_silent=False, percussion_probability=1.0,
+                           percussion_db=(-10.0, -10.0))
+    clean = AugmentConfig(remix=False, gain_db=(0.0, 0.0), skip_silent=False)
+    with_hats = ExcerptSampler(tracks, length, targets, always, 0, rate)
+    without = ExcerptSampler(tracks, length, targets, clean, 0, rate)
+    for index in range(6):
+        a, b = with_hats.excerpt(index), without.excerpt(index)
+        np.testing.assert_array_equal(a[0], b[0])  # the vocals are untouched
+        added = a[1] - b[1]
+        level = 20 * np.log10(np.sqrt(np.mean(added**2)) / np.sqrt(np.mean(b[1] ** 2)))
+        assert abs(level - (-10.0)) < 0.05, level
+        assert band_energy(added, rate, 3000, 8000) > 0.99 * band_energy(added, rate, 0, 8000)
+    with pytest.raises(ValueError, match="percussion_stem 'drums'"):
+        ExcerptSampler(tracks, length, targets, AugmentConfig(percussion_probability=0.5, percussion_stem="drums"), 0, rate)
 
 
 def test_skip_silent_redraws():

@@ -26,6 +26,7 @@ import dataclasses
 import hashlib
 import json
 import logging
+import math
 import operator
 import os
 import re
@@ -41,7 +42,7 @@ import numpy as np
 from unet_sep.audio.decode import AudioDecodeError, read_audio
 from unet_sep.audio.resample import resample
 from unet_sep.config import ConfigError
-from unet_sep.train.augment import AugmentConfig, db_to_gain, lowpass, lowpass_cutoff_range, rms_db
+from unet_sep.train.augment import AugmentConfig, db_to_gain, lowpass, lowpass_cutoff_range, rms_db, synthetic_hihats
 
 __all__ = [
     "AugmentConfig",
@@ -169,6 +170,11 @@ class DataConfig:
         if not isinstance(self.augment, AugmentConfig):
             raise ConfigError("data.augment must be an augmentation section")
         self.augment.validate()
+        if self.augment.percussion_probability > 0 and self.augment.percussion_stem not in self.targets:
+            raise ConfigError(
+                f"data.augment.percussion_stem {self.augment.percussion_stem!r} must be one of data.targets "
+                f"{list(self.targets)} (drums or accompaniment, usually)"
+            )
 
     def split_name(self, split: str) -> str:
         """The configured name of ``split`` ("train", "valid" or "test")."""
@@ -179,6 +185,7 @@ class DataConfig:
     def to_dict(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)
         data["augment"]["gain_db"] = list(self.augment.gain_db)
+        data["augment"]["percussion_db"] = list(self.augment.percussion_db)
         return data
 
     @classmethod
@@ -699,7 +706,10 @@ class ExcerptSampler:
     probability ``remix_probability``) every target draws its own track and offset. While ``skip_silent`` is on
     and any target of the draw is near-silent (RMS before gain below ``silence_db``), the excerpt is drawn again
     with the next ``attempt``, at most 10 attempts; the last draw is kept. Then per stem: channel swap
-    (stereo, p=0.5) and a random gain; then, with ``lowpass_probability``, one random low-pass of all stems.
+    (stereo, p=0.5) and a random gain; then, with ``percussion_probability``, synthetic hi-hats added to
+    ``percussion_stem``; then, with ``lowpass_probability``, one random low-pass of all stems. No random
+    number is drawn for an augmentation whose probability is 0, so recipes that leave one off keep the exact
+    data they had before it existed.
     """
 
     def __init__(
@@ -720,6 +730,8 @@ class ExcerptSampler:
         if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
             raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
         augment.validate()
+        if augment.percussion_probability > 0 and augment.percussion_stem not in targets:
+            raise ValueError(f"augment.percussion_stem {augment.percussion_stem!r} is not one of the targets {targets}")
         channels = None
         for track in tracks:
             missing = [t for t in targets if t not in track.sources]
@@ -816,6 +828,13 @@ class ExcerptSampler:
                 out[row, :, n:] = 0.0
             if gain_on:
                 out[row] *= np.float32(db_to_gain(rng.uniform(low, high)))
+        if augment.percussion_probability > 0 and rng.random() < augment.percussion_probability:
+            row = self.targets.index(augment.percussion_stem)
+            level = rms_db(out[row])
+            if math.isfinite(level):
+                level += rng.uniform(float(augment.percussion_db[0]), float(augment.percussion_db[1]))
+                hats = synthetic_hihats(rng, self.length, self.sample_rate, self.channels)
+                out[row] += np.float32(db_to_gain(level)) * hats
         if augment.lowpass_probability > 0 and self._lowpass_range is not None:
             if rng.random() < augment.lowpass_probability:
                 cutoff = rng.uniform(*self._lowpass_range)
