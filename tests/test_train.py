@@ -126,6 +126,52 @@ def test_refuses_to_overwrite_a_run_without_resume(tmp_path, musdb_root):
     assert bad.returncode == 2 and "train.loss" in bad.stderr
 
 
+def test_init_from_fine_tunes_from_another_models_weights(tmp_path, musdb_root):
+    torch.set_num_threads(2)
+    base = load_recipe(write_recipe(tmp_path / "base.json", tiny_recipe(musdb_root, steps=4, valid_every=0, checkpoint_every=4)))
+    Trainer(base, tmp_path / "base", device="cpu", progress=False).run()
+    start = load_file(str(tmp_path / "base" / "model.safetensors"))
+    # a learning rate of 1e-12 leaves the weights where they started: they must be the base model's
+    tuned = load_recipe(write_recipe(tmp_path / "tuned.json", tiny_recipe(
+        musdb_root, steps=1, valid_every=0, checkpoint_every=1, learning_rate=1e-12, init_from=str(tmp_path / "base"))))
+    Trainer(tuned, tmp_path / "tuned", device="cpu", progress=False).run()
+    after = load_file(str(tmp_path / "tuned" / "model.safetensors"))
+    fresh = tiny_recipe(musdb_root, steps=1, valid_every=0, checkpoint_every=1, learning_rate=1e-12)
+    Trainer(load_recipe(write_recipe(tmp_path / "fresh.json", fresh)), tmp_path / "fresh", device="cpu", progress=False).run()
+    random_init = load_file(str(tmp_path / "fresh" / "model.safetensors"))
+    weights = [name for name in start if name.endswith("weight") and start[name].ndim == 4]
+    assert len(weights) >= 8
+    for name in weights:
+        assert torch.allclose(after[name].float(), start[name].float(), atol=1e-6), name
+        assert not torch.allclose(random_init[name].float(), start[name].float(), atol=1e-3), name
+    assert json.loads((tmp_path / "tuned" / "recipe.json").read_text())["train"]["init_from"] == str(tmp_path / "base")
+    # a model of another shape is refused with one line, before any step
+    wider = tiny_recipe(musdb_root, steps=1, init_from=str(tmp_path / "base"))
+    wider["model"]["unet"]["filters"] = [8, 16, 32, 128]
+    proc = subprocess.run(_train_command(write_recipe(tmp_path / "wider.json", wider), tmp_path / "wider"),
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 1 and "does not fit" in proc.stderr and "unet" in proc.stderr, proc.stderr
+    assert "Traceback" not in proc.stderr and not (tmp_path / "wider" / "checkpoints").exists()
+    missing = subprocess.run(_train_command(write_recipe(tmp_path / "r.json", tiny_recipe(musdb_root, init_from=str(tmp_path / "nope"))),
+                                            tmp_path / "nope-run"), capture_output=True, text=True, timeout=300)
+    assert missing.returncode == 1 and "init_from" in missing.stderr and "Traceback" not in missing.stderr, missing.stderr
+
+
+def test_channels_last_training_takes_the_same_steps(tmp_path, musdb_root):
+    """The layout changes the speed, not the arithmetic (without dropout, whose masks follow memory order)."""
+    torch.set_num_threads(2)
+    losses = {}
+    for layout in (True, False):
+        recipe = tiny_recipe(musdb_root, steps=5, valid_every=0, checkpoint_every=5, channels_last=layout)
+        recipe["model"]["unet"]["dropout"] = 0.0
+        run: list[float] = []
+        Trainer(load_recipe(write_recipe(tmp_path / f"{layout}.json", recipe)), tmp_path / str(layout), device="cpu",
+                progress=False, on_step=lambda step, loss: run.append(loss)).run()
+        losses[layout] = run
+    np.testing.assert_allclose(losses[True], losses[False], rtol=1e-3)
+    assert len(set(np.round(losses[True], 4))) > 1  # the steps did change the model
+
+
 def test_torchrun_two_processes_on_gloo(tmp_path, musdb_root):
     recipe = write_recipe(tmp_path / "r.json", tiny_recipe(musdb_root, steps=4, checkpoint_every=4, valid_every=0, log_every=2))
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",

@@ -35,14 +35,15 @@ import torch
 import torch.distributed as dist
 from safetensors.torch import load_file, save_file
 
-from unet_sep.config import ConfigError
+from unet_sep.config import ConfigError, ModelConfig
 from unet_sep.distributed import Ranks
 from unet_sep.dsp.stft import stft
 from unet_sep.model.stems import StemsNet
 from unet_sep.separate.separator import Separator, resolve_device
 from unet_sep.train.datasets import ExcerptSampler, load_tracks
 from unet_sep.train.recipe import Recipe
-from unet_sep.weights.checkpoint import save_model
+from unet_sep.weights.checkpoint import CheckpointError, load_model, save_model
+from unet_sep.weights.registry import ModelNotFoundError, resolve_model
 
 logger = logging.getLogger(__name__)
 
@@ -96,6 +97,21 @@ def _restore_optimizer(optimizer: torch.optim.Optimizer, tensors: dict[str, torc
     for index, values in meta.get("scalars", {}).items():
         state.setdefault(int(index), {}).update(values)
     optimizer.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
+
+
+def _init_from(net: StemsNet, config: ModelConfig, source: str, device: torch.device) -> None:
+    """Load the weights of model ``source`` (folder or registered name) into ``net``, after checking they fit."""
+    try:
+        folder = resolve_model(source, offline=True)
+        their_config, their_net = load_model(folder, device="cpu")
+    except (ModelNotFoundError, CheckpointError, ConfigError, OSError) as error:
+        raise TrainingError(f"train.init_from {source!r}: {error}") from None
+    mine, theirs = config.to_dict(), their_config.to_dict()
+    different = [key for key in ("stems", "sample_rate", "n_channels", "frequency_bins", "stft", "unet") if mine[key] != theirs[key]]
+    if different:
+        raise TrainingError(f"train.init_from {source!r} does not fit this recipe's model: {', '.join(different)} differ")
+    net.load_state_dict({name: tensor.to(device) for name, tensor in their_net.state_dict().items()})
+    logger.info("initialised from %s", folder)
 
 
 def _write_json(path: Path, data: Any) -> None:
@@ -205,7 +221,8 @@ class Trainer:
         mixture = batch.sum(dim=1)
         mix_mag = stft(mixture, n_fft, hop)[..., :bins, : self.frames].abs().transpose(-1, -2)
         target_mag = stft(batch, n_fft, hop)[..., :bins, : self.frames].abs().transpose(-1, -2)
-        return mix_mag.contiguous(), target_mag.permute(1, 0, 2, 3, 4).contiguous()
+        layout = torch.channels_last if self.recipe.train.channels_last and self.device.type in ("cpu", "cuda") else torch.contiguous_format
+        return mix_mag.contiguous(memory_format=layout), target_mag.permute(1, 0, 2, 3, 4).contiguous()
 
     def _loss(self, estimates: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         """Summed over stems, mean over everything else (Spleeter: sum of per-instrument L1 means)."""
@@ -252,8 +269,13 @@ class Trainer:
             start_step = int(saved.pop("step"))
             loop_state.update(saved)
             logger.info("resumed from %s at step %d", resume_from, start_step)
-        elif self.resume:
-            logger.info("nothing to resume in %s: starting from step 0", checkpoints)
+        else:
+            if self.resume:
+                logger.info("nothing to resume in %s: starting from step 0", checkpoints)
+            if train.init_from is not None:
+                _init_from(net, model_config, train.init_from, self.device)
+        if train.channels_last and self.device.type in ("cpu", "cuda"):
+            net = net.to(memory_format=torch.channels_last)
         model = net
         if self.distributed:
             model = torch.nn.parallel.DistributedDataParallel(net, device_ids=[self.device.index] if self.device.type == "cuda" else None)
