@@ -1,0 +1,116 @@
+"""Turn a finished MIR-1K run into the bundled default model: choose the ratio-mask exponent on the validation
+singers, then write float16 weights and the config into the package.
+
+    python recipes/mir1k/export_bundled.py --run runs/mir1k-singers-ft [--exponents 1,1.5,2]
+                                           [--dest unet_sep/pretrained/mir1k-vocals-accompaniment]
+                                           [--provenance '{"steps": 24000, ...}']
+
+For every exponent it separates the validation clips of the ``singers`` split, mixed at 0 dB as MIR-1K papers
+do, and prints the length-weighted mean NSDR (GNSDR, whole-clip BSSEval v4 through museval) of both stems.
+The exponent with the best mean of the two is written into the exported config; so are ``mask_extension:
+average`` and the run's provenance merged with ``--provenance``. The model card (MODEL_CARD.md) in ``--dest``
+is left alone: update it by hand with the test-singer figures of ``unet-sep evaluate``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from unet_sep import Separator
+from unet_sep.audio import read_audio
+from unet_sep.evaluate.score import bss_eval, mix_at_0db
+from unet_sep.weights.checkpoint import load_model, save_model
+
+ROOT = Path(__file__).resolve().parents[2]
+MIR1K = ROOT.parent / "shared" / "data" / "mir1k"
+DEST = ROOT / "unet_sep" / "pretrained" / "mir1k-vocals-accompaniment"
+STEMS = ("vocals", "accompaniment")
+
+
+def whole_clip_sdr(reference: np.ndarray, estimate: np.ndarray) -> float:
+    """SDR of one mono clip over its whole length (one BSSEval window)."""
+    length = reference.shape[-1]
+    scores = bss_eval({"s": reference.reshape(1, -1)}, {"s": estimate.reshape(1, -1)}, win=length, hop=length)
+    return float(scores["s"]["SDR"][0])
+
+
+def validation_clips(root: Path) -> list[dict[str, np.ndarray]]:
+    """The ``singers`` split's validation clips at 16 kHz, voice and accompaniment mixed at 0 dB."""
+    names = json.loads((root / "splits.json").read_text())["singers"]["valid"]
+    clips = []
+    for name in names:
+        sources = {}
+        for stem in STEMS:
+            audio, rate = read_audio(next((root / name).glob(f"{stem}.*")))
+            if rate != 16000:
+                raise SystemExit(f"{root / name}: expected 16 kHz, got {rate}")
+            sources[stem] = audio.mean(axis=0, keepdims=True)
+        clips.append(mix_at_0db(sources)[0])
+    return clips
+
+
+def gnsdr(separator: Separator, clips: list[dict[str, np.ndarray]]) -> dict[str, float]:
+    """Length-weighted mean over clips of each stem's SDR gain over the mixture."""
+    totals = {stem: 0.0 for stem in STEMS}
+    weight = 0
+    for sources in clips:
+        mixture = sources["vocals"] + sources["accompaniment"]
+        estimates = separator.separate(mixture, 16000)
+        length = mixture.shape[-1]
+        for stem in STEMS:
+            gain = whole_clip_sdr(sources[stem], estimates[stem]) - whole_clip_sdr(sources[stem], mixture)
+            totals[stem] += gain * length
+        weight += length
+    return {stem: total / weight for stem, total in totals.items()}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--run", required=True, type=Path, help="the run folder (its best model is exported)")
+    parser.add_argument("--exponents", default="1,1.5,2", help="ratio-mask exponents to try on validation")
+    parser.add_argument("--dest", type=Path, default=DEST)
+    parser.add_argument("--data", type=Path, default=MIR1K)
+    parser.add_argument("--provenance", default="{}", help="JSON merged into the config's provenance")
+    args = parser.parse_args()
+
+    torch.set_num_threads(max(1, torch.get_num_threads()))
+    config, net = load_model(args.run)
+    clips = validation_clips(args.data)
+    print(f"{len(clips)} validation clips from {args.data}")
+    results = {}
+    for exponent in (float(x) for x in args.exponents.split(",")):
+        trial = copy.deepcopy(config)
+        trial.separation_exponent = exponent
+        trial.mask_extension = "average"
+        scores = gnsdr(Separator(net, trial, device="cpu"), clips)
+        results[exponent] = scores
+        print(f"exponent {exponent:g}: GNSDR vocals {scores['vocals']:.3f} dB, accompaniment {scores['accompaniment']:.3f} dB",
+              flush=True)
+    best = max(results, key=lambda e: sum(results[e].values()))
+    print(f"chosen exponent: {best:g}")
+
+    config.mask_extension = "average"
+    config.separation_exponent = best
+    previous = json.loads((args.dest / "config.json").read_text()) if (args.dest / "config.json").is_file() else {}
+    if previous.get("name"):
+        config.name = previous["name"]
+    provenance = dict(previous.get("provenance", {}))
+    provenance.update(json.loads(args.provenance))
+    tried = ", ".join(f"{e:g}: {results[e]['vocals']:.2f}" for e in results)
+    provenance["separation_exponent_note"] = (
+        f"{best:g}, chosen on the validation singers by recipes/mir1k/export_bundled.py (vocals GNSDR per exponent: {tried})"
+    )
+    config.provenance = provenance
+    save_model(args.dest, net, config, dtype=torch.float16)
+    size = (args.dest / "model.safetensors").stat().st_size
+    print(f"wrote {args.dest} ({size / 1e6:.1f} MB of float16 weights)")
+
+
+if __name__ == "__main__":
+    main()
