@@ -200,6 +200,8 @@ class Trainer:
             torch.cuda.set_device(self.device)
         else:
             self.device = resolve_device(device)
+        # one layout for training and validation: a Separator in another layout would convert the network
+        self.channels_last = recipe.train.channels_last and self.device.type in ("cpu", "cuda")
         model = recipe.model
         self.frames = recipe.train.excerpt_frames or model.segment_frames
         self.excerpt_samples = self.frames * model.stft.hop_length - model.stft.n_fft
@@ -221,7 +223,7 @@ class Trainer:
         mixture = batch.sum(dim=1)
         mix_mag = stft(mixture, n_fft, hop)[..., :bins, : self.frames].abs().transpose(-1, -2)
         target_mag = stft(batch, n_fft, hop)[..., :bins, : self.frames].abs().transpose(-1, -2)
-        layout = torch.channels_last if self.recipe.train.channels_last and self.device.type in ("cpu", "cuda") else torch.contiguous_format
+        layout = torch.channels_last if self.channels_last else torch.contiguous_format
         return mix_mag.contiguous(memory_format=layout), target_mag.permute(1, 0, 2, 3, 4).contiguous()
 
     def _loss(self, estimates: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -274,7 +276,7 @@ class Trainer:
                 logger.info("nothing to resume in %s: starting from step 0", checkpoints)
             if train.init_from is not None:
                 _init_from(net, model_config, train.init_from, self.device)
-        if train.channels_last and self.device.type in ("cpu", "cuda"):
+        if self.channels_last:
             net = net.to(memory_format=torch.channels_last)
         model = net
         if self.distributed:
@@ -369,7 +371,7 @@ class Trainer:
         stop = False
         if self.ranks.main and tracks:
             net.eval()
-            separator = Separator(net, self.recipe.model, device=self.device, channels_last=False, optimize=False)
+            separator = Separator(net, self.recipe.model, device=self.device, channels_last=self.channels_last, optimize=False)
             scores = validation_scores(separator, tracks)
             score = float(np.mean([scores[f"sdr_{s}"] for s in self.recipe.model.stems]))
             scores["score"] = score
