@@ -6,7 +6,8 @@ singers, then write float16 weights and the config into the package.
                                            [--provenance '{"steps": 24000, ...}']
 
 For every exponent it separates the validation clips of the ``singers`` split, mixed at 0 dB as MIR-1K papers
-do, and prints the length-weighted mean NSDR (GNSDR, whole-clip BSSEval v4 through museval) of both stems.
+do, and prints both stems' GNSDR (whole-clip BSSEval v4 through museval, aggregated by the evaluator's own
+``global_scores``).
 The exponent with the best mean of the two is written into the exported config; so are ``mask_extension:
 average`` and the run's provenance merged with ``--provenance``. The model card (MODEL_CARD.md) in ``--dest``
 is left alone: update it by hand with the test-singer figures of ``unet-sep evaluate``.
@@ -24,20 +25,13 @@ import torch
 
 from unet_sep import Separator
 from unet_sep.audio import read_audio
-from unet_sep.evaluate.score import bss_eval, mix_at_0db
+from unet_sep.evaluate.score import TrackScores, bss_eval, global_scores, mix, mix_at_0db, mixture_estimates
 from unet_sep.weights.checkpoint import load_model, save_model
 
 ROOT = Path(__file__).resolve().parents[2]
 MIR1K = ROOT.parent / "shared" / "data" / "mir1k"
 DEST = ROOT / "unet_sep" / "pretrained" / "mir1k-vocals-accompaniment"
 STEMS = ("vocals", "accompaniment")
-
-
-def whole_clip_sdr(reference: np.ndarray, estimate: np.ndarray) -> float:
-    """SDR of one mono clip over its whole length (one BSSEval window)."""
-    length = reference.shape[-1]
-    scores = bss_eval({"s": reference.reshape(1, -1)}, {"s": estimate.reshape(1, -1)}, win=length, hop=length)
-    return float(scores["s"]["SDR"][0])
 
 
 def validation_clips(root: Path) -> list[dict[str, np.ndarray]]:
@@ -56,18 +50,21 @@ def validation_clips(root: Path) -> list[dict[str, np.ndarray]]:
 
 
 def gnsdr(separator: Separator, clips: list[dict[str, np.ndarray]]) -> dict[str, float]:
-    """Length-weighted mean over clips of each stem's SDR gain over the mixture."""
-    totals = {stem: 0.0 for stem in STEMS}
-    weight = 0
-    for sources in clips:
-        mixture = sources["vocals"] + sources["accompaniment"]
-        estimates = separator.separate(mixture, 16000)
+    """Each stem's GNSDR over ``clips``, aggregated as ``unet-sep evaluate --mir1k-mixing`` does."""
+    tracks = []
+    for number, sources in enumerate(clips):
+        mixture = mix(sources)
         length = mixture.shape[-1]
-        for stem in STEMS:
-            gain = whole_clip_sdr(sources[stem], estimates[stem]) - whole_clip_sdr(sources[stem], mixture)
-            totals[stem] += gain * length
-        weight += length
-    return {stem: total / weight for stem, total in totals.items()}
+        estimates = separator.separate(mixture, 16000)
+        whole = bss_eval(sources, {stem: estimates[stem] for stem in STEMS}, win=length, hop=length)
+        baseline = bss_eval(sources, mixture_estimates(sources, mixture), win=length, hop=length)
+        tracks.append(TrackScores(
+            track=str(number), frames={stem: {} for stem in STEMS}, n_samples=length,
+            whole={stem: {metric: float(values[0]) for metric, values in whole[stem].items()} for stem in STEMS},
+            mixture_sdr={stem: float(baseline[stem]["SDR"][0]) for stem in STEMS},
+        ))
+    scores = global_scores(tracks)
+    return {stem: scores[stem]["GNSDR"] for stem in STEMS}
 
 
 def main() -> None:
@@ -79,7 +76,6 @@ def main() -> None:
     parser.add_argument("--provenance", default="{}", help="JSON merged into the config's provenance")
     args = parser.parse_args()
 
-    torch.set_num_threads(max(1, torch.get_num_threads()))
     config, net = load_model(args.run)
     clips = validation_clips(args.data)
     print(f"{len(clips)} validation clips from {args.data}")

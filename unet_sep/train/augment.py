@@ -66,10 +66,10 @@ class AugmentConfig:
 
     def __post_init__(self) -> None:
         # JSON gives lists; keep the declared tuple type when the shape is right (validate() reports the rest)
-        if isinstance(self.gain_db, list) and len(self.gain_db) == 2:
-            self.gain_db = (self.gain_db[0], self.gain_db[1])
-        if isinstance(self.percussion_db, list) and len(self.percussion_db) == 2:
-            self.percussion_db = (self.percussion_db[0], self.percussion_db[1])
+        for name in ("gain_db", "percussion_db"):
+            value = getattr(self, name)
+            if isinstance(value, list) and len(value) == 2:
+                setattr(self, name, (value[0], value[1]))
 
     def validate(self) -> None:
         """Raise :class:`ConfigError` with a readable message if a setting is out of range."""
@@ -84,27 +84,8 @@ class AugmentConfig:
         _probability("augment.percussion_probability", self.percussion_probability)
         if not isinstance(self.percussion_stem, str) or not self.percussion_stem:
             raise ConfigError(f"augment.percussion_stem must be a stem name, got {self.percussion_stem!r}")
-        level = self.percussion_db
-        if (
-            not isinstance(level, (tuple, list))
-            or len(level) != 2
-            or not all(_is_number(g) and math.isfinite(g) for g in level)
-            or float(level[0]) > float(level[1])
-            or float(level[1]) > MAX_GAIN_DB
-        ):
-            raise ConfigError(f"augment.percussion_db must be [low, high] in dB with low <= high <= {MAX_GAIN_DB:g}, got {level!r}")
-        gain = self.gain_db
-        if (
-            not isinstance(gain, (tuple, list))
-            or len(gain) != 2
-            or not all(_is_number(g) and math.isfinite(g) for g in gain)
-        ):
-            raise ConfigError(f"augment.gain_db must be two numbers [low, high] in dB, got {gain!r}")
-        low, high = float(gain[0]), float(gain[1])
-        if low > high:
-            raise ConfigError(f"augment.gain_db must be [low, high] with low <= high, got {list(gain)}")
-        if low < -MAX_GAIN_DB or high > MAX_GAIN_DB:
-            raise ConfigError(f"augment.gain_db must lie within +-{MAX_GAIN_DB:g} dB, got {list(gain)}")
+        _db_range("gain_db", self.gain_db, -MAX_GAIN_DB, MAX_GAIN_DB)
+        _db_range("percussion_db", self.percussion_db, -math.inf, MAX_GAIN_DB)
         if not _is_number(self.silence_db) or not math.isfinite(self.silence_db) or self.silence_db > 0:
             raise ConfigError(f"augment.silence_db must be a finite level <= 0 dBFS, got {self.silence_db!r}")
 
@@ -115,6 +96,22 @@ class AugmentConfig:
 
 def _is_number(value: object) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _db_range(name: str, value: object, lowest: float, highest: float) -> None:
+    """Check that ``value`` is ``[low, high]`` in dB with ``lowest <= low <= high <= highest``."""
+    if (
+        not isinstance(value, (tuple, list))
+        or len(value) != 2
+        or not all(_is_number(g) and math.isfinite(g) for g in value)
+    ):
+        raise ConfigError(f"augment.{name} must be two numbers [low, high] in dB, got {value!r}")
+    low, high = float(value[0]), float(value[1])
+    if low > high:
+        raise ConfigError(f"augment.{name} must be [low, high] with low <= high, got {list(value)}")
+    if low < lowest or high > highest:
+        bounds = f"+-{highest:g}" if lowest == -highest else f"[{lowest:g}, {highest:g}]"
+        raise ConfigError(f"augment.{name} must lie within {bounds} dB, got {list(value)}")
 
 
 def _probability(name: str, value: object) -> None:

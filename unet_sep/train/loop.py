@@ -99,7 +99,7 @@ def _restore_optimizer(optimizer: torch.optim.Optimizer, tensors: dict[str, torc
     optimizer.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
 
 
-def _init_from(net: StemsNet, config: ModelConfig, source: str, device: torch.device) -> None:
+def _init_from(net: StemsNet, config: ModelConfig, source: str) -> None:
     """Load the weights of model ``source`` (folder or registered name) into ``net``, after checking they fit."""
     try:
         folder = resolve_model(source, offline=True)
@@ -110,7 +110,7 @@ def _init_from(net: StemsNet, config: ModelConfig, source: str, device: torch.de
     different = [key for key in ("stems", "sample_rate", "n_channels", "frequency_bins", "stft", "unet") if mine[key] != theirs[key]]
     if different:
         raise TrainingError(f"train.init_from {source!r} does not fit this recipe's model: {', '.join(different)} differ")
-    net.load_state_dict({name: tensor.to(device) for name, tensor in their_net.state_dict().items()})
+    net.load_state_dict(their_net.state_dict())  # copies onto net's device
     logger.info("initialised from %s", folder)
 
 
@@ -246,19 +246,6 @@ class Trainer:
             _write_json(self.out / "recipe.json", recipe.to_dict())
         self._barrier()
 
-        logger.info("loading training data (%s)", recipe.data.root)
-        train_tracks = load_tracks(recipe.data, "train", model_config.sample_rate, model_config.n_channels)
-        valid_tracks = []
-        if self.ranks.main:
-            try:
-                valid_tracks = load_tracks(recipe.data, "valid", model_config.sample_rate, model_config.n_channels)
-            except (ValueError, ConfigError) as error:
-                logger.warning("no validation data (%s): the last model is kept instead of the best", error)
-            if train.valid_tracks is not None:
-                valid_tracks = valid_tracks[: train.valid_tracks]
-        sampler = ExcerptSampler(train_tracks, self.excerpt_samples, list(model_config.stems), recipe.data.augment,
-                                 seed=train.seed, sample_rate=model_config.sample_rate)
-
         torch.manual_seed(train.seed)
         net = StemsNet(model_config).to(self.device)
         optimizer = torch.optim.Adam(net.parameters(), lr=train.learning_rate, weight_decay=train.weight_decay)
@@ -275,9 +262,23 @@ class Trainer:
             if self.resume:
                 logger.info("nothing to resume in %s: starting from step 0", checkpoints)
             if train.init_from is not None:
-                _init_from(net, model_config, train.init_from, self.device)
+                _init_from(net, model_config, train.init_from)  # before the data: a wrong model fails fast
         if self.channels_last:
             net = net.to(memory_format=torch.channels_last)
+
+        logger.info("loading training data (%s)", recipe.data.root)
+        train_tracks = load_tracks(recipe.data, "train", model_config.sample_rate, model_config.n_channels)
+        valid_tracks = []
+        if self.ranks.main:
+            try:
+                valid_tracks = load_tracks(recipe.data, "valid", model_config.sample_rate, model_config.n_channels)
+            except (ValueError, ConfigError) as error:
+                logger.warning("no validation data (%s): the last model is kept instead of the best", error)
+            if train.valid_tracks is not None:
+                valid_tracks = valid_tracks[: train.valid_tracks]
+        sampler = ExcerptSampler(train_tracks, self.excerpt_samples, list(model_config.stems), recipe.data.augment,
+                                 seed=train.seed, sample_rate=model_config.sample_rate)
+
         model = net
         if self.distributed:
             model = torch.nn.parallel.DistributedDataParallel(net, device_ids=[self.device.index] if self.device.type == "cuda" else None)

@@ -217,7 +217,8 @@ def load_recipe(path: str | Path, overrides: list[str] | None = None, data_root:
             section[key] = str((path.parent / value).resolve())
     if section.get("cache_dir"):  # a cache is the user's: relative to where the command runs
         section["cache_dir"] = str(Path(section["cache_dir"]).expanduser().resolve())
-    start = (data.get("train") or {}).get("init_from") if isinstance(data.get("train"), dict) else None
+    train = data.get("train")
+    start = train.get("init_from") if isinstance(train, dict) else None
     if isinstance(start, str) and start and Path(start).expanduser().exists():  # a folder, not a registered name
-        data["train"]["init_from"] = str(Path(start).expanduser().resolve())
+        train["init_from"] = str(Path(start).expanduser().resolve())
     return Recipe.from_dict(data)
