@@ -22,6 +22,7 @@ pytest.importorskip("musdb", reason="musdb needs ffmpeg/ffprobe on PATH (stempeg
 from musdb_tree import make_musdb_tree  # noqa: E402
 
 from unet_sep import Separator  # noqa: E402
+from unet_sep.train.average import average_files  # noqa: E402
 from unet_sep.train.datasets import load_tracks  # noqa: E402
 from unet_sep.train.loop import Trainer, validation_scores  # noqa: E402
 from unet_sep.train.recipe import load_recipe  # noqa: E402
@@ -170,6 +171,62 @@ def test_channels_last_training_takes_the_same_steps(tmp_path, musdb_root):
         losses[layout] = run
     np.testing.assert_allclose(losses[True], losses[False], rtol=1e-3)
     assert len(set(np.round(losses[True], 4))) > 1  # the steps did change the model
+
+
+def test_weight_averaging_is_the_mean_of_the_chosen_steps_weights(tmp_path, musdb_root):
+    """train.average_from averages the weights of steps 4, 6 and 8 without changing the steps taken; the average
+    equals average_files over those steps' saved weights, continues across a resume, and is what validation
+    scores and the run keeps."""
+    torch.set_num_threads(2)
+    plain_losses: list[float] = []
+    snapshots: dict[int, Path] = {}
+
+    def keep_previous_checkpoint(step: int, loss: float) -> None:  # step k's checkpoint exists once step k+1 ends
+        plain_losses.append(loss)
+        saved = tmp_path / "plain" / "checkpoints" / f"step-{step - 1:08d}" / "model.safetensors"
+        if saved.is_file():
+            snapshots[step - 1] = tmp_path / f"weights-{step - 1}.safetensors"
+            snapshots[step - 1].write_bytes(saved.read_bytes())
+
+    plain = tiny_recipe(musdb_root, steps=8, valid_every=0, checkpoint_every=1)
+    Trainer(load_recipe(write_recipe(tmp_path / "plain.json", plain)), tmp_path / "plain", device="cpu", progress=False,
+            on_step=keep_previous_checkpoint).run()
+    snapshots[8] = tmp_path / "plain" / "checkpoints" / "step-00000008" / "model.safetensors"
+    expected = average_files([snapshots[4], snapshots[6], snapshots[8]])
+    assert expected.count == 3
+
+    averaged_losses: list[float] = []
+    recipe = tiny_recipe(musdb_root, steps=8, valid_every=0, checkpoint_every=2, average_from=4, average_every=2)
+    Trainer(load_recipe(write_recipe(tmp_path / "avg.json", recipe)), tmp_path / "avg", device="cpu", progress=False,
+            on_step=lambda step, loss: averaged_losses.append(loss)).run()
+    np.testing.assert_allclose(averaged_losses, plain_losses, rtol=1e-6)  # averaging does not touch training
+    in_loop = load_file(str(tmp_path / "avg" / "checkpoints" / "step-00000008" / "average.safetensors"))
+    kept = load_file(str(tmp_path / "avg" / "model.safetensors"))
+    last = load_file(str(snapshots[8]))
+    assert in_loop.keys() == expected.state.keys() == kept.keys()
+    moved = 0
+    for name, value in expected.state.items():
+        assert torch.allclose(in_loop[name].float(), value.float(), atol=1e-6, rtol=0), name
+        assert torch.allclose(kept[name].float(), value.float(), atol=1e-6, rtol=0), name
+        if value.is_floating_point() and value.ndim == 4:
+            moved += not torch.allclose(value, last[name], atol=1e-7)
+    assert moved >= 8  # the average is not simply the last step's weights
+    best = json.loads((tmp_path / "avg" / "best.json").read_text())
+    assert best["step"] == 8 and best["averaged_weights"] == 3
+
+    # stop after step 6 (two steps averaged), then resume to step 8: the same average
+    first = tiny_recipe(musdb_root, steps=6, valid_every=0, checkpoint_every=2, average_from=4, average_every=2)
+    Trainer(load_recipe(write_recipe(tmp_path / "first.json", first)), tmp_path / "split", device="cpu", progress=False).run()
+    assert json.loads((tmp_path / "split" / "checkpoints" / "step-00000006" / "state.json").read_text())["average_count"] == 2
+    Trainer(load_recipe(write_recipe(tmp_path / "rest.json", recipe)), tmp_path / "split", device="cpu", progress=False,
+            resume=True).run()
+    resumed = load_file(str(tmp_path / "split" / "checkpoints" / "step-00000008" / "average.safetensors"))
+    for name, value in expected.state.items():
+        assert torch.allclose(resumed[name].float(), value.float(), atol=1e-6, rtol=0), name
+
+    bad = subprocess.run(_train_command(write_recipe(tmp_path / "bad.json", recipe), tmp_path / "bad", "--set",
+                                        "train.average_from=9"), capture_output=True, text=True, timeout=300)
+    assert bad.returncode == 2 and "train.average_from" in bad.stderr and "Traceback" not in bad.stderr, bad.stderr
 
 
 def test_torchrun_two_processes_on_gloo(tmp_path, musdb_root):

@@ -5,7 +5,8 @@ A run folder (``--out runs/NAME``) holds:
 
     config.json, model.safetensors   the best model so far (by validation score): ``unet-sep separate --model runs/NAME``
     recipe.json                      the resolved recipe (defaults and overrides filled in)
-    checkpoints/step-XXXXXXXX/       model, optimizer state and loop state; ``checkpoints/latest`` names the newest
+    checkpoints/step-XXXXXXXX/       model, optimizer state and loop state (and the weight average, when one is
+                                     kept: ``train.average_from``); ``checkpoints/latest`` names the newest
     metrics.csv, tensorboard/        training and validation metrics
     curves.png                       loss and validation curves, drawn at the end
     best.json                        step and scores of the kept model
@@ -17,6 +18,7 @@ checkpoint continues exactly as the uninterrupted run would have.
 
 from __future__ import annotations
 
+import copy
 import csv
 import json
 import logging
@@ -40,6 +42,7 @@ from unet_sep.distributed import Ranks
 from unet_sep.dsp.stft import stft
 from unet_sep.model.stems import StemsNet
 from unet_sep.separate.separator import Separator, resolve_device
+from unet_sep.train.average import WeightAverage
 from unet_sep.train.datasets import ExcerptSampler, load_tracks
 from unet_sep.train.recipe import Recipe
 from unet_sep.weights.checkpoint import CheckpointError, load_model, save_model
@@ -120,7 +123,8 @@ def _write_json(path: Path, data: Any) -> None:
     os.replace(tmp, path)
 
 
-def save_checkpoint(folder: Path, step: int, net: StemsNet, optimizer: torch.optim.Optimizer, loop_state: dict[str, Any], keep: int = 2) -> Path:
+def save_checkpoint(folder: Path, step: int, net: StemsNet, optimizer: torch.optim.Optimizer, loop_state: dict[str, Any],
+                    keep: int = 2, average: WeightAverage | None = None) -> Path:
     """Write ``folder/step-XXXXXXXX`` under a temporary name, rename it, then point ``latest`` at it.
 
     A process killed at any moment (even ``kill -9`` in the middle of this) leaves the previous checkpoint
@@ -135,6 +139,8 @@ def save_checkpoint(folder: Path, step: int, net: StemsNet, optimizer: torch.opt
     save_file({k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()}, str(partial / "model.safetensors"))
     tensors, meta = _optimizer_tensors(optimizer)
     save_file(tensors, str(partial / "optimizer.safetensors"))
+    if average is not None and average.state is not None:
+        save_file({k: v.detach().cpu().contiguous() for k, v in average.state.items()}, str(partial / "average.safetensors"))
     (partial / "state.json").write_text(json.dumps({**loop_state, "step": step, "optimizer": meta}, indent=2), encoding="utf-8")
     if final.exists():
         shutil.rmtree(final)
@@ -249,7 +255,8 @@ class Trainer:
         torch.manual_seed(train.seed)
         net = StemsNet(model_config).to(self.device)
         optimizer = torch.optim.Adam(net.parameters(), lr=train.learning_rate, weight_decay=train.weight_decay)
-        loop_state: dict[str, Any] = {"best_score": None, "best_step": None, "bad_validations": 0, "history": []}
+        loop_state: dict[str, Any] = {"best_score": None, "best_step": None, "bad_validations": 0, "history": [], "average_count": 0}
+        average = WeightAverage() if train.average_from is not None and self.ranks.main else None
         start_step = 0
         if resume_from is not None:
             net.load_state_dict(load_file(str(resume_from / "model.safetensors"), device=str(self.device)))
@@ -257,6 +264,8 @@ class Trainer:
             _restore_optimizer(optimizer, load_file(str(resume_from / "optimizer.safetensors"), device=str(self.device)), saved.pop("optimizer"))
             start_step = int(saved.pop("step"))
             loop_state.update(saved)
+            if average is not None and loop_state["average_count"]:
+                average.load(load_file(str(resume_from / "average.safetensors"), device=str(self.device)), loop_state["average_count"])
             logger.info("resumed from %s at step %d", resume_from, start_step)
         else:
             if self.resume:
@@ -338,15 +347,18 @@ class Trainer:
                         "data_wait_s": data_wait / len(window),
                     })
                     window, data_wait, window_start = [], 0.0, time.perf_counter()
+                if average is not None and step >= train.average_from and (step - train.average_from) % train.average_every == 0:
+                    average.update(net.state_dict())
+                    loop_state["average_count"] = average.count
                 validate_now = train.valid_every and step % train.valid_every == 0
                 if validate_now or step == train.steps:
-                    stop = self._validate(step, net, valid_tracks, loop_state, metrics)
+                    stop = self._validate(step, self._averaged(net, average), valid_tracks, loop_state, metrics)
                     net.train()
                     if stop:
                         stopped_early = True
                 if step % train.checkpoint_every == 0 or step == train.steps or stopped_early:
                     if self.ranks.main:
-                        save_checkpoint(checkpoints, step, net, optimizer, loop_state)
+                        save_checkpoint(checkpoints, step, net, optimizer, loop_state, average=average)
                     self._barrier()
                 if stopped_early:
                     logger.info("early stop at step %d: %d validations without improvement", step, train.patience)
@@ -357,14 +369,23 @@ class Trainer:
                 bar.close()
             metrics.close()
         if self.ranks.main:
-            if loop_state["best_step"] is None:  # no validation data: keep the last model
-                save_model(self.out, net, model_config)
+            if loop_state["best_step"] is None:  # no validation data: keep the last model (or the weight average)
+                save_model(self.out, self._averaged(net, average), model_config)
             metrics.plot(self.out / "curves.png")
         self._barrier()
         if self.distributed and self._owns_group:
             dist.destroy_process_group()  # a clean shutdown, so no rank is killed while it flushes its output
         return TrainResult(self.out, step, stopped_early, loop_state["best_score"], loop_state["best_step"], last_loss,
                            time.perf_counter() - started, loop_state["history"])
+
+    @staticmethod
+    def _averaged(net: StemsNet, average: WeightAverage | None) -> StemsNet:
+        """``net`` itself, or a copy holding the weight average once it has begun."""
+        if average is None or average.state is None:
+            return net
+        averaged = copy.deepcopy(net)
+        averaged.load_state_dict(average.state)
+        return averaged
 
     @torch.no_grad()
     def _validate(self, step: int, net: StemsNet, tracks: list, loop_state: dict[str, Any], metrics: "_Metrics") -> bool:
@@ -377,6 +398,8 @@ class Trainer:
             score = float(np.mean([scores[f"sdr_{s}"] for s in self.recipe.model.stems]))
             scores["score"] = score
             entry = {"step": step, **scores}
+            if loop_state.get("average_count"):
+                entry["averaged_weights"] = loop_state["average_count"]
             loop_state["history"].append(entry)
             metrics.log_valid(step, scores)
             best = loop_state["best_score"]

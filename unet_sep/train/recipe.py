@@ -47,6 +47,11 @@ class TrainConfig:
             instead of a random initialisation: fine-tuning. The network's shape, stems, sample rate and STFT
             must match; the optimiser, the schedule and the step count start afresh. A resumed run takes its
             weights from its own checkpoint instead.
+        average_from, average_every: stochastic weight averaging. From step ``average_from`` on, every
+            ``average_every`` steps (at ``average_from``, ``average_from + average_every``, ...), the weights and
+            batch-norm statistics join a uniform running average; validations from then on score the average, so
+            the kept model is the average whenever it validates best. None: off. The training itself is
+            unchanged: a run with averaging follows the same steps as one without.
         valid_every: validate every so many steps (0: only at the end); the score is the mean SDR over stems
             and validation tracks.
         valid_tracks: at most this many validation tracks (None: all).
@@ -72,6 +77,8 @@ class TrainConfig:
     precision: str = "fp32"
     channels_last: bool = True
     init_from: str | None = None
+    average_from: int | None = None
+    average_every: int = 1000
     valid_every: int = 1000
     valid_tracks: int | None = None
     patience: int = 0
@@ -94,6 +101,10 @@ class TrainConfig:
             raise ConfigError(f"train.channels_last must be true or false, got {self.channels_last!r}")
         if self.init_from is not None and (not isinstance(self.init_from, str) or not self.init_from):
             raise ConfigError(f"train.init_from must be a model folder or name, or null, got {self.init_from!r}")
+        if self.average_from is not None and not (type(self.average_from) is int and 1 <= self.average_from <= self.steps):
+            raise ConfigError(f"train.average_from must be a step from 1 to train.steps ({self.steps}), or null, got {self.average_from!r}")
+        if type(self.average_every) is not int or self.average_every < 1:
+            raise ConfigError(f"train.average_every must be an integer >= 1, got {self.average_every!r}")
         for name in ("valid_every", "patience", "warmup_steps", "prefetch"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"train.{name} must be >= 0")
