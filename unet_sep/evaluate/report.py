@@ -12,6 +12,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from unet_sep.atomic import write_bytes_atomic, write_text_atomic
 from unet_sep.evaluate.score import (
     GLOBAL_METRICS,
     METRICS,
@@ -19,7 +20,6 @@ from unet_sep.evaluate.score import (
     global_scores,
     sisec_medians,
     track_medians,
-    write_atomic,
 )
 
 logger = logging.getLogger(__name__)
@@ -101,7 +101,7 @@ def write_summary_csv(rows: Sequence[Mapping[str, Any]], path: Path, mir1k: bool
     writer.writerow(columns)
     for row in rows:
         writer.writerow([_csv_value(row.get(c, math.nan)) for c in columns])
-    write_atomic(Path(path), buffer.getvalue().encode("utf-8"))
+    write_text_atomic(path, buffer.getvalue())
     return Path(path)
 
 
@@ -120,7 +120,7 @@ def write_tracks_csv(results: Results, path: Path, mir1k: bool = False) -> Path:
                     row += [_csv_value(float(whole.get(m, math.nan))) for m in ("SDR", "SIR", "SAR")]
                     row += [_csv_value(scores.nsdr(stem)), scores.n_samples if scores.n_samples is not None else ""]
                 writer.writerow(row)
-    write_atomic(Path(path), buffer.getvalue().encode("utf-8"))
+    write_text_atomic(path, buffer.getvalue())
     return Path(path)
 
 
@@ -169,7 +169,7 @@ def sdr_boxplot(results: Results, path: Path, stems: Sequence[str] = (), title: 
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=110)
     plt.close(figure)
-    write_atomic(Path(path), buffer.getvalue())
+    write_bytes_atomic(path, buffer.getvalue())
     return Path(path)
 
 

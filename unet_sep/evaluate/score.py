@@ -23,13 +23,13 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
+
+from unet_sep.atomic import write_text_atomic
 
 logger = logging.getLogger(__name__)
 
@@ -305,24 +305,10 @@ def save_track_json(path: Path, scores: TrackScores) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     store = scores.to_museval()
     store.validate()  # museval's own schema check
-    write_atomic(path, store.json.encode("utf-8"))
+    write_text_atomic(path, store.json)
     return path
 
 
-def write_atomic(path: Path, data: bytes) -> None:
-    """Write ``data`` to a temporary file beside ``path`` and rename it, so ``path`` is never half-written."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, temporary = tempfile.mkstemp(prefix=f".{path.stem[:40]}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-        os.replace(temporary, path)
-    except BaseException:
-        try:
-            os.unlink(temporary)
-        except OSError:
-            pass
-        raise
 
 
 def load_track_json(path: Path, track: str | None = None) -> TrackScores:

@@ -21,7 +21,6 @@ by a hash of the source files' paths, mtimes and sizes and the rate and channels
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import hashlib
 import json
@@ -30,7 +29,6 @@ import math
 import operator
 import os
 import re
-import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -39,6 +37,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from unet_sep.atomic import atomic_path
 from unet_sep.audio.decode import AudioDecodeError, read_audio
 from unet_sep.audio.resample import resample
 from unet_sep.config import ConfigError
@@ -676,17 +675,10 @@ class _DecodeCache:
         return array
 
     def store(self, path: Path, audio: np.ndarray) -> None:
-        fd, temporary = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".tmp", dir=self.folder)
-        try:
-            with os.fdopen(fd, "wb") as handle:
-                np.save(handle, np.ascontiguousarray(audio, dtype=np.float32))
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(temporary, path)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(temporary)
-            raise
+        with atomic_path(path, ".tmp") as temporary, open(temporary, "xb") as handle:
+            np.save(handle, np.ascontiguousarray(audio, dtype=np.float32))
+            handle.flush()
+            os.fsync(handle.fileno())
 
 
 # --------------------------------------------------------------------------------------------- sampling

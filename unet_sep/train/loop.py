@@ -37,6 +37,7 @@ import torch
 import torch.distributed as dist
 from safetensors.torch import load_file, save_file
 
+from unet_sep.atomic import atomic_path, write_text_atomic
 from unet_sep.config import ConfigError, ModelConfig
 from unet_sep.distributed import Ranks
 from unet_sep.dsp.stft import stft
@@ -118,9 +119,7 @@ def _init_from(net: StemsNet, config: ModelConfig, source: str) -> None:
 
 
 def _write_json(path: Path, data: Any) -> None:
-    tmp = path.with_name(f".{path.name}.partial")
-    tmp.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    write_text_atomic(path, json.dumps(data, indent=2) + "\n")
 
 
 def save_checkpoint(folder: Path, step: int, net: StemsNet, optimizer: torch.optim.Optimizer, loop_state: dict[str, Any],
@@ -576,7 +575,6 @@ class _Metrics:
             ax.grid(True, alpha=0.3)
             ax.legend(fontsize=7)
         fig.tight_layout()
-        tmp = path.with_name(f".{path.name}.partial.png")
-        fig.savefig(tmp, dpi=110)
+        with atomic_path(path, ".partial.png") as temporary:
+            fig.savefig(temporary, dpi=110)
         plt.close(fig)
-        os.replace(tmp, path)

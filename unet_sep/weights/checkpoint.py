@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import logging
-import os
-import tempfile
 from pathlib import Path
 
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from unet_sep.atomic import atomic_path
 from unet_sep.config import CONFIG_FILE, WEIGHTS_FILE, ConfigError, ModelConfig
 from unet_sep.model.stems import StemsNet
 
@@ -35,20 +34,11 @@ def save_model(folder: str | Path, net: StemsNet, config: ModelConfig, dtype: to
         if dtype is not None and tensor.is_floating_point():
             tensor = tensor.to(dtype)
         tensors[name] = tensor
-    _atomic(folder / WEIGHTS_FILE, lambda tmp: save_file(tensors, str(tmp), metadata={"format": "pt"}))
-    _atomic(folder / CONFIG_FILE, lambda tmp: config.save(tmp))
+    with atomic_path(folder / WEIGHTS_FILE) as temporary:
+        save_file(tensors, str(temporary), metadata={"format": "pt"})
+    with atomic_path(folder / CONFIG_FILE) as temporary:
+        config.save(temporary)
     return folder
-
-
-def _atomic(path: Path, write) -> None:
-    handle, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)
-    os.close(handle)
-    try:
-        write(Path(tmp))
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def load_model(folder: str | Path, device: torch.device | str = "cpu") -> tuple[ModelConfig, StemsNet]:

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+from unet_sep.atomic import atomic_path
 from unet_sep.config import CONFIG_FILE, WEIGHTS_FILE
 
 logger = logging.getLogger(__name__)
@@ -160,24 +161,20 @@ def sha256_of(path: Path) -> str:
 def download(url: str, destination: Path, sha256: str | None, timeout: float = 60.0) -> Path:
     """Fetch ``url`` to ``destination`` via a temporary name, verifying ``sha256`` before the rename."""
     _ensure(destination.parent)
-    handle, tmp = tempfile.mkstemp(prefix=f".{destination.name}.", suffix=".partial", dir=destination.parent)
     digest = hashlib.sha256()
     logger.info("downloading %s", url)
     try:
-        with os.fdopen(handle, "wb") as out, urllib.request.urlopen(url, timeout=timeout) as response:
-            for chunk in iter(lambda: response.read(1 << 20), b""):
-                digest.update(chunk)
-                out.write(chunk)
-        if sha256 and digest.hexdigest() != sha256:
-            raise ModelNotFoundError(
-                f"{url}: checksum mismatch (expected {sha256}, got {digest.hexdigest()}); nothing was kept"
-            )
-        os.replace(tmp, destination)
-    except BaseException as error:
-        Path(tmp).unlink(missing_ok=True)
-        if isinstance(error, OSError):
-            raise ModelNotFoundError(f"{url}: download failed ({error})") from error
-        raise
+        with atomic_path(destination) as temporary:
+            with open(temporary, "xb") as out, urllib.request.urlopen(url, timeout=timeout) as response:
+                for chunk in iter(lambda: response.read(1 << 20), b""):
+                    digest.update(chunk)
+                    out.write(chunk)
+            if sha256 and digest.hexdigest() != sha256:
+                raise ModelNotFoundError(
+                    f"{url}: checksum mismatch (expected {sha256}, got {digest.hexdigest()}); nothing was kept"
+                )
+    except OSError as error:
+        raise ModelNotFoundError(f"{url}: download failed ({error})") from error
     return destination
 
 
