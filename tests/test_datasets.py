@@ -7,7 +7,6 @@ import json
 import logging
 import os
 import pickle
-import time
 from pathlib import Path
 
 import numpy as np
@@ -618,8 +617,9 @@ def test_short_tracks_are_zero_padded_and_mixture_is_the_sum():
         sampler.excerpt(-1)
 
 
-def test_sampler_speed():
-    """Full-size excerpts (520192 samples, stereo, 44.1 kHz) with the default augmentation."""
+def test_sampler_full_size_excerpts_are_reproducible():
+    """Full-size excerpts (520192 samples, stereo, 44.1 kHz) with the default augmentation: the right shape,
+    finite, and the same excerpt for the same index (the time a draw takes is benchmarks/train_throughput.py's)."""
     rng = np.random.default_rng(0)
     tracks = [
         Track(f"t{k}", {s: (0.1 * rng.standard_normal((2, 44100 * 40))).astype(np.float32)
@@ -627,10 +627,9 @@ def test_sampler_speed():
         for k in range(3)
     ]
     sampler = ExcerptSampler(tracks, 520192, ["vocals", "accompaniment"], AugmentConfig(), 0, RATE)
-    sampler.batch(range(2))
-    started = time.perf_counter()
     batch = sampler.batch(range(100, 116))
-    per_excerpt = (time.perf_counter() - started) / 16 * 1000
-    print(f"\nExcerptSampler: {per_excerpt:.1f} ms per excerpt (520192 samples, stereo, 2 targets)")
     assert batch.shape == (16, 2, 2, 520192)
-    assert per_excerpt < 100  # budget 20 ms; generous for a loaded CI machine
+    assert np.isfinite(np.asarray(batch)).all()
+    again = sampler.batch(range(108, 116))
+    np.testing.assert_array_equal(np.asarray(again), np.asarray(batch)[8:])
+    assert float(np.abs(np.asarray(batch[0]) - np.asarray(batch[1])).max()) > 0.01  # different indices differ
