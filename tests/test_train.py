@@ -257,3 +257,19 @@ def test_short_mir1k_run(tmp_path):
     assert len(rows) == 3
     config = json.loads((tmp_path / "mir1k" / "config.json").read_text())
     assert config["sample_rate"] == 16000 and config["stems"] == ["vocals", "accompaniment"]
+
+
+@pytest.mark.parametrize("path", sorted((Path(__file__).resolve().parents[1] / "recipes").rglob("*.json")),
+                         ids=lambda p: f"{p.parent.name}/{p.name}")
+def test_shipped_recipes_load_and_bundled_ones_build_the_shipped_model(path):
+    """Every recipe in recipes/ passes validation; the bundled-model stages build exactly the shipped network."""
+    recipe = load_recipe(path)
+    assert recipe.train.steps > 0 and recipe.model.stems
+    if not path.name.startswith("bundled-"):
+        return
+    shipped = json.loads((Path(__file__).resolve().parents[1] / "unet_sep" / "pretrained"
+                          / "mir1k-vocals-accompaniment" / "config.json").read_text())
+    mine = recipe.model.to_dict()
+    for key in ("stems", "sample_rate", "n_channels", "frequency_bins", "segment_frames", "stft", "unet"):
+        assert mine[key] == shipped[key], key
+    assert recipe.data.split_group == "singers"
