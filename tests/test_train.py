@@ -26,8 +26,10 @@ from unet_sep.train.average import average_files  # noqa: E402
 from unet_sep.train.datasets import load_tracks  # noqa: E402
 from unet_sep.train.loop import Trainer, validation_scores  # noqa: E402
 from unet_sep.train.recipe import load_recipe  # noqa: E402
+from unet_sep.weights.registry import resolve_model  # noqa: E402
 
 MIR1K = SHARED / "data" / "mir1k"
+RECIPES = Path(__file__).resolve().parents[1] / "recipes"
 
 
 def tiny_recipe(root: Path, **train) -> dict:
@@ -247,7 +249,7 @@ def test_torchrun_two_processes_on_gloo(tmp_path, musdb_root):
 def test_short_mir1k_run(tmp_path):
     if not (MIR1K / "splits.json").is_file():
         pytest.skip(f"MIR-1K not found at {MIR1K} (../shared is absent)")
-    recipe = load_recipe(Path(__file__).resolve().parents[1] / "recipes" / "mir1k" / "vocals-accompaniment.json", [
+    recipe = load_recipe(RECIPES / "mir1k" / "vocals-accompaniment.json", [
         "train.steps=12", "train.batch_size=2", "train.valid_every=6", "train.checkpoint_every=6", "train.log_every=3",
         "data.max_tracks=6", "model.unet.filters=[4,8,16,32,64,128]",
     ])
@@ -259,7 +261,7 @@ def test_short_mir1k_run(tmp_path):
     assert config["sample_rate"] == 16000 and config["stems"] == ["vocals", "accompaniment"]
 
 
-@pytest.mark.parametrize("path", sorted((Path(__file__).resolve().parents[1] / "recipes").rglob("*.json")),
+@pytest.mark.parametrize("path", sorted(RECIPES.rglob("*.json")),
                          ids=lambda p: f"{p.parent.name}/{p.name}")
 def test_shipped_recipes_load_and_bundled_ones_build_the_shipped_model(path):
     """Every recipe in recipes/ passes validation; the bundled-model stages build exactly the shipped network."""
@@ -267,8 +269,7 @@ def test_shipped_recipes_load_and_bundled_ones_build_the_shipped_model(path):
     assert recipe.train.steps > 0 and recipe.model.stems
     if not path.name.startswith("bundled-"):
         return
-    shipped = json.loads((Path(__file__).resolve().parents[1] / "unet_sep" / "pretrained"
-                          / "mir1k-vocals-accompaniment" / "config.json").read_text())
+    shipped = json.loads((resolve_model("mir1k-vocals-accompaniment", offline=True) / "config.json").read_text())
     mine = recipe.model.to_dict()
     for key in ("stems", "sample_rate", "n_channels", "frequency_bins", "segment_frames", "stft", "unet"):
         assert mine[key] == shipped[key], key
