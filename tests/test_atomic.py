@@ -37,3 +37,29 @@ def test_a_failed_write_leaves_the_old_file_and_no_temporary(tmp_path):
         with atomic_path(tmp_path / "never.json"):
             raise RuntimeError
     assert [p.name for p in tmp_path.iterdir()] == ["model.safetensors"]
+
+
+def test_model_folders_and_checkpoints_are_readable_by_the_group(tmp_path):
+    """safetensors' save_file makes 0600 files; models and checkpoints get the umask's permissions like any file."""
+    import torch
+
+    from unet_sep import ModelConfig, UNetConfig, load_model, save_model
+    from unet_sep.model.stems import StemsNet
+    from unet_sep.train.loop import save_checkpoint
+
+    config = ModelConfig(stems=["vocals", "accompaniment"], frequency_bins=64, segment_frames=32,
+                         unet=UNetConfig(filters=[4, 8], dropout_layers=1))
+    net = StemsNet(config).eval()
+    previous = os.umask(0o022)
+    try:
+        save_model(tmp_path / "model", net, config, dtype=torch.float16)
+        optimizer = torch.optim.Adam(net.parameters())
+        save_checkpoint(tmp_path / "checkpoints", 3, net, optimizer, {"best_score": None})
+    finally:
+        os.umask(previous)
+    written = [p for p in tmp_path.rglob("*") if p.is_file()]
+    assert {p.name for p in written} >= {"model.safetensors", "config.json", "optimizer.safetensors", "state.json"}
+    assert {p: oct(stat.S_IMODE(p.stat().st_mode)) for p in written} == {p: oct(0o644) for p in written}
+    loaded_config, loaded = load_model(tmp_path / "model")
+    for name, value in net.state_dict().items():
+        assert torch.allclose(loaded.state_dict()[name].float(), value.float().half().float()), name

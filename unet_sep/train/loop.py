@@ -35,7 +35,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 import torch.distributed as dist
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 
 from unet_sep.atomic import atomic_path, write_text_atomic
 from unet_sep.config import ConfigError, ModelConfig
@@ -46,7 +46,7 @@ from unet_sep.separate.separator import Separator, resolve_device
 from unet_sep.train.average import WeightAverage
 from unet_sep.train.datasets import ExcerptSampler, load_tracks
 from unet_sep.train.recipe import Recipe
-from unet_sep.weights.checkpoint import CheckpointError, load_model, save_model
+from unet_sep.weights.checkpoint import CheckpointError, load_model, save_model, save_tensors
 from unet_sep.weights.registry import ModelNotFoundError, resolve_model
 
 logger = logging.getLogger(__name__)
@@ -135,11 +135,11 @@ def save_checkpoint(folder: Path, step: int, net: StemsNet, optimizer: torch.opt
     partial = folder / f".{name}.partial"
     shutil.rmtree(partial, ignore_errors=True)
     partial.mkdir()
-    save_file({k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()}, str(partial / "model.safetensors"))
+    save_tensors(partial / "model.safetensors", net.state_dict())
     tensors, meta = _optimizer_tensors(optimizer)
-    save_file(tensors, str(partial / "optimizer.safetensors"))
+    save_tensors(partial / "optimizer.safetensors", tensors)
     if average is not None and average.state is not None:
-        save_file({k: v.detach().cpu().contiguous() for k, v in average.state.items()}, str(partial / "average.safetensors"))
+        save_tensors(partial / "average.safetensors", average.state)
     (partial / "state.json").write_text(json.dumps({**loop_state, "step": step, "optimizer": meta}, indent=2), encoding="utf-8")
     if final.exists():
         shutil.rmtree(final)

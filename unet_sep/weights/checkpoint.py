@@ -7,9 +7,10 @@ from pathlib import Path
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
+from safetensors.torch import save as safetensors_bytes
 
-from unet_sep.atomic import atomic_path
+from unet_sep.atomic import atomic_path, write_bytes_atomic
 from unet_sep.config import CONFIG_FILE, WEIGHTS_FILE, ConfigError, ModelConfig
 from unet_sep.model.stems import StemsNet
 
@@ -18,6 +19,15 @@ logger = logging.getLogger(__name__)
 
 class CheckpointError(Exception):
     """A model folder that cannot be loaded; the message says which file and why."""
+
+
+def save_tensors(path: str | Path, tensors: dict[str, torch.Tensor]) -> None:
+    """Write ``tensors`` to the safetensors file ``path``, whole or not at all, with the umask's permissions.
+
+    (safetensors' own ``save_file`` creates its files 0600, unreadable to anyone else sharing a model folder.)
+    """
+    contiguous = {name: tensor.detach().cpu().contiguous() for name, tensor in tensors.items()}
+    write_bytes_atomic(path, safetensors_bytes(contiguous, metadata={"format": "pt"}))
 
 
 def save_model(folder: str | Path, net: StemsNet, config: ModelConfig, dtype: torch.dtype | None = None) -> Path:
@@ -34,8 +44,7 @@ def save_model(folder: str | Path, net: StemsNet, config: ModelConfig, dtype: to
         if dtype is not None and tensor.is_floating_point():
             tensor = tensor.to(dtype)
         tensors[name] = tensor
-    with atomic_path(folder / WEIGHTS_FILE) as temporary:
-        save_file(tensors, str(temporary), metadata={"format": "pt"})
+    save_tensors(folder / WEIGHTS_FILE, tensors)
     with atomic_path(folder / CONFIG_FILE) as temporary:
         config.save(temporary)
     return folder
