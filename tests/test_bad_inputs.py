@@ -45,8 +45,10 @@ def model(tmp_path_factory) -> tuple[Path, list[str]]:
 
 @pytest.fixture(scope="module")
 def long_wav(tmp_path_factory) -> Path:
-    """3 minutes of stereo noise (about 5 s of work for the tiny model), written block by block."""
-    return write_wav(tmp_path_factory.mktemp("bad-inputs-long") / "long.wav", 180.0, seed=7)
+    """10 minutes of stereo noise, written block by block: about 8 s of work for the tiny model on 2 Zen 4 cores,
+    so a signal sent once the short file is done still finds this one in progress (3 minutes, 2.5 s of work,
+    left too little margin: the run sometimes finished first)."""
+    return write_wav(tmp_path_factory.mktemp("bad-inputs-long") / "long.wav", 600.0, seed=7)
 
 
 def write_wav(path: Path, seconds: float, kind: str = "noise", rate: int = RATE, channels: int = 2,
