@@ -24,6 +24,7 @@ from unet_sep.train.datasets import (
     DatasetError,
     ExcerptSampler,
     Track,
+    list_tracks,
     load_tracks,
     validation_tracks,
 )
@@ -278,6 +279,18 @@ def test_folder_dataset_mixed_formats(tmp_path, caplog):
 
     with pytest.raises(ConfigError, match="no split 'valid'; it has train, test, empty"):
         load_tracks(config, "valid", RATE, 2)
+
+    # "a+b": the union of two splits, in file order, each track once (songA is in both here)
+    split_file.write_text(json.dumps({"train": ["songA", "songB"], "test": ["songC", "songA"], "empty": []}))
+    union = DataConfig(root=str(tmp_path), split_file="splits.json", train_split="train+test")
+    assert [spec.name for spec in list_tracks(union, "train")] == ["songA", "songB", "songC"]
+    both = load_tracks(DataConfig(root=str(tmp_path), split_file="splits.json", valid_split="test+empty"), "valid", RATE, 1)
+    assert [t.name for t in both] == ["songC", "songA"]
+    with pytest.raises(ConfigError, match="no split 'valid'; it has train, test, empty"):
+        list_tracks(DataConfig(root=str(tmp_path), split_file="splits.json", train_split="train+valid"), "train")
+    split_file.write_text(json.dumps({"train": ["songA", "songB"], "test": ["songC"], "empty": [], "train+test": ["songB"]}))
+    assert [spec.name for spec in list_tracks(union, "train")] == ["songB"]  # a split of that very name wins
+    split_file.write_text(json.dumps({"train": ["songA", "songB"], "test": ["songC"], "empty": []}))
     with pytest.raises(ConfigError, match="holds no tracks"):
         load_tracks(DataConfig(root=str(tmp_path), split_file="splits.json", test_split="empty"), "test", RATE, 2)
 

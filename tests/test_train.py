@@ -226,9 +226,18 @@ def test_weight_averaging_is_the_mean_of_the_chosen_steps_weights(tmp_path, musd
     for name, value in expected.state.items():
         assert torch.allclose(resumed[name].float(), value.float(), atol=1e-6, rtol=0), name
 
-    bad = subprocess.run(_train_command(write_recipe(tmp_path / "bad.json", recipe), tmp_path / "bad", "--set",
-                                        "train.average_from=9"), capture_output=True, text=True, timeout=300)
-    assert bad.returncode == 2 and "train.average_from" in bad.stderr and "Traceback" not in bad.stderr, bad.stderr
+    # valid_tracks 0 (a final run on train+valid): nothing is validated and the run keeps the average of the last step
+    blind = dict(recipe, train={**recipe["train"], "valid_tracks": 0})
+    Trainer(load_recipe(write_recipe(tmp_path / "blind.json", blind)), tmp_path / "blind", device="cpu", progress=False).run()
+    assert not (tmp_path / "blind" / "best.json").exists()
+    kept = load_file(str(tmp_path / "blind" / "model.safetensors"))
+    for name, value in expected.state.items():
+        assert torch.allclose(kept[name].float(), value.float(), atol=1e-6, rtol=0), name
+
+    for setting in ("train.average_from=9", "train.valid_tracks=-1"):
+        bad = subprocess.run(_train_command(write_recipe(tmp_path / "bad.json", recipe), tmp_path / "bad", "--set", setting),
+                             capture_output=True, text=True, timeout=300)
+        assert bad.returncode == 2 and setting.split("=")[0] in bad.stderr and "Traceback" not in bad.stderr, bad.stderr
 
 
 def test_torchrun_two_processes_on_gloo(tmp_path, musdb_root):

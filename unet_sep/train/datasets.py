@@ -97,7 +97,8 @@ class DataConfig:
         targets: output stems, in model order. musdb: any of vocals, drums, bass, other, accompaniment.
         train_split, valid_split, test_split: musdb: one of "train" (subset train, musdb split train),
             "valid" (subset train, musdb's official validation tracks), "train+valid" (the whole train subset)
-            and "test" (subset test). folder: keys of the split file.
+            and "test" (subset test). folder: keys of the split file, or keys joined by "+" for their union
+            (e.g. "train+valid" to retrain on the validation tracks too once the settings are chosen).
         split_file: folder: JSON ``{split: [track, ...]}`` or ``{group: {split: [...]}}``; a relative path is
             looked up from the working directory, then under ``root``. None: every track is in every split (a
             warning is logged).
@@ -483,11 +484,15 @@ def _split_track_names(config: DataConfig, split_name: str, root: Path) -> list[
     elif any(isinstance(v, dict) for v in data.values()):
         groups = [k for k, v in data.items() if isinstance(v, dict)]
         raise ConfigError(f"split file {path} groups its splits ({', '.join(groups)}); set data.split_group")
-    if split_name not in data:
-        raise ConfigError(f"split file {where} has no split {split_name!r}; it has {', '.join(map(str, data))}")
-    names = data[split_name]
-    if not isinstance(names, list) or not all(isinstance(n, str) and n for n in names):
-        raise ConfigError(f"split {split_name!r} of {where} must be a list of track names")
+    # "train+valid" is the union of the file's "train" and "valid" lists, unless the file names a split so
+    parts = [split_name] if split_name in data else split_name.split("+")
+    names = []
+    for part in parts:
+        if part not in data:
+            raise ConfigError(f"split file {where} has no split {part!r}; it has {', '.join(map(str, data))}")
+        if not isinstance(data[part], list) or not all(isinstance(n, str) and n for n in data[part]):
+            raise ConfigError(f"split {part!r} of {where} must be a list of track names")
+        names.extend(data[part])
     unique = list(dict.fromkeys(names))
     if len(unique) != len(names):
         logger.warning(

@@ -277,7 +277,9 @@ class Trainer:
         logger.info("loading training data (%s)", recipe.data.root)
         train_tracks = load_tracks(recipe.data, "train", model_config.sample_rate, model_config.n_channels)
         valid_tracks = []
-        if self.ranks.main:
+        if self.ranks.main and train.valid_tracks == 0:
+            logger.info("train.valid_tracks is 0: no validation; the last model (or the weight average) is kept")
+        elif self.ranks.main:
             try:
                 valid_tracks = load_tracks(recipe.data, "valid", model_config.sample_rate, model_config.n_channels)
             except (ValueError, ConfigError) as error:

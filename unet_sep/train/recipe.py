@@ -54,7 +54,8 @@ class TrainConfig:
             unchanged: a run with averaging follows the same steps as one without.
         valid_every: validate every so many steps (0: only at the end); the score is the mean SDR over stems
             and validation tracks.
-        valid_tracks: at most this many validation tracks (None: all).
+        valid_tracks: at most this many validation tracks (None: all; 0: no validation, so the last model, or
+            the weight average, is kept: for a final run on train+valid with settings chosen earlier).
         patience: stop after this many validations without a better score (0: never stop early).
         checkpoint_every: save the training state every so many steps.
         log_every: write metrics every so many steps.
@@ -108,6 +109,8 @@ class TrainConfig:
         for name in ("valid_every", "patience", "warmup_steps", "prefetch"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"train.{name} must be >= 0")
+        if self.valid_tracks is not None and (type(self.valid_tracks) is not int or self.valid_tracks < 0):
+            raise ConfigError(f"train.valid_tracks must be an integer >= 0, or null, got {self.valid_tracks!r}")
         for name in ("checkpoint_every", "log_every"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"train.{name} must be >= 1")
