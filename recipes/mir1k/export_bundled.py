@@ -5,6 +5,10 @@ singers, then write float16 weights and the config into the package.
                                            [--dest unet_sep/pretrained/mir1k-vocals-accompaniment]
                                            [--provenance '{"steps": 24000, ...}']
 
+A run that trained on the validation singers too (``data.train_split`` "train+valid", the last stage) cannot
+choose: give it the exponent chosen for the stage before (``--exponents 1.5``); its validation scores are then
+printed for reference only.
+
 For every exponent it separates the validation clips of the ``singers`` split, mixed at 0 dB as MIR-1K papers
 do, and prints both stems' GNSDR (whole-clip BSSEval v4 through museval, aggregated by the evaluator's own
 ``global_scores``).
@@ -77,10 +81,17 @@ def main() -> None:
     args = parser.parse_args()
 
     config, net = load_model(args.run)
+    exponents = [float(x) for x in args.exponents.split(",")]
+    recipe = json.loads((args.run / "recipe.json").read_text()) if (args.run / "recipe.json").is_file() else {}
+    trained_on_valid = "valid" in str(recipe.get("data", {}).get("train_split", "train")).split("+")
+    if trained_on_valid and len(exponents) != 1:
+        raise SystemExit(f"{args.run} trained on the validation singers too: they cannot choose an exponent; "
+                         "give the one chosen before (--exponents 1.5)")
     clips = validation_clips(args.data)
-    print(f"{len(clips)} validation clips from {args.data}")
+    print(f"{len(clips)} validation clips from {args.data}" + (" (seen in training: scores for reference only)"
+                                                             if trained_on_valid else ""))
     results = {}
-    for exponent in (float(x) for x in args.exponents.split(",")):
+    for exponent in exponents:
         trial = copy.deepcopy(config)
         trial.separation_exponent = exponent
         trial.mask_extension = "average"
@@ -99,9 +110,15 @@ def main() -> None:
     provenance = dict(previous.get("provenance", {}))
     provenance.update(json.loads(args.provenance))
     tried = ", ".join(f"{e:g}: {results[e]['vocals']:.2f}" for e in results)
-    provenance["separation_exponent_note"] = (
-        f"{best:g}, chosen on the validation singers by recipes/mir1k/export_bundled.py (vocals GNSDR per exponent: {tried})"
-    )
+    if trained_on_valid:
+        provenance["separation_exponent_note"] = (
+            f"{best:g}, given to recipes/mir1k/export_bundled.py: chosen on the validation singers for the stage "
+            f"before, since this run trained on them too (vocals GNSDR on them, seen in training: {tried})"
+        )
+    else:
+        provenance["separation_exponent_note"] = (
+            f"{best:g}, chosen on the validation singers by recipes/mir1k/export_bundled.py (vocals GNSDR per exponent: {tried})"
+        )
     config.provenance = provenance
     save_model(args.dest, net, config, dtype=torch.float16)
     size = (args.dest / "model.safetensors").stat().st_size
