@@ -60,6 +60,6 @@ def test_model_folders_and_checkpoints_are_readable_by_the_group(tmp_path):
     written = [p for p in tmp_path.rglob("*") if p.is_file()]
     assert {p.name for p in written} >= {"model.safetensors", "config.json", "optimizer.safetensors", "state.json"}
     assert {p: oct(stat.S_IMODE(p.stat().st_mode)) for p in written} == {p: oct(0o644) for p in written}
-    loaded_config, loaded = load_model(tmp_path / "model")
+    _, loaded = load_model(tmp_path / "model")
     for name, value in net.state_dict().items():
         assert torch.allclose(loaded.state_dict()[name].float(), value.float().half().float()), name

@@ -5,7 +5,7 @@ singers, then write float16 weights and the config into the package.
                                            [--dest unet_sep/pretrained/mir1k-vocals-accompaniment]
                                            [--provenance '{"steps": 24000, ...}']
 
-A run that trained on the validation singers too (``data.train_split`` "train+valid", the last stage) cannot
+A run whose training split holds the validation singers (``data.train_split`` "train+valid", the last stage) cannot
 choose: give it the exponent chosen for the stage before (``--exponents 1.5``); its validation scores are then
 printed for reference only.
 
@@ -30,6 +30,8 @@ import torch
 from unet_sep import Separator
 from unet_sep.audio import read_audio
 from unet_sep.evaluate.score import TrackScores, bss_eval, global_scores, mix, mix_at_0db, mixture_estimates
+from unet_sep.train.datasets import list_tracks
+from unet_sep.train.recipe import load_recipe
 from unet_sep.weights.checkpoint import load_model, save_model
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -38,11 +40,23 @@ DEST = ROOT / "unet_sep" / "pretrained" / "mir1k-vocals-accompaniment"
 STEMS = ("vocals", "accompaniment")
 
 
+def validation_names(root: Path) -> list[str]:
+    """The clip names of the ``singers`` split's validation singers."""
+    return json.loads((root / "splits.json").read_text())["singers"]["valid"]
+
+
+def trained_on(run: Path, names: list[str]) -> bool:
+    """Whether the run's training split (as its saved recipe resolves it) holds any of ``names``."""
+    if not (run / "recipe.json").is_file():
+        return False
+    trained = {spec.name for spec in list_tracks(load_recipe(run / "recipe.json").data, "train")}
+    return not trained.isdisjoint(names)
+
+
 def validation_clips(root: Path) -> list[dict[str, np.ndarray]]:
     """The ``singers`` split's validation clips at 16 kHz, voice and accompaniment mixed at 0 dB."""
-    names = json.loads((root / "splits.json").read_text())["singers"]["valid"]
     clips = []
-    for name in names:
+    for name in validation_names(root):
         sources = {}
         for stem in STEMS:
             audio, rate = read_audio(next((root / name).glob(f"{stem}.*")))
@@ -82,8 +96,7 @@ def main() -> None:
 
     config, net = load_model(args.run)
     exponents = [float(x) for x in args.exponents.split(",")]
-    recipe = json.loads((args.run / "recipe.json").read_text()) if (args.run / "recipe.json").is_file() else {}
-    trained_on_valid = "valid" in str(recipe.get("data", {}).get("train_split", "train")).split("+")
+    trained_on_valid = trained_on(args.run, validation_names(args.data))
     if trained_on_valid and len(exponents) != 1:
         raise SystemExit(f"{args.run} trained on the validation singers too: they cannot choose an exponent; "
                          "give the one chosen before (--exponents 1.5)")
@@ -110,15 +123,10 @@ def main() -> None:
     provenance = dict(previous.get("provenance", {}))
     provenance.update(json.loads(args.provenance))
     tried = ", ".join(f"{e:g}: {results[e]['vocals']:.2f}" for e in results)
-    if trained_on_valid:
-        provenance["separation_exponent_note"] = (
-            f"{best:g}, given to recipes/mir1k/export_bundled.py: chosen on the validation singers for the stage "
-            f"before, since this run trained on them too (vocals GNSDR on them, seen in training: {tried})"
-        )
-    else:
-        provenance["separation_exponent_note"] = (
-            f"{best:g}, chosen on the validation singers by recipes/mir1k/export_bundled.py (vocals GNSDR per exponent: {tried})"
-        )
+    how = ("given to recipes/mir1k/export_bundled.py: chosen on the validation singers for the stage before, since "
+           "this run trained on them too (vocals GNSDR on them, seen in training: " if trained_on_valid else
+           "chosen on the validation singers by recipes/mir1k/export_bundled.py (vocals GNSDR per exponent: ")
+    provenance["separation_exponent_note"] = f"{best:g}, {how}{tried})"
     config.provenance = provenance
     save_model(args.dest, net, config, dtype=torch.float16)
     size = (args.dest / "model.safetensors").stat().st_size

@@ -38,12 +38,10 @@ def save_model(folder: str | Path, net: StemsNet, config: ModelConfig, dtype: to
     config.validate()
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    tensors = {}
-    for name, tensor in net.state_dict().items():
-        tensor = tensor.detach().cpu().contiguous()
-        if dtype is not None and tensor.is_floating_point():
-            tensor = tensor.to(dtype)
-        tensors[name] = tensor
+    tensors = {
+        name: tensor.to(dtype) if dtype is not None and tensor.is_floating_point() else tensor
+        for name, tensor in net.state_dict().items()
+    }
     save_tensors(folder / WEIGHTS_FILE, tensors)
     with atomic_path(folder / CONFIG_FILE) as temporary:
         config.save(temporary)
