@@ -27,12 +27,9 @@ SOURCES = ("vocals", "drums", "bass", "other")
 
 def musdb_validation_names() -> list[str]:
     """The validation track names of the installed musdb package (``validation_tracks`` of ``mus.yaml``)."""
-    import musdb
-    import yaml
+    from unet_sep.musdb_support import musdb_setup
 
-    setup = Path(musdb.__path__[0]) / "configs" / "mus.yaml"
-    with setup.open(encoding="utf-8") as handle:
-        return list(yaml.safe_load(handle)["validation_tracks"])
+    return list(musdb_setup()["validation_tracks"])
 
 
 def synthetic_sources(seconds: float, rate: int, seed: int, channels: int = 2) -> dict[str, np.ndarray]:

@@ -16,6 +16,7 @@ import soundfile as sf
 from musdb_tree import SOURCES, make_musdb_tree, musdb_validation_names, synthetic_sources
 from unet_sep.audio import read_audio, resample
 from unet_sep.config import ConfigError
+from unet_sep.musdb_support import import_musdb, import_stempeg, missing_ffmpeg_programs
 from unet_sep.train import datasets
 from unet_sep.train.augment import lowpass, rms_db, synthetic_hihats
 from unet_sep.train.datasets import (
@@ -33,6 +34,13 @@ RATE = 44100
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 MIR1K = SHARED / "data" / "mir1k"
 NO_AUGMENT = AugmentConfig(remix=False, gain_db=(0.0, 0.0), channel_swap=False, skip_silent=False)
+MISSING_FFMPEG = missing_ffmpeg_programs()
+# musdb.DB and stempeg run ffprobe/ffmpeg (musdb.DB probes every track's mixture file, even MUSDB18-HQ's WAVs)
+needs_ffmpeg = pytest.mark.skipif(
+    bool(MISSING_FFMPEG),
+    reason=f"ffmpeg/ffprobe not found: {' and '.join(MISSING_FFMPEG)} not on PATH (musdb.DB and MUSDB18 "
+    ".stem.mp4 need them; .ci/run installs them)",
+)
 
 
 # ---- fixtures and helpers ----------------------------------------------------------------------------
@@ -79,8 +87,31 @@ def decode(value: float) -> tuple[int, int, int, bool]:
 # ---- MUSDB ---------------------------------------------------------------------------------------------
 
 
+def test_musdb_hq_splits(musdb_root):
+    """MUSDB18-HQ is listed without musdb.DB (which runs ffprobe): sorted folders, musdb's validation split."""
+    valid = sorted(musdb_validation_names()[:2])
+    expected = {
+        "train": [f"Synthetic Artist {i:02d} - Train Song" for i in range(3)],
+        "valid": valid,
+        "train+valid": sorted([*valid, *(f"Synthetic Artist {i:02d} - Train Song" for i in range(3))]),
+        "test": [f"Synthetic Artist {i:02d} - Test Song" for i in range(2)],
+    }
+    for split_name, names in expected.items():
+        config = musdb_config(musdb_root, train_split=split_name)
+        specs = list_tracks(config, "train")
+        assert [spec.name for spec in specs] == names, split_name
+        for spec in specs:  # vocals and accompaniment = drums + bass + other, as WAV files of the track folder
+            folder = musdb_root / ("test" if split_name == "test" else "train") / spec.name
+            assert spec.targets == {
+                "vocals": [datasets._Part(folder / "vocals.wav")],
+                "accompaniment": [datasets._Part(folder / f"{s}.wav") for s in ("drums", "bass", "other")],
+            }
+    assert [spec.name for spec in list_tracks(musdb_config(musdb_root, max_tracks=2), "train")] == expected["train"][:2]
+
+
+@needs_ffmpeg
 def test_musdb_tree_is_what_musdb_reads(musdb_root):
-    import musdb
+    musdb = import_musdb()
 
     names = {
         "train": [t.name for t in musdb.DB(root=str(musdb_root), is_wav=True, subsets="train", split="train")],
@@ -130,9 +161,10 @@ def test_musdb_other_rate_and_mono(musdb_root):
         assert track.sources["accompaniment"].shape == track.sources["drums"].shape  # bass + other
 
 
+@needs_ffmpeg
 def test_musdb_stem_mp4(tmp_path):
     """MUSDB18 proper: one .stem.mp4 per track (AAC streams mixture, drums, bass, other, vocals)."""
-    stempeg = pytest.importorskip("stempeg")
+    stempeg = import_stempeg()
     name = musdb_validation_names()[0]
     (tmp_path / "train").mkdir()
     sources = synthetic_sources(2.0, RATE, seed=5)
@@ -145,6 +177,14 @@ def test_musdb_stem_mp4(tmp_path):
     except Exception as error:  # ffmpeg without an AAC encoder
         pytest.skip(f"cannot write a .stem.mp4 here: {error}")
     config = DataConfig(kind="musdb", root=str(tmp_path), is_wav=False)
+    # listed as musdb.DB lists it: the same tracks, each source one stream of the file
+    (listed,) = import_musdb().DB(root=str(tmp_path), is_wav=False, subsets="train", split="valid").tracks
+    (spec,) = list_tracks(config, "valid")
+    assert spec.name == listed.name == name
+    assert {target: [(p.path, p.stream) for p in parts] for target, parts in spec.targets.items()} == {
+        target: [(Path(listed.sources[s].path), listed.sources[s].stem_id) for s in sources]
+        for target, sources in (("vocals", ["vocals"]), ("accompaniment", ["drums", "bass", "other"]))
+    }
     (track,) = load_tracks(config, "valid", RATE, 2)
     assert track.name == name
     vocals = track.sources["vocals"]

@@ -1,4 +1,4 @@
-"""Training: a tiny MUSDB18-HQ tree made here and read through musdb, exact resume after kill -9, a
+"""Training: a tiny MUSDB18-HQ tree made here and read with musdb's splits, exact resume after kill -9, a
 2-process torchrun run on gloo, and a short MIR-1K run."""
 
 from __future__ import annotations
@@ -17,16 +17,13 @@ import torch
 from safetensors.torch import load_file
 
 from conftest import SHARED
-
-pytest.importorskip("musdb", reason="musdb needs ffmpeg/ffprobe on PATH (stempeg); .ci/run installs them")
-from musdb_tree import make_musdb_tree  # noqa: E402
-
-from unet_sep import Separator  # noqa: E402
-from unet_sep.train.average import average_files  # noqa: E402
-from unet_sep.train.datasets import load_tracks  # noqa: E402
-from unet_sep.train.loop import Trainer, validation_scores  # noqa: E402
-from unet_sep.train.recipe import load_recipe  # noqa: E402
-from unet_sep.weights.registry import resolve_model  # noqa: E402
+from musdb_tree import make_musdb_tree
+from unet_sep import Separator
+from unet_sep.train.average import average_files
+from unet_sep.train.datasets import load_tracks
+from unet_sep.train.loop import Trainer, validation_scores
+from unet_sep.train.recipe import load_recipe
+from unet_sep.weights.registry import resolve_model
 
 MIR1K = SHARED / "data" / "mir1k"
 RECIPES = Path(__file__).resolve().parents[1] / "recipes"

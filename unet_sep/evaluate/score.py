@@ -30,6 +30,7 @@ from typing import Any, Iterable, Mapping, Sequence
 import numpy as np
 
 from unet_sep.atomic import write_text_atomic
+from unet_sep.musdb_support import import_museval
 
 logger = logging.getLogger(__name__)
 
@@ -88,7 +89,7 @@ def bss_eval(
     :func:`museval_groups`. Windows where a reference or an estimate is all zeros are NaN (museval's rule);
     infinite values (a perfect estimate) are kept here and stored as NaN in JSON, as museval does.
     """
-    import museval
+    museval = import_museval()
 
     stems = list(estimates)
     missing = [s for s in stems if s not in references]
@@ -172,7 +173,7 @@ class TrackScores:
 
     def to_museval(self) -> Any:
         """A ``museval.TrackStore`` with these scores (our extra block under ``"unet_sep"``)."""
-        import museval
+        museval = import_museval()
 
         store = museval.TrackStore(track_name=self.track, win=self.win, hop=self.hop)
         for stem, metrics in self.frames.items():

@@ -3,7 +3,9 @@
 Two kinds of data set (:class:`DataConfig`):
 
 - ``"musdb"``: a MUSDB18 root (``.stem.mp4``) or MUSDB18-HQ root (``is_wav=True``, one WAV per source), listed
-  with ``musdb.DB`` so its official train/valid split (``validation_tracks`` of musdb's ``mus.yaml``) applies.
+  as ``musdb.DB`` lists it, from musdb's own ``mus.yaml`` (file names, stream numbers and the official
+  train/valid split, ``validation_tracks``) but without probing every file: only decoding a ``.stem.mp4`` needs
+  ffmpeg/ffprobe (through stempeg, :mod:`unet_sep.musdb_support`).
   The sources are vocals, drums, bass and other; the target ``"accompaniment"`` is the sum of the sources that
   are not themselves targets.
 - ``"folder"``: ``<root>/<track>/<stem>.<ext>`` in any format :func:`unet_sep.audio.read_audio` decodes, with an
@@ -41,6 +43,7 @@ from unet_sep.atomic import atomic_path
 from unet_sep.audio.decode import AudioDecodeError, read_audio
 from unet_sep.audio.resample import resample
 from unet_sep.config import ConfigError
+from unet_sep.musdb_support import FFmpegMissingError, import_stempeg, musdb_setup
 from unet_sep.train.augment import AugmentConfig, db_to_gain, lowpass, lowpass_cutoff_range, rms_db, synthetic_hihats
 
 __all__ = [
@@ -377,32 +380,45 @@ def _musdb_specs(config: DataConfig, split_name: str) -> list[_TrackSpec]:
     if not (root / subset).is_dir():
         raise ConfigError(f"MUSDB root {root} has no {subset}/ folder")
     try:
-        import musdb
+        setup = musdb_setup()
     except ImportError as error:  # pragma: no cover - musdb is a dependency of the training extra
         raise ConfigError("reading MUSDB needs the 'musdb' package (pip install musdb)") from error
 
-    db = musdb.DB(root=str(root), is_wav=config.is_wav, subsets=subset, split=musdb_split)
-    tracks = list(db.tracks)
+    names = _musdb_track_names(root / subset, config.is_wav, musdb_split, set(setup["validation_tracks"]))
     if config.max_tracks is not None:
-        tracks = tracks[: config.max_tracks]
+        names = names[: config.max_tracks]
     specs = []
-    for track in tracks:
-        available = dict(track.sources or {})
+    for track in names:
         parts: dict[str, list[_Part]] = {}
         for target in config.targets:
-            names = [target] if target != ACCOMPANIMENT else [s for s in MUSDB_SOURCES if s not in config.targets]
+            sources = [target] if target != ACCOMPANIMENT else [s for s in MUSDB_SOURCES if s not in config.targets]
             parts[target] = []
-            for name in names:
-                if name not in available:
-                    where = root / subset / track.name / f"{name}.wav" if config.is_wav else Path(track.path)
-                    raise DatasetError(f"MUSDB track {track.name!r} has no {name} source ({where})")
-                source = available[name]
-                if config.is_wav:
-                    parts[target].append(_Part(Path(source.path)))
-                else:
-                    parts[target].append(_Part(Path(source.path), int(source.stem_id)))
-        specs.append(_TrackSpec(track.name, parts))
+            for name in sources:
+                if not config.is_wav:
+                    parts[target].append(_Part(root / subset / f"{track}.stem.mp4", int(setup["stem_ids"][name])))
+                    continue
+                path = root / subset / track / setup["sources"][name]
+                if not path.is_file():
+                    raise DatasetError(f"MUSDB track {track!r} has no {name} source ({path})")
+                parts[target].append(_Part(path))
+        specs.append(_TrackSpec(track, parts))
     return specs
+
+
+def _musdb_track_names(folder: Path, is_wav: bool, musdb_split: str | None, validation: set[str]) -> list[str]:
+    """The tracks ``musdb.DB`` lists in one subset folder, in its order (sorted by name): MUSDB18-HQ's track
+    folders or MUSDB18's ``<track>.stem.mp4`` files, keeping (``musdb_split="valid"``) or dropping
+    (``"train"``) musdb's validation tracks; ``None`` keeps all."""
+    if is_wav:
+        names = sorted(entry.name for entry in folder.iterdir() if entry.is_dir())
+    else:
+        suffix = ".stem.mp4"
+        names = sorted(e.name[: -len(suffix)] for e in folder.iterdir() if e.name.endswith(suffix) and e.is_file())
+    if musdb_split == "train":
+        return [name for name in names if name not in validation]
+    if musdb_split == "valid":
+        return [name for name in names if name in validation]
+    return names
 
 
 def _folder_specs(config: DataConfig, split_name: str) -> list[_TrackSpec]:
@@ -589,18 +605,19 @@ def _decode_part(part: _Part) -> tuple[np.ndarray, int]:
         try:
             return read_audio(part.path)
         except AudioDecodeError as error:
-            raise DatasetError(f"{part.path}: {error}") from error
+            raise DatasetError(str(error)) from error  # names the file
     return _decode_stem_stream(part)
 
 
 def _decode_stem_stream(part: _Part) -> tuple[np.ndarray, int]:
     """One stream of a multi-stream ``.stem.mp4``, through stempeg (ffmpeg) as musdb reads it."""
     try:
-        import stempeg
-
+        stempeg = import_stempeg()
         audio, rate = stempeg.read_stems(
             str(part.path), stem_id=part.stream, dtype=np.float32, ffmpeg_format="f32le", always_3d=True
         )
+    except FFmpegMissingError as error:  # no ffmpeg/ffprobe on PATH: one line naming the file and what is missing
+        raise DatasetError(f"{part.path}: {error}") from error
     except Exception as error:  # stempeg/ffmpeg raise Warning, RuntimeError, ffmpeg.Error, ...
         raise DatasetError(f"{part.describe()}: cannot decode ({' '.join(str(error).split())})") from error
     audio = np.asarray(audio, dtype=np.float32)
