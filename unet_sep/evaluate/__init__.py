@@ -391,7 +391,7 @@ def _probe(spec: Any) -> tuple[int, int]:
     try:
         info = open_audio(part.path).info
     except AudioDecodeError as error:
-        raise EvaluationError(f"{part.path}: {error}") from error
+        raise EvaluationError(str(error)) from error  # names the file
     return int(info.sample_rate), int(info.channels)
 
 

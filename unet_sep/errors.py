@@ -1,0 +1,48 @@
+"""The two kinds of user-facing errors every entry point shares: a bad setting, and a problem with one file.
+
+Both carry what they are about, so each caller can say it in its own words: the command line names the option
+(``--sample-rate``) where the Python API names the argument (``sample_rate``), and every message about a file
+names the file.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+class SettingError(ValueError):
+    """A setting (argument or option) with a value that cannot be used.
+
+    ``setting`` is the Python name (``"sample_rate"``); ``reason`` says what is wrong and what is allowed. ``str()``
+    reads ``"sample_rate: <reason>"``.
+    """
+
+    def __init__(self, setting: str, reason: str) -> None:
+        super().__init__(f"{setting}: {reason}")
+        self.setting = setting
+        self.reason = reason
+
+
+class FileError(Exception):
+    """A problem with one file; ``str()`` names it: ``"<path>: <reason>"`` (just the reason while no path is known).
+
+    ``reason`` is one line meant for the user. Code that finds the problem without knowing the file (a check on
+    samples) raises it without a path; the code that knows the file adds it with :meth:`about`.
+    """
+
+    def __init__(self, reason: str, path: str | Path | None = None) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.path = None if path is None else Path(path)
+
+    def about(self, path: str | Path) -> "FileError":
+        """This error, naming ``path`` unless it already names a file."""
+        if self.path is None:
+            self.path = Path(path)
+        return self
+
+    def __str__(self) -> str:
+        return self.reason if self.path is None else f"{self.path}: {self.reason}"
+
+    def __reduce__(self):  # keep the path when the error crosses a process boundary
+        return type(self), (self.reason, self.path)
