@@ -5,6 +5,7 @@ A run folder (``--out runs/NAME``) holds:
 
     config.json, model.safetensors   the best model so far (by validation score): ``unet-sep separate --model runs/NAME``
     recipe.json                      the resolved recipe (defaults and overrides filled in)
+    recipe.until-step-XXXXXXXX.json  the recipe before a resume that changed it (the one steps 1..XXXXXXXX used)
     checkpoints/step-XXXXXXXX/       model, optimizer state and loop state (and the weight average, when one is
                                      kept: ``train.average_from``); ``checkpoints/latest`` names the newest
     metrics.csv, tensorboard/        training and validation metrics
@@ -13,7 +14,14 @@ A run folder (``--out runs/NAME``) holds:
 
 Determinism: the excerpts of step ``k`` are a pure function of (seed, k, rank), dropout is re-seeded from
 (seed, k, rank) at every step and the learning rate is a function of ``k``, so a run resumed from any
-checkpoint continues exactly as the uninterrupted run would have.
+checkpoint continues exactly as the uninterrupted run would have (on the CPU, with the same torch thread count:
+it changes the rounding of sums; see :class:`ThreadGovernor`).
+
+Resuming compares the recipe with the run's ``recipe.json``. A change is an error (:class:`RecipeChangedError`)
+unless the Trainer is told ``allow_changes``, except for keys that change neither the steps taken nor the model
+kept (:data:`FREE_ON_RESUME`) and ``train.steps`` when the learning rate does not depend on it (any schedule but
+"cosine"): a run can be extended, or finished sooner, without changing the steps it has taken. Resuming a run
+that has finished (or stopped early) trains nothing.
 """
 
 from __future__ import annotations
@@ -45,13 +53,16 @@ from unet_sep.model.stems import StemsNet
 from unet_sep.separate.separator import Separator, resolve_device
 from unet_sep.train.average import WeightAverage
 from unet_sep.train.datasets import ExcerptSampler, load_tracks
-from unet_sep.train.recipe import Recipe
+from unet_sep.train.recipe import Recipe, recipe_differences, show_value
 from unet_sep.weights.checkpoint import CheckpointError, load_model, save_model, save_tensors
 from unet_sep.weights.registry import ModelNotFoundError, resolve_model
 
 logger = logging.getLogger(__name__)
 
 LATEST = "latest"
+# recipe keys that may change when a run is resumed: they affect neither the steps taken nor the model kept
+FREE_ON_RESUME = ("train.log_every", "train.checkpoint_every", "train.prefetch", "data.cache_dir", "model.name",
+                  "model.provenance")
 METRIC_FIELDS = ["step", "loss", "lr", "grad_norm", "excerpts_per_s", "seconds_per_step", "data_wait_s"]
 
 
@@ -59,9 +70,14 @@ class TrainingError(Exception):
     """A run that cannot start or continue; the message is meant for the user."""
 
 
+class RecipeChangedError(TrainingError):
+    """A resume with a recipe that differs from the run's own in keys that change the training."""
+
+
 @dataclass
 class TrainResult:
-    """What a finished (or early-stopped) run did."""
+    """What a finished (or early-stopped) run did: ``steps`` is the run's step count, ``start_step`` the step this
+    invocation started from (the checkpoint's, when resumed)."""
 
     out: Path
     steps: int
@@ -71,6 +87,26 @@ class TrainResult:
     final_loss: float | None
     seconds: float
     history: list[dict[str, Any]] = field(default_factory=list)
+    start_step: int = 0
+    complete: str = ""  # why a resumed run had nothing left to do: "already finished its 60 steps", ...
+
+    @property
+    def trained_steps(self) -> int:
+        """Steps taken by this invocation (0: the resumed run was already complete)."""
+        return self.steps - self.start_step
+
+    def summary(self) -> str:
+        """One line: what this invocation trained (and the run's total when resumed), the last loss, the best score."""
+        if self.complete:
+            return f"nothing to do: the run {self.out} {self.complete}"
+        best = "no validation data" if self.best_score is None else f"best validation SDR {self.best_score:.2f} dB at step {self.best_step}"
+        loss = "-" if self.final_loss is None else f"{self.final_loss:.4f}"
+        stop = " and stopped early" if self.stopped_early else ""
+        if not self.start_step:
+            return f"trained {self.steps} steps in {self.seconds:.0f} s{stop}; last loss {loss}; {best}"
+        n = self.trained_steps
+        span = f"step {self.steps} (1 step)" if n == 1 else f"steps {self.start_step + 1}-{self.steps} ({n} steps)"
+        return f"trained {span} in {self.seconds:.0f} s{stop}; the run has {self.steps} steps; last loss {loss}; {best}"
 
 
 # ---- distributed helpers ---------------------------------------------------------------------------------
@@ -165,6 +201,76 @@ def latest_checkpoint(folder: Path) -> Path | None:
     return None
 
 
+def checkpoint_step(checkpoint: Path) -> int:
+    """The step of a checkpoint folder (``step-00000030`` -> 30)."""
+    return int(checkpoint.name.removeprefix("step-"))
+
+
+def resume_advice(out: Path, checkpoint_every: int) -> str:
+    """What an interrupted run in ``out`` can do next: resume from its last checkpoint, or start again without one."""
+    last = latest_checkpoint(out / "checkpoints")
+    if last is None:
+        return (f"no checkpoint was saved yet (train.checkpoint_every is {checkpoint_every} steps), so the run must "
+                "start again from step 0: run the same command again")
+    return f"continue with --resume from the last checkpoint (step {checkpoint_step(last)})"
+
+
+# ---- CPU threads ---------------------------------------------------------------------------------------
+def free_threads(cores: int, others: float, most: int) -> int:
+    """Torch threads for ``cores`` cores of which other processes keep ``others`` busy: the free ones (a quarter
+    of a core of background noise still counts as free), at least 1 and at most ``most``."""
+    return max(1, min(most, math.floor(cores - others + 0.25)))
+
+
+class ThreadGovernor:
+    """The default of ``unet-sep train --threads``: as many torch threads as the cores other processes leave free.
+
+    OpenMP's threads meet at every parallel region, so a thread that shares its core with a busy process holds
+    all the others up: with one of two cores busy, two threads took twice as long per step as one, and six times
+    as long with a little more load (benchmarks/train_threads.py; recipes/README.md has the table). The other
+    processes' load is the busy time of this process's cores (/proc/stat) less this process's own CPU time over
+    the last ``interval`` seconds, checked between steps.
+    Without /proc/stat (not Linux) the count stays at ``most``. The thread count changes the rounding of sums,
+    so a run whose count changed is not bit-for-bit the run with a fixed one (``--threads N`` fixes it).
+    """
+
+    def __init__(self, most: int, interval: float = 5.0) -> None:
+        self.most, self.interval, self.threads = most, interval, most
+        self.cpus = {f"cpu{c}" for c in (os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else ())}
+        torch.set_num_threads(most)
+        self._mark = self._sample()
+
+    def _sample(self) -> tuple[float, float, float] | None:
+        """(wall clock, busy seconds of this process's cores, this process's CPU seconds); None without /proc/stat."""
+        try:
+            lines = Path("/proc/stat").read_text().splitlines()
+        except OSError:
+            return None
+        ticks = 0
+        for fields in (line.split() for line in lines):
+            if fields and fields[0] in self.cpus:
+                user, nice, system, _idle, _iowait, irq, softirq, steal = map(int, fields[1:9])
+                ticks += user + nice + system + irq + softirq + steal
+        return time.monotonic(), ticks / os.sysconf("SC_CLK_TCK"), time.process_time()
+
+    def update(self, now: bool = False) -> None:
+        """Every ``interval`` seconds (or ``now``), count the free cores again and set torch's threads to them."""
+        if self._mark is None or not self.cpus or (not now and time.monotonic() - self._mark[0] < self.interval):
+            return
+        sample = self._sample()
+        if sample is None or sample[0] - self._mark[0] < 0.1:  # unreadable, or too short to tell
+            return
+        wall = sample[0] - self._mark[0]
+        others = max(0.0, (sample[1] - self._mark[1] - (sample[2] - self._mark[2])) / wall)
+        self._mark = sample
+        threads = free_threads(len(self.cpus), others, self.most)
+        if threads != self.threads:
+            logger.info("%.1f of %d cores busy with other processes: %d torch threads (were %d)", others,
+                        len(self.cpus), threads, self.threads)
+            torch.set_num_threads(threads)
+            self.threads = threads
+
+
 # ---- the loop --------------------------------------------------------------------------------------------
 class Trainer:
     """Trains ``recipe`` into the run folder ``out``; see the module's doc for what the folder holds.
@@ -174,6 +280,10 @@ class Trainer:
         out: the run folder.
         device: "auto", "cpu", "cuda", ... (under torchrun each process takes ``cuda:LOCAL_RANK``).
         resume: continue from ``out/checkpoints/latest``; without it an existing run folder is an error.
+        allow_changes: on resume, accept a recipe that differs from the run's ``recipe.json`` in keys that change
+            the training (see the module's doc); the differences are logged and the old recipe is kept.
+        adapt_threads: on the CPU, let a :class:`ThreadGovernor` set torch's thread count to the cores other
+            processes leave free (at most torch's default shared among the local processes); False leaves it alone.
         progress: show a progress bar (main process only).
         on_step: called as ``on_step(step, loss)`` after every optimisation step (for tests and tools).
     """
@@ -186,11 +296,15 @@ class Trainer:
         resume: bool = False,
         progress: bool = True,
         on_step: Callable[[int, float], None] | None = None,
+        allow_changes: bool = False,
+        adapt_threads: bool = False,
     ) -> None:
         recipe.validate()
         self.recipe = recipe
         self.out = Path(out)
         self.resume = resume
+        self.allow_changes = allow_changes
+        self.adapt_threads = adapt_threads
         self.progress = progress
         self.on_step = on_step
         self.ranks = Ranks.from_env()
@@ -237,6 +351,84 @@ class Trainer:
         per_stem = error.abs().flatten(1).mean(1) if self.recipe.train.loss == "l1" else (error**2).flatten(1).mean(1)
         return per_stem.sum()
 
+    def _check_folder(self, checkpoints: Path, resume_from: Path | None) -> bool:
+        """Refuse to overwrite a run, and a changed recipe on resume (unless allowed); True if the recipe changed.
+
+        Every process checks (they all raise alike, so none waits for another at a barrier).
+        """
+        if not self.resume and checkpoints.exists() and any(not p.name.startswith(".") for p in checkpoints.iterdir()):
+            raise TrainingError(f"{self.out} already holds a run; pass --resume to continue it or choose another --out")
+        changed = self._check_recipe(resume_from) if resume_from is not None else False
+        self._barrier()  # all have read recipe.json before it is replaced
+        return changed
+
+    def _write_recipe(self, changed: bool, resume_from: Path | None) -> None:
+        """Write recipe.json (main process); a changed one keeps the recipe the steps so far were trained with."""
+        if self.ranks.main:
+            self.out.mkdir(parents=True, exist_ok=True)
+            recipe_file = self.out / "recipe.json"
+            if changed and resume_from is not None:  # an earlier copy for the same step stays: it trained those steps
+                kept = self.out / f"recipe.until-step-{checkpoint_step(resume_from):08d}.json"
+                if not kept.exists():
+                    shutil.copyfile(recipe_file, kept)
+            _write_json(recipe_file, self.recipe.to_dict())
+        self._barrier()
+
+    def _check_recipe(self, resume_from: Path) -> bool:
+        """Compare the recipe with the run's recipe.json; raise RecipeChangedError for changes that are not free on
+        resume (see the module's doc) unless ``allow_changes``. True when the recipe differs at all."""
+        path = self.out / "recipe.json"
+        try:
+            saved = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError) as error:
+            logger.warning("%s: cannot read the run's recipe (%s): changes to it are not checked", path, error)
+            return False
+        changes = recipe_differences(saved, json.loads(json.dumps(self.recipe.to_dict())))
+        cosine = self.recipe.train.lr_schedule == "cosine"
+        listed = {key: f"{key} {show_value(old)} -> {show_value(new)}" for key, (old, new) in changes.items()}
+        if "train.steps" in changes and cosine:
+            listed["train.steps"] += " (the cosine schedule's learning rates depend on it)"
+        binding = [text for key, text in listed.items()
+                   if not (key == "train.steps" and not cosine)
+                   and not any(key == free or key.startswith(free + ".") for free in FREE_ON_RESUME)]
+        if binding and not self.allow_changes:
+            raise RecipeChangedError(
+                f"the recipe differs from the one {self.out} was trained with ({path}): {'; '.join(binding)}. "
+                f"Resume with that recipe, or pass --allow-changes to continue from step {checkpoint_step(resume_from)} with the new values")
+        for text in listed.values():
+            logger.warning("resuming with a changed recipe: %s", text)
+        return bool(changes)
+
+    def _restore(self, resume_from: Path, net: StemsNet, optimizer: torch.optim.Optimizer,
+                 average: WeightAverage | None, loop_state: dict[str, Any]) -> int:
+        """Load a checkpoint into the network, the optimizer, the weight average and the loop state; its step."""
+        net.load_state_dict(load_file(str(resume_from / "model.safetensors"), device=str(self.device)))
+        saved = json.loads((resume_from / "state.json").read_text(encoding="utf-8"))
+        _restore_optimizer(optimizer, load_file(str(resume_from / "optimizer.safetensors"), device=str(self.device)), saved.pop("optimizer"))
+        step = int(saved.pop("step"))
+        loop_state.update(saved)
+        if average is not None and loop_state["average_count"]:
+            average.load(load_file(str(resume_from / "average.safetensors"), device=str(self.device)), loop_state["average_count"])
+        logger.info("resumed from %s at step %d", resume_from, step)
+        return step
+
+    def _complete(self, step: int, loop_state: dict[str, Any]) -> tuple[str, bool]:
+        """Why a run restored at ``step`` has nothing left to do ("" when it has), and whether it stopped early."""
+        train = self.recipe.train
+        if step == train.steps:
+            return f"already finished its {train.steps} steps", False
+        if step > train.steps:
+            return f"is already at step {step}, past train.steps ({train.steps})", False
+        if train.patience and loop_state["bad_validations"] >= train.patience:  # the loop's own stopping rule
+            return (f"stopped early at step {step} ({loop_state['bad_validations']} validations without improvement; "
+                    f"train.patience is {train.patience})"), True
+        return "", False
+
+    def _shutdown(self) -> None:
+        self._barrier()
+        if self.distributed and self._owns_group:
+            dist.destroy_process_group()  # a clean shutdown, so no rank is killed while it flushes its output
+
     # -- the run
     def run(self) -> TrainResult:
         recipe, train = self.recipe, self.recipe.train
@@ -244,12 +436,10 @@ class Trainer:
         started = time.perf_counter()
         checkpoints = self.out / "checkpoints"
         resume_from = latest_checkpoint(checkpoints) if self.resume else None
-        if self.ranks.main:
-            if not self.resume and checkpoints.exists() and any(checkpoints.iterdir()):
-                raise TrainingError(f"{self.out} already holds a run; pass --resume to continue it or choose another --out")
-            self.out.mkdir(parents=True, exist_ok=True)
-            _write_json(self.out / "recipe.json", recipe.to_dict())
-        self._barrier()
+        changed = self._check_folder(checkpoints, resume_from)
+        governor = None
+        if self.adapt_threads and self.device.type == "cpu":
+            governor = ThreadGovernor(max(1, torch.get_num_threads() // self.ranks.local_world))
 
         torch.manual_seed(train.seed)
         net = StemsNet(model_config).to(self.device)
@@ -258,19 +448,19 @@ class Trainer:
         average = WeightAverage() if train.average_from is not None and self.ranks.main else None
         start_step = 0
         if resume_from is not None:
-            net.load_state_dict(load_file(str(resume_from / "model.safetensors"), device=str(self.device)))
-            saved = json.loads((resume_from / "state.json").read_text(encoding="utf-8"))
-            _restore_optimizer(optimizer, load_file(str(resume_from / "optimizer.safetensors"), device=str(self.device)), saved.pop("optimizer"))
-            start_step = int(saved.pop("step"))
-            loop_state.update(saved)
-            if average is not None and loop_state["average_count"]:
-                average.load(load_file(str(resume_from / "average.safetensors"), device=str(self.device)), loop_state["average_count"])
-            logger.info("resumed from %s at step %d", resume_from, start_step)
+            start_step = self._restore(resume_from, net, optimizer, average, loop_state)
+            complete, stopped = self._complete(start_step, loop_state)
+            if complete:  # the run folder is left as it is
+                self._shutdown()
+                return TrainResult(self.out, start_step, stopped, loop_state["best_score"], loop_state["best_step"], None,
+                                   time.perf_counter() - started, loop_state["history"], start_step=start_step,
+                                   complete=complete)
         else:
             if self.resume:
                 logger.info("nothing to resume in %s: starting from step 0", checkpoints)
             if train.init_from is not None:
                 _init_from(net, model_config, train.init_from)  # before the data: a wrong model fails fast
+        self._write_recipe(changed, resume_from)
         if self.channels_last:
             net = net.to(memory_format=torch.channels_last)
 
@@ -311,8 +501,12 @@ class Trainer:
         data_wait = 0.0
         step = start_step
         net.train()
+        if governor is not None:
+            governor.update(now=True)  # the load while the run started
         try:
             while step < train.steps:
+                if governor is not None:
+                    governor.update()
                 wait_started = time.perf_counter()
                 batch_np = batches.get(step)
                 data_wait += time.perf_counter() - wait_started
@@ -373,11 +567,9 @@ class Trainer:
             if loop_state["best_step"] is None:  # no validation data: keep the last model (or the weight average)
                 save_model(self.out, self._averaged(net, average), model_config)
             metrics.plot(self.out / "curves.png")
-        self._barrier()
-        if self.distributed and self._owns_group:
-            dist.destroy_process_group()  # a clean shutdown, so no rank is killed while it flushes its output
+        self._shutdown()
         return TrainResult(self.out, step, stopped_early, loop_state["best_score"], loop_state["best_step"], last_loss,
-                           time.perf_counter() - started, loop_state["history"])
+                           time.perf_counter() - started, loop_state["history"], start_step=start_step)
 
     @staticmethod
     def _averaged(net: StemsNet, average: WeightAverage | None) -> StemsNet:

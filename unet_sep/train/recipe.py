@@ -5,14 +5,20 @@
 ```
 
 Relative data paths in a recipe are resolved against the recipe's folder. ``--set key=value`` overrides any
-field by its dotted path (``train.steps=100``, ``model.unet.filters=[8,16,32,64,128,256]``); values are parsed as
-JSON when they can be, else taken as strings. The resolved recipe is saved beside every run.
+field by its dotted path (``train.steps=100``, ``model.unet.filters=[8,16,32,64,128,256]``); a value is read as
+JSON when that gives the field's type, else as the text itself. Every value, from the file or ``--set``, is
+checked against its field's type annotation, and an error names the dotted key, the type wanted and the value
+given (``train.steps must be an integer, got "abc"``); an unknown key is named with the valid keys of its section.
+The resolved recipe is saved beside every run.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import json
+import types
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -153,56 +159,192 @@ class Recipe:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "Recipe":
-        unknown = sorted(set(data) - {"model", "data", "train"})
-        if unknown:
-            raise ConfigError(f"unknown recipe section(s): {', '.join(unknown)} (expected model, data, train)")
-        model = ModelConfig.from_dict(data.get("model", {}))
-        data_config = _build_nested(DataConfig, data.get("data", {}), "data")
-        train = _build_nested(TrainConfig, data.get("train", {}), "train")
-        recipe = cls(model=model, data=data_config, train=train)
+        """Build and validate a recipe from its JSON form; a value of the wrong type or an unknown key is a
+        :class:`ConfigError` naming its dotted key."""
+        recipe = build_section(cls, data, "")
         recipe.validate()
         return recipe
 
 
-def _build_nested(cls: type, values: dict[str, Any], section: str) -> Any:
+# ---- typed parsing: every value is checked against its field's annotation -----------------------------------
+class _Mismatch(Exception):
+    """A value that does not have the annotated type."""
+
+
+_NOUNS = {bool: ("true or false", "true/false values"), int: ("an integer", "integers"),
+          float: ("a number", "numbers"), str: ("a string", "strings")}
+
+
+def _hints(cls: type) -> dict[str, Any]:
+    """The resolved field annotations of dataclass ``cls`` (the modules use postponed annotations)."""
+    return typing.get_type_hints(cls)
+
+
+def _describe(annotation: Any, plural: bool = False) -> str:
+    """What a JSON value of ``annotation`` looks like, for messages: "an integer or null", "a list of strings"."""
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if annotation in _NOUNS:
+        return _NOUNS[annotation][plural]
+    if origin in (typing.Union, types.UnionType):
+        options = [_describe(a, plural) for a in args if a is not type(None)]
+        return " or ".join(options + (["null"] if type(None) in args else []))
+    if origin is tuple and args and args[-1] is not Ellipsis:
+        return f"a list of {len(args)} {_describe(args[0], plural=True)}"
+    if origin in (list, tuple):
+        return f"a list of {_describe(args[0], plural=True)}" if args else "a list"
+    if origin is dict or dataclasses.is_dataclass(annotation):
+        return "objects" if plural else "an object"
+    return "values" if plural else "any value"
+
+
+def _coerce(annotation: Any, value: Any) -> Any:
+    """``value`` in the form ``annotation`` declares (lists as tuples, integers as floats where so declared).
+
+    Raises _Mismatch when it does not fit; bool is not taken for an integer or a number.
+    """
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if annotation is Any:
+        return value
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        for option in (a for a in args if a is not type(None)):
+            try:
+                return _coerce(option, value)
+            except _Mismatch:
+                pass
+        raise _Mismatch
+    if annotation is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    if annotation in _NOUNS:
+        if isinstance(value, annotation) and (annotation is bool or not isinstance(value, bool)):
+            return value
+        raise _Mismatch
+    if origin in (list, tuple) and isinstance(value, (list, tuple)):
+        if origin is tuple and args and args[-1] is not Ellipsis:
+            if len(value) != len(args):
+                raise _Mismatch
+            return tuple(_coerce(a, v) for a, v in zip(args, value))
+        items = [_coerce(args[0] if args else Any, v) for v in value]
+        return tuple(items) if origin is tuple else items
+    if origin is dict and isinstance(value, dict):
+        return dict(value)
+    raise _Mismatch
+
+
+def show_value(value: Any) -> str:
+    """A value as JSON, the way the recipe and ``--set`` spell it (a string in double quotes)."""
+    try:
+        return json.dumps(value)
+    except (TypeError, ValueError):
+        return repr(value)
+
+
+def _dotted(section: str, name: str) -> str:
+    return f"{section}.{name}" if section else name
+
+
+def recipe_differences(old: dict[str, Any], new: dict[str, Any], section: str = "") -> dict[str, tuple[Any, Any]]:
+    """The dotted keys whose values differ between two recipes in JSON form, with (old, new) values; a key one
+    of them lacks has the value None there. Objects are compared key by key, anything else as a whole."""
+    changes: dict[str, tuple[Any, Any]] = {}
+    for name in list(old) + [n for n in new if n not in old]:
+        before, after, key = old.get(name), new.get(name), _dotted(section, name)
+        if isinstance(before, dict) and isinstance(after, dict):
+            changes.update(recipe_differences(before, after, key))
+        elif before != after:
+            changes[key] = (before, after)
+    return changes
+
+
+def _unknown_key(cls: type, section: str, name: str) -> ConfigError:
+    """An error naming the unknown key, the closest valid one and all the valid keys of its section."""
+    names = list(_hints(cls))
+    close = difflib.get_close_matches(name, names, n=1)
+    hint = f" (did you mean {_dotted(section, close[0])}?)" if close else ""
+    where = f"section {section}" if section else "a recipe"
+    return ConfigError(f"unknown key {_dotted(section, name)}{hint}; {where} has {', '.join(names)}")
+
+
+def check_value(annotation: Any, value: Any, key: str) -> Any:
+    """``value`` converted to ``annotation``'s form (a dataclass from an object), or a ConfigError naming ``key``,
+    the expected type and the value given."""
+    if dataclasses.is_dataclass(annotation):
+        return build_section(annotation, value, key)
+    try:
+        return _coerce(annotation, value)
+    except _Mismatch:
+        raise ConfigError(f"{key} must be {_describe(annotation)}, got {show_value(value)}") from None
+
+
+def build_section(cls: type, values: Any, section: str) -> Any:
+    """The dataclass ``cls`` from the JSON object ``values`` (section ``section`` of the recipe, "" for the whole),
+    with every value checked against its field's annotation; missing keys keep their defaults."""
+    hints = _hints(cls)
     if not isinstance(values, dict):
-        raise ConfigError(f"recipe section {section!r} must be an object")
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = sorted(set(values) - set(fields))
-    if unknown:
-        raise ConfigError(f"unknown key(s) in recipe section {section!r}: {', '.join(unknown)}")
-    kwargs = {}
-    for name, value in values.items():
-        default = fields[name].default_factory() if fields[name].default_factory is not dataclasses.MISSING else None
-        if dataclasses.is_dataclass(default) and isinstance(value, dict):
-            value = _build_nested(type(default), value, f"{section}.{name}")
-        elif isinstance(default, tuple) and isinstance(value, list):
-            value = tuple(value)
-        kwargs[name] = value
-    return cls(**kwargs)
+        raise ConfigError(f"{section or 'a recipe'} must be an object with the keys {', '.join(hints)}, got {show_value(values)}")
+    for name in values:
+        if name not in hints:
+            raise _unknown_key(cls, section, name)
+    return cls(**{name: check_value(hints[name], value, _dotted(section, name)) for name, value in values.items()})
+
+
+def field_annotation(path: list[str]) -> Any:
+    """The annotation of the recipe field at a dotted path (["train", "steps"] -> int); a ConfigError naming the
+    valid keys when there is no such field."""
+    annotation: Any = Recipe
+    for depth, name in enumerate(path):
+        section = ".".join(path[:depth])
+        if typing.get_origin(annotation) is dict:  # free-form (model.provenance): any key, any value
+            return Any
+        if not dataclasses.is_dataclass(annotation):
+            raise ConfigError(f"{section} is a value, not a section: it has no key {name!r}")
+        hints = _hints(annotation)
+        if name not in hints:
+            raise _unknown_key(annotation, section, name)
+        annotation = hints[name]
+    return annotation
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:
-    """``"train.steps=100"`` -> (["train", "steps"], 100)."""
+    """``"train.steps=100"`` -> (["train", "steps"], 100).
+
+    The value is read as JSON when that gives the field's type, else as the text itself (``model.name=2024`` is
+    the string "2024"); a ConfigError names the key, the type it wants and the value when neither fits, or the
+    valid keys of the section when there is no such field.
+    """
     if "=" not in text:
         raise ConfigError(f"--set expects key=value, got {text!r}")
     key, raw = text.split("=", 1)
+    path = key.strip().split(".")
+    annotation = field_annotation(path)
     try:
         value = json.loads(raw)
     except json.JSONDecodeError:
         value = raw
-    return key.strip().split("."), value
+    try:
+        check_value(annotation, value, ".".join(path))
+    except ConfigError as error:
+        try:
+            check_value(annotation, raw, ".".join(path))  # the text itself fits (a string field): take it
+        except ConfigError:
+            raise error from None
+        value = raw
+    return path, value
 
 
 def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
-    """Set dotted keys in a recipe dict (before it is turned into dataclasses)."""
+    """Set dotted keys in a recipe dict (before it is turned into dataclasses), each checked against its field."""
     for text in overrides:
-        path, value = parse_override(text)
+        try:
+            path, value = parse_override(text)
+        except ConfigError as error:
+            raise ConfigError(f"--set: {error}") from None
         node = data
-        for part in path[:-1]:
+        for depth, part in enumerate(path[:-1]):
             node = node.setdefault(part, {})
             if not isinstance(node, dict):
-                raise ConfigError(f"--set {text}: {part} is not a section")
+                raise ConfigError(f"--set {text}: {'.'.join(path[:depth + 1])} in the recipe is not an object")
         node[path[-1]] = value
     return data
 
@@ -221,18 +363,24 @@ def load_recipe(path: str | Path, overrides: list[str] | None = None, data_root:
         raise ConfigError(f"{path}: cannot read recipe ({error.strerror or error})") from error
     except json.JSONDecodeError as error:
         raise ConfigError(f"{path}: not valid JSON ({error})") from error
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: a recipe must be a JSON object with the keys model, data, train")
     data = apply_overrides(data, overrides or [])
-    section = data.setdefault("data", {})
+    try:
+        recipe = build_section(Recipe, data, "")  # the overrides are checked already: an error here is the file's
+    except ConfigError as error:
+        raise ConfigError(f"{path}: {error}") from None
+    section = recipe.data
     if data_root is not None:
-        section["root"] = str(Path(data_root).expanduser().resolve())
+        section.root = str(Path(data_root).expanduser().resolve())
     for key in ("root", "split_file"):  # data shipped with or beside the recipe
-        value = section.get(key)
+        value = getattr(section, key)
         if value and not Path(value).expanduser().is_absolute():
-            section[key] = str((path.parent / value).resolve())
-    if section.get("cache_dir"):  # a cache is the user's: relative to where the command runs
-        section["cache_dir"] = str(Path(section["cache_dir"]).expanduser().resolve())
-    train = data.get("train")
-    start = train.get("init_from") if isinstance(train, dict) else None
-    if isinstance(start, str) and start and Path(start).expanduser().exists():  # a folder, not a registered name
-        train["init_from"] = str(Path(start).expanduser().resolve())
-    return Recipe.from_dict(data)
+            setattr(section, key, str((path.parent / value).resolve()))
+    if section.cache_dir:  # a cache is the user's: relative to where the command runs
+        section.cache_dir = str(Path(section.cache_dir).expanduser().resolve())
+    start = recipe.train.init_from
+    if start and Path(start).expanduser().exists():  # a folder, not a registered name
+        recipe.train.init_from = str(Path(start).expanduser().resolve())
+    recipe.validate()
+    return recipe
