@@ -269,6 +269,23 @@ def test_truncated_mp3_prints_no_decoder_chatter(truncated_run):
     check_stderr(result, [truncated], strict=True)
 
 
+def test_error_lines_written_while_a_decoder_is_muted_are_not_lost():
+    """A reader thread mutes fd 2 while libsndfile opens a file; the command's own lines (an earlier file's error)
+    written at that moment must still arrive. Here the muting and the line are forced to coincide."""
+    script = (
+        "import sys\n"
+        "from unet_sep.cli import _python_stderr_apart\n"
+        "from unet_sep.audio.decode import _quiet_native_stderr\n"
+        "_python_stderr_apart()\n"
+        "with _quiet_native_stderr():\n"
+        "    print('error: first.wav: file is empty (0 bytes)', file=sys.stderr)\n"
+        "    import os; os.write(2, b'native chatter\\n')\n"
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == "error: first.wav: file is empty (0 bytes)\n"
+
+
 # ---- not an error: silence ---------------------------------------------------------------------------
 
 

@@ -8,22 +8,97 @@ the permissions any other file the user writes would have (``tempfile.mkstemp`` 
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
+import re
 import secrets
+import socket
 from pathlib import Path
 from typing import Iterator
+
+logger = logging.getLogger(__name__)
+
+# ".<name>.<token>.<pid>@<host>.partial[.<ext>]": the writing process and its machine, so that a later run can
+# tell a leftover of a killed process from a file another live process is writing. The older form
+# ".<name>.<pid>.partial" (stems before 0.1.0's fix) is read as written on this machine.
+_TEMPORARY = re.compile(r"^\.(?P<name>.+)\.(?P<pid>\d+)@(?P<host>[A-Za-z0-9-]+)\.partial(?:\.\w+)?$")
+_LEGACY_TEMPORARY = re.compile(r"^\.(?P<name>.+)\.(?P<pid>\d+)\.partial$")
+
+
+def _host_tag() -> str:
+    """This machine's short host name, reduced to letters, digits and dashes."""
+    return re.sub(r"[^A-Za-z0-9-]", "", socket.gethostname().split(".")[0])[:40] or "localhost"
+
+
+def temporary_path(path: str | Path, suffix: str = ".partial") -> Path:
+    """A fresh hidden temporary name beside ``path`` that names the writing process and machine.
+
+    ``suffix`` ends it (e.g. ``".partial.png"`` for writers that pick the format by extension); names ending in
+    ``.partial`` (optionally plus an extension) are the ones :func:`remove_stale_temporaries` recognises.
+    """
+    path = Path(path)
+    return path.with_name(f".{path.name[:80]}.{secrets.token_hex(4)}.{os.getpid()}@{_host_tag()}{suffix}")
+
+
+def _process_exists(pid: int) -> bool:
+    if pid <= 0:
+        return True  # not a real writer's id: leave the file alone
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's live process
+        return True
+    return True
+
+
+def is_stale_temporary(name: str) -> bool:
+    """Whether ``name`` is a temporary file of :func:`temporary_path` whose writer, on this machine, has ended."""
+    match = _TEMPORARY.match(name) or _LEGACY_TEMPORARY.match(name)
+    if match is None:
+        return False
+    host = match.groupdict().get("host")
+    if host is not None and host != _host_tag():
+        return False  # written from another machine (a shared folder): its process cannot be checked from here
+    return not _process_exists(int(match["pid"]))
+
+
+def remove_stale_temporaries(folder: str | Path, recursive: bool = True) -> list[Path]:
+    """Delete the temporary files in ``folder`` (and its subfolders if ``recursive``) left by writers that no
+    longer run (killed with -9, a dead torchrun rank), and the subfolders they leave empty; files of live
+    processes, and of other machines, are never touched. Returns the removed files."""
+    root = Path(folder)
+    removed: list[Path] = []
+    if not root.is_dir():
+        return removed
+    walk = os.walk(root) if recursive else [(str(root), [], [p.name for p in root.iterdir() if p.is_file()])]
+    for directory, _, names in walk:
+        for name in names:
+            if name.startswith(".") and is_stale_temporary(name):
+                with contextlib.suppress(FileNotFoundError):  # another process may have cleaned it first
+                    (Path(directory) / name).unlink()
+                    removed.append(Path(directory) / name)
+    for path in removed:  # folders made for the files alone, now empty
+        folder = path.parent
+        while folder != root and root in folder.parents:
+            try:
+                folder.rmdir()
+            except OSError:  # not empty (or already gone): stop here
+                break
+            folder = folder.parent
+    return removed
 
 
 @contextlib.contextmanager
 def atomic_path(path: str | Path, suffix: str = ".partial") -> Iterator[Path]:
     """A fresh temporary path beside ``path`` to write to; renamed onto ``path`` if the block succeeds.
 
-    ``suffix`` ends the temporary name (e.g. ``".partial.png"`` for writers that pick the format by extension).
-    If the block raises, the temporary file is removed and ``path`` is left as it was.
+    ``suffix`` ends the temporary name (see :func:`temporary_path`). If the block raises, the temporary file is
+    removed and ``path`` is left as it was.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name[:80]}.{os.getpid()}.{secrets.token_hex(4)}{suffix}")
+    temporary = temporary_path(path, suffix)
     try:
         yield temporary
         os.replace(temporary, path)

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-import glob
+import io
 import logging
+import os
 import signal
 import sys
 import time
@@ -11,13 +12,10 @@ from pathlib import Path
 from typing import List, Optional
 
 import typer
+import typer.core
 
 from unet_sep import __version__
-
-AUDIO_EXTENSIONS = {
-    ".wav", ".wave", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".m4a", ".aac", ".mp4", ".webm", ".aif",
-    ".aiff", ".aifc", ".wma", ".mka", ".mkv", ".mov", ".au", ".caf", ".w64", ".rf64",
-}
+from unet_sep.separate.outputs import DEFAULT_TEMPLATE
 
 app = typer.Typer(
     add_completion=False,
@@ -25,6 +23,19 @@ app = typer.Typer(
     rich_markup_mode=None,
     help="Split music into stems (vocals, accompaniment, drums, bass, ...) with spectrogram U-Nets.",
 )
+class _Command(typer.core.TyperCommand):
+    """Usage lines in the usual notation: ``unet-sep separate [OPTIONS] INPUT...`` (this typer writes required
+    arguments in braces, ``{INPUT}...``)."""
+
+    def collect_usage_pieces(self, ctx) -> list[str]:
+        pieces = [self.options_metavar] if self.options_metavar else []
+        for param in self.get_params(ctx):
+            if isinstance(param, typer.core.TyperArgument):
+                name = param.display_name_raw.upper() + ("..." if param.nargs != 1 else "")
+                pieces.append(name if param.required else f"[{name}]")
+        return pieces
+
+
 models_app = typer.Typer(add_completion=False, rich_markup_mode=None, help="List and manage separation models.")
 app.add_typer(models_app, name="models")
 
@@ -33,6 +44,17 @@ log = logging.getLogger("unet_sep")
 
 def _error(message: str) -> None:
     typer.echo(f"error: {message}", err=True)
+
+
+# The command-line spelling of the API's settings where it is not "--" + the name with dashes.
+_OPTION_NAMES = {"fmt": "--format", "out_dir": "--out", "compile": "--compile"}
+
+
+def _setting_error(error) -> typer.Exit:
+    """Print a :class:`~unet_sep.errors.SettingError` in one line naming the option; the exit (2) to raise."""
+    option = _OPTION_NAMES.get(error.setting, "--" + error.setting.replace("_", "-"))
+    _error(f"{option}: {error.reason}")
+    return typer.Exit(2)
 
 
 def _setup_logging(verbose: bool) -> None:
@@ -59,30 +81,6 @@ def _main(
     version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version and exit."),
 ) -> None:
     """Split music into stems with spectrogram U-Nets."""
-
-
-def expand_inputs(inputs: list[str]) -> tuple[list[Path], list[str]]:
-    """Files from paths, folders (searched recursively for audio files) and globs; plus one error per bad input."""
-    files: list[Path] = []
-    errors: list[str] = []
-    for item in inputs:
-        path = Path(item).expanduser()
-        if path.is_dir():
-            found = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in AUDIO_EXTENSIONS and not p.name.startswith("."))
-            if not found:
-                errors.append(f"{item}: folder holds no audio files ({', '.join(sorted(e[1:] for e in AUDIO_EXTENSIONS))})")
-            files.extend(found)
-        elif path.exists():
-            files.append(path)
-        elif glob.has_magic(item):
-            found = sorted(Path(p) for p in glob.glob(str(path), recursive=True) if Path(p).is_file())
-            if not found:
-                errors.append(f"{item}: pattern matches no files")
-            files.extend(found)
-        else:
-            errors.append(f"{item}: no such file or folder")
-    unique = list(dict.fromkeys(files))
-    return unique, errors
 
 
 class _Progress:
@@ -188,23 +186,25 @@ def _raise_keyboard_interrupt(signum, frame):  # SIGTERM is handled like Ctrl-C:
     raise KeyboardInterrupt
 
 
-@app.command()
+@app.command(cls=_Command)
 def separate(
-    inputs: List[str] = typer.Argument(..., metavar="INPUT...", help="Audio files, folders (searched recursively) or glob patterns."),
-    out: Path = typer.Option(..., "--out", "-o", help="Folder to write the stems to."),
+    inputs: List[str] = typer.Argument(..., metavar="INPUT", show_default=False, help="Audio files, folders (searched recursively) or glob patterns."),
+    out: Path = typer.Option(..., "--out", "-o", help="Folder to write the stems to (folders and globs never pick up files under it)."),
     model: Optional[str] = typer.Option(None, "--model", "-m", help="A registered model name (see `unet-sep models`) or a model folder. Default: the bundled model."),
-    stems: Optional[str] = typer.Option(None, "--stems", help="Comma-separated subset of the model's stems to write, e.g. vocals."),
+    stems: Optional[str] = typer.Option(None, "--stems", help="Comma-separated stems to write, e.g. vocals (default: all)."),
+    two_stems: Optional[str] = typer.Option(None, "--two-stems", metavar="STEM", help="Write STEM and no_STEM, the sum of all other stems (e.g. --two-stems vocals: vocals and no_vocals)."),
     fmt: str = typer.Option("wav", "--format", "-f", help="Output format: wav, flac, ogg or mp3."),
-    bit_depth: Optional[str] = typer.Option(None, "--bit-depth", help="16, 24 or float (wav); 16 or 24 (flac). Default 16."),
-    template: str = typer.Option("{track}/{stem}.{ext}", "--template", help="Output path under --out; fields {track}, {stem}, {ext}, {model}."),
+    bit_depth: Optional[str] = typer.Option(None, "--bit-depth", help="16, 24 or float (wav); 16 or 24 (flac). Default: the input's: 16- and 24-bit PCM keep their depth, anything else (float, mp3, aac, ...) is written as float wav or 24-bit flac, so the stems add up to the input without clipping."),
+    bitrate: Optional[int] = typer.Option(None, "--bitrate", "-b", metavar="KBPS", help="mp3: constant bit rate in kbit/s (32-320 at 32-48 kHz; 8-160 at 16-24 kHz); ogg: the Vorbis quality of this nominal rate (64-500). Default: the encoder's (VBR, about 140 kbit/s for mp3 at 44.1 kHz)."),
+    template: str = typer.Option(DEFAULT_TEMPLATE, "--template", help="Output path under --out; fields {dir} (the input's folder under the folder or glob given), {track}, {trackext}, {stem}, {ext}, {model}."),
     offset: float = typer.Option(0.0, "--offset", help="Start this many seconds into each input."),
     duration: Optional[float] = typer.Option(None, "--duration", help="Separate only this many seconds (default: to the end; nothing is cut silently)."),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:N or mps."),
-    batch_size: Optional[int] = typer.Option(None, "--batch-size", min=1, help="Segments per U-Net batch (default: 2 on the CPU, 8 on a GPU)."),
-    overlap: float = typer.Option(0.25, "--overlap", min=0.0, max=0.75, help="Overlap between segments, as a fraction of a segment (cross-faded)."),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Segments per U-Net batch (default: 2 on the CPU, 8 on a GPU)."),
+    overlap: float = typer.Option(0.25, "--overlap", help="Overlap between segments, as a fraction of a segment from 0 to 0.75 (cross-faded)."),
     segmentation: str = typer.Option("overlap", "--segmentation", help="overlap (default) or spleeter (back-to-back segments, Spleeter's exact output)."),
-    mask_extension: Optional[str] = typer.Option(None, "--mask-extension", help="Masks above the model's band: last, average or zeros (Spleeter). Default: the model's."),
-    sample_rate: Optional[int] = typer.Option(None, "--sample-rate", help="Write stems at this rate (default: each input's own rate)."),
+    mask_extension: Optional[str] = typer.Option(None, "--mask-extension", help="Masks above the model's band: last, average or zeros (Spleeter). Default: the model's own (bundled model: average; Spleeter models: last)."),
+    sample_rate: Optional[int] = typer.Option(None, "--sample-rate", metavar="HZ", help="Write stems at this rate, 8000 to 192000 Hz (default: each input's own rate)."),
     threads: Optional[int] = typer.Option(None, "--threads", min=1, help="CPU threads for torch (default: the cores this process may use, shared out among torchrun's local ranks)."),
     readers: int = typer.Option(2, "--readers", min=1, help="Threads decoding the next inputs while the model computes."),
     precision: str = typer.Option("fp32", "--precision", help="U-Net arithmetic: fp32, bf16 or fp16 (autocast; for GPUs)."),
@@ -221,134 +221,123 @@ def separate(
     out among the ranks (one device each); re-running skips the files whose stems exist.
     """
     _setup_logging(verbose)
+    from unet_sep.errors import SettingError
+    from unet_sep.separate.batch import FileOptions
+
+    selected = None if stems is None else [name.strip() for name in stems.split(",") if name.strip()]
+    options = FileOptions(out, template, fmt.lower().lstrip("."), bit_depth, bitrate, selected, two_stems, offset,
+                          duration, overwrite, sample_rate)
+    try:
+        options.validate()
+    except SettingError as error:
+        raise _setting_error(error)
+    model_options = dict(segmentation=segmentation, overlap=overlap, batch_size=batch_size,
+                         mask_extension=mask_extension, precision=precision, compile=compile_net)
     ranks = _Ranks()
     try:
-        _separate(ranks, inputs, out, model, stems, fmt, bit_depth, template, offset, duration, ranks.device(device),
-                  batch_size, overlap, segmentation, mask_extension, sample_rate, threads, readers, precision, compile_net,
-                  overwrite, quiet)
+        _separate(ranks, inputs, options, model, ranks.device(device), model_options, threads, readers, quiet)
     finally:
         ranks.close()
 
 
-def _separate(ranks, inputs, out, model, stems, fmt, bit_depth, template, offset, duration, device, batch_size, overlap,
-              segmentation, mask_extension, sample_rate, threads, readers, precision, compile_net, overwrite, quiet) -> None:
-    import os
-
-    import torch
-
-    from unet_sep.audio.decode import AudioDecodeError, open_audio
-    from unet_sep.audio.encode import AudioEncodeError, subtype_for
+def _load_pipeline(model: Optional[str], device: str, model_options: dict, options, readers: int):
+    """The model and the file pipeline around it; option and model errors exit 2 with one line."""
     from unet_sep.config import ConfigError
+    from unet_sep.errors import SettingError
+    from unet_sep.separate.batch import FilePipeline
     from unet_sep.separate.separator import Separator
     from unet_sep.weights.checkpoint import CheckpointError
     from unet_sep.weights.registry import ModelNotFoundError, default_model_name
-
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    torch.set_num_threads(threads or max(1, cores // ranks.local_world))  # default: the cores this process may use
-    fmt = fmt.lower().lstrip(".")
-    try:
-        subtype_for(fmt, bit_depth)
-    except AudioEncodeError as error:
-        _error(str(error))
-        raise typer.Exit(2)
-    if segmentation not in ("overlap", "spleeter"):
-        _error(f"--segmentation must be overlap or spleeter, got {segmentation!r}")
-        raise typer.Exit(2)
-    if offset < 0 or (duration is not None and duration <= 0):
-        _error("--offset must be >= 0 and --duration > 0")
-        raise typer.Exit(2)
-
-    files, input_errors = expand_inputs(inputs)
-    lead = ranks.rank == 0  # messages about the whole batch come from one rank
-    if lead:
-        for message in input_errors:
-            _error(message)
 
     model_name = model or default_model_name()
     if model_name is None:
         _error("no model given and no bundled default model is installed; pass --model NAME_OR_FOLDER (see `unet-sep models`)")
         raise typer.Exit(2)
     try:
-        separator = Separator.from_pretrained(
-            model_name, device=device, segmentation=segmentation, overlap=overlap, batch_size=batch_size,
-            mask_extension=mask_extension, precision=precision, compile=compile_net,
-        )
-        selected = None if stems is None else [s.strip() for s in stems.split(",") if s.strip()]
-        separator.output_paths(Path("x"), out, template, fmt, selected)  # validates --stems and --template
+        separator = Separator.from_pretrained(model_name, device=device, **model_options)
+        return model_name, FilePipeline(separator, options, readers=readers)
+    except SettingError as error:
+        raise _setting_error(error)
     except (ModelNotFoundError, CheckpointError, ConfigError, RuntimeError, ValueError) as error:
         _error(str(error))
         raise typer.Exit(2)
+
+
+def _planned_seconds(path: Path, options) -> float:
+    """Seconds of audio ``path`` will give (for the overall progress bar); 0 if it cannot be read."""
+    from unet_sep.audio.decode import AudioDecodeError, open_audio
+
+    try:
+        info = open_audio(path).info
+    except AudioDecodeError:
+        return 0.0  # the pipeline reports it
+    seconds = max(info.duration - options.offset, 0.0) if info.frames > 0 else 0.0
+    return seconds if options.duration is None else min(seconds, options.duration)
+
+
+def _failure_text(error: BaseException) -> str:
+    """One line for a failed file (the caller names the file)."""
+    from unet_sep.errors import FileError
+
+    if isinstance(error, FileError):
+        return error.reason
+    if isinstance(error, (ValueError, OSError)):
+        return str(error)
+    log.info("unexpected error", exc_info=error)  # a bug, but one file's: one line, and the batch goes on
+    return f"unexpected {type(error).__name__}: {' '.join(str(error).split())} (use --verbose for details)"
+
+
+def _separate(ranks: _Ranks, inputs: list[str], options, model: Optional[str], device: str, model_options: dict,
+              threads: Optional[int], readers: int, quiet: bool) -> None:
+    import torch
+
+    from unet_sep.atomic import remove_stale_temporaries
+    from unet_sep.separate.inputs import expand_inputs
+
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    torch.set_num_threads(threads or max(1, cores // ranks.local_world))  # default: the cores this process may use
+    files, input_errors = expand_inputs(inputs, exclude=[options.out_dir])
+    lead = ranks.rank == 0  # messages about the whole batch come from one rank
+    if lead:
+        for message in input_errors:
+            _error(message)
+    model_name, pipeline = _load_pipeline(model, device, model_options, options, readers)
     if not files and not ranks.group:
         raise typer.Exit(1)
+    if ranks.local_rank == 0:  # one process per machine: another machine's leftovers are its own to remove
+        removed = remove_stale_temporaries(options.out_dir)
+        if removed:
+            typer.echo(f"removed {len(removed)} temporary file(s) that killed runs left under {options.out_dir}", err=True)
 
-    # No output may replace an input of the batch, and no two inputs may share an output file.
-    inputs_by_target = {path.resolve(): path for path in files}
-    claimed: dict[Path, Path] = {}
-    accepted: list[Path] = []
-    failed: list[tuple[Path, str]] = []
-    for path in files:
-        targets = [t.resolve() for t in separator.output_paths(path, out, template, fmt, selected).values()]
-        victim = next((inputs_by_target[t] for t in targets if t in inputs_by_target), None)
-        owner = next((claimed[t] for t in targets if t in claimed), None)
-        if victim is not None:
-            message = f"an output would overwrite the input {victim}" if victim != path else "an output would overwrite the input itself"
-        elif owner is not None:
-            message = f"its outputs would be the same files as those of {owner}; add {{model}} or a folder to --template"
-        else:
-            claimed.update((t, path) for t in targets)
-            accepted.append(path)
-            continue
-        failed.append((path, message))
-        if lead:
-            _error(f"{path}: {message}")
-
-    # Probe this rank's inputs, so the overall bar knows the total audio and its ETA means something.
-    planned: dict[Path, float] = {}
-    for path in ranks.shard(accepted):
-        try:
-            info = open_audio(path).info
-            seconds = max(info.duration - offset, 0.0) if info.frames > 0 else 0.0
-            planned[path] = seconds if duration is None else min(seconds, duration)
-        except AudioDecodeError as error:
-            failed.append((path, str(error)))
-            _error(f"{path}: {error}")
-    order = list(planned)
-
+    planned = {i: _planned_seconds(files[i].path, options) for i in range(ranks.rank, len(files), ranks.world)}
     previous = signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
-    progress = _Progress(len(order), sum(planned.values()), enabled=not quiet and sys.stderr.isatty() and lead)
-    done: list[tuple[Path, float]] = []
+    progress = _Progress(len(files), sum(planned.values()), enabled=not quiet and sys.stderr.isatty() and lead)
+    done: list[float] = []
     skipped: list[Path] = []
+    failed: list[Path] = []
     started = time.perf_counter()
     interrupted = False
+    separator = pipeline.separator
     log.info("model %s: stems %s at %d Hz on %s", model_name, ", ".join(separator.stems), separator.sample_rate, separator.device)
 
     def on_event(event) -> None:
-        expected = planned.get(event.path, 0.0)
         if event.kind == "progress":
             progress.update(event.index, event.path, event.done, event.total, event.sample_rate)
             return
-        progress.end(event.index, expected)
+        progress.end(event.index, planned.get(event.index, 0.0))
         if event.kind == "skipped":
             skipped.append(event.path)
             progress.write(f"skipped {event.path}: outputs exist (use --overwrite to replace them)")
         elif event.kind == "failed":
-            error = event.error
-            if isinstance(error, (AudioDecodeError, AudioEncodeError, ValueError, OSError)):
-                text = str(error)
-            else:  # a bug, but one file's: report it in one line and go on with the batch
-                log.info("%s: unexpected error", event.path, exc_info=error)
-                text = f"unexpected {type(error).__name__}: {' '.join(str(error).split())} (use --verbose for details)"
-            failed.append((event.path, text))
-            progress.write(f"error: {event.path}: {text}")
+            failed.append(event.path)
+            progress.write(f"error: {event.path}: {_failure_text(event.error)}")
         else:
-            done.append((event.path, event.done / event.sample_rate if event.sample_rate else expected))
+            done.append(event.done / event.sample_rate if event.sample_rate else planned.get(event.index, 0.0))
             if not quiet:
                 progress.write(f"{event.path} -> {', '.join(str(p) for p in event.outputs.values())}")
 
     try:
-        separator.separate_files(order, out, on_event=on_event, readers=readers, template=template, fmt=fmt,
-                                 bit_depth=bit_depth, stems=selected, offset=offset, duration=duration,
-                                 overwrite=overwrite, sample_rate=sample_rate)
+        pipeline.run(files, on_event=on_event, shard=(ranks.rank, ranks.world))
     except KeyboardInterrupt as error:
         progress.close()
         for path in getattr(error, "unfinished", []):
@@ -358,36 +347,41 @@ def _separate(ranks, inputs, out, model, stems, fmt, bit_depth, template, offset
         progress.close()
         signal.signal(signal.SIGTERM, previous)
 
-    wall = time.perf_counter() - started
-    mine = {"done": len(done), "audio": sum(s for _, s in done), "skipped": len(skipped),
-            "failed": len(failed) + (len(input_errors) if lead else 0), "wall": wall, "interrupted": interrupted}
+    mine = {"done": len(done), "audio": sum(done), "skipped": len(skipped),
+            "failed": len(failed) + (len(input_errors) if lead else 0), "wall": time.perf_counter() - started,
+            "interrupted": interrupted}
     everyone = ranks.gather(mine) if not interrupted else [mine]
     if lead:
-        total = {key: sum(r[key] for r in everyone) for key in ("done", "audio", "skipped", "failed")}
-        wall = max(r["wall"] for r in everyone)
-        speed = f", {total['audio'] / wall:.1f}x real time" if total["done"] and wall > 0 else ""
-        where = f" on {ranks.world} ranks" if ranks.world > 1 else ""
-        summary = f"separated {total['done']} file(s) ({total['audio']:.1f} s of audio) in {wall:.1f} s{where}{speed}"
-        if total["skipped"]:
-            summary += f"; skipped {total['skipped']} already done"
-        if total["failed"]:
-            summary += f"; {total['failed']} failed"
-        typer.echo(summary, err=True)
+        typer.echo(_separate_summary(everyone, ranks.world), err=True)
     if interrupted:
         raise typer.Exit(130)
     if any(r["failed"] for r in everyone):
         raise typer.Exit(1)
 
 
-@app.command()
+def _separate_summary(everyone: list[dict], world: int) -> str:
+    total = {key: sum(r[key] for r in everyone) for key in ("done", "audio", "skipped", "failed")}
+    wall = max(r["wall"] for r in everyone)
+    speed = f", {total['audio'] / wall:.1f}x real time" if total["done"] and wall > 0 else ""
+    where = f" on {world} ranks" if world > 1 else ""
+    summary = f"separated {total['done']} file(s) ({total['audio']:.1f} s of audio) in {wall:.1f} s{where}{speed}"
+    if total["skipped"]:
+        summary += f"; skipped {total['skipped']} already done"
+    if total["failed"]:
+        summary += f"; {total['failed']} failed"
+    return summary
+
+
+@app.command(cls=_Command)
 def train(
     recipe: Path = typer.Argument(..., help="A recipe JSON file (or a folder holding one), e.g. recipes/mir1k/vocals-accompaniment.json."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Run folder (default: runs/<recipe name>). It becomes a model folder: unet-sep separate --model runs/NAME."),
     data_root: Optional[str] = typer.Option(None, "--data-root", help="Dataset root, overriding the recipe's data.root."),
-    resume: bool = typer.Option(False, "--resume", help="Continue from the run folder's latest checkpoint (same step, same data order)."),
+    resume: bool = typer.Option(False, "--resume", help="Continue from the run folder's latest checkpoint (same step, same data order). A finished run has nothing to do."),
+    allow_changes: bool = typer.Option(False, "--allow-changes", help="With --resume: continue even though the recipe differs from the run's recipe.json in keys that change the training (batch size, learning rate, data, ...; train.steps may change freely unless the schedule is cosine). The old recipe is kept as recipe.until-step-N.json."),
     overrides: List[str] = typer.Option([], "--set", help="Override a recipe field: --set train.steps=200 --set model.unet.filters=[8,16,32,64,128,256]."),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:N or mps (under torchrun each process uses cuda:LOCAL_RANK)."),
-    threads: Optional[int] = typer.Option(None, "--threads", min=1, help="CPU threads for torch (default: all cores)."),
+    threads: Optional[int] = typer.Option(None, "--threads", min=1, help="CPU threads for torch. Default: as many as the cores other processes leave free, counted again every 5 s (at most torch's default, shared among torchrun's local processes): threads sharing a core with a busy process slow every step down (2 cores, one busy: 0.50 s per step by default, 1.03 s with 2 threads; recipes/README.md has the table). A number fixes the count, e.g. for bit-for-bit reproducible runs."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Log every logged step."),
 ) -> None:
@@ -401,7 +395,8 @@ def train(
     import torch
 
     from unet_sep.config import ConfigError
-    from unet_sep.train.loop import Trainer, TrainingError
+    from unet_sep.errors import SettingError
+    from unet_sep.train.loop import RecipeChangedError, Trainer, TrainingError, resume_advice
     from unet_sep.train.recipe import load_recipe
 
     if threads:
@@ -413,24 +408,30 @@ def train(
         _error(str(error))
         raise typer.Exit(2)
     run_folder = out or Path("runs") / (recipe.stem if recipe.is_file() else recipe.name)
+    if allow_changes and not resume:
+        _error("--allow-changes applies to --resume only")
+        raise typer.Exit(2)
     try:
-        result = Trainer(loaded, run_folder, device=device, resume=resume, progress=not quiet).run()
+        result = Trainer(loaded, run_folder, device=device, resume=resume, progress=not quiet, allow_changes=allow_changes,
+                         adapt_threads=threads is None).run()
+    except SettingError as error:
+        raise _setting_error(error)
+    except RecipeChangedError as error:
+        _error(str(error))
+        raise typer.Exit(2)
     except (TrainingError, ConfigError, ValueError, OSError) as error:
         _error(str(error))
         raise typer.Exit(1)
     except KeyboardInterrupt:
-        _error(f"{run_folder}: interrupted; continue with --resume from the last checkpoint")
+        _error(f"{run_folder}: interrupted; {resume_advice(run_folder, loaded.train.checkpoint_every)}")
         raise typer.Exit(130)
     if main_process:
-        best = "no validation data" if result.best_score is None else f"best validation SDR {result.best_score:.2f} dB at step {result.best_step}"
-        stop = " (stopped early)" if result.stopped_early else ""
-        loss = "-" if result.final_loss is None else f"{result.final_loss:.4f}"
-        typer.echo(f"trained {result.steps} steps{stop} in {result.seconds:.0f} s; last loss {loss}; {best}", err=True)
+        typer.echo(result.summary(), err=True)
         typer.echo(f"model: {result.out} (unet-sep separate SONG --model {result.out}); curves: {result.out / 'curves.png'}", err=True)
         sys.stderr.flush()
 
 
-@app.command()
+@app.command(cls=_Command)
 def evaluate(
     model: Optional[str] = typer.Option(None, "--model", "-m", help="The model to score: a registered name or a model folder; its stems are the targets."),
     musdb_root: Optional[Path] = typer.Option(None, "--musdb-root", help="A MUSDB18 root (.stem.mp4), or MUSDB18-HQ with --is-wav."),
@@ -470,6 +471,13 @@ def evaluate(
         import torch
 
         torch.set_num_threads(threads)
+    from unet_sep.device import resolve_device
+    from unet_sep.errors import SettingError
+
+    try:
+        resolve_device(device)  # a device the machine lacks is an option error, before models and data load
+    except SettingError as error:
+        raise _setting_error(error)
     try:
         evaluation = plan_evaluation(
             model, out, musdb_root=musdb_root, subset=subset, is_wav=is_wav, stems_dir=stems_dir, split_file=split_file,
@@ -509,7 +517,7 @@ def evaluate(
 
 @models_app.callback(invoke_without_command=True)
 def models(ctx: typer.Context) -> None:
-    """List the registered models with their stems, sample rate and source."""
+    """List the registered models: stems, sample rate, the band the U-Nets see, and whether they are on disk."""
     if ctx.invoked_subcommand is not None:
         return
     from unet_sep.weights.registry import cache_dir, registered_models
@@ -518,16 +526,23 @@ def models(ctx: typer.Context) -> None:
     if not entries:
         typer.echo("no registered models; pass a model folder to --model")
         return
-    rows = [("name", "stems", "rate", "source")]
+    rows = [("name", "stems", "rate", "U-Net band", "where")]
     for entry in entries.values():
-        rows.append((entry.name, ",".join(entry.stems), f"{entry.sample_rate} Hz", entry.source))
-    widths = [max(len(row[i]) for row in rows) for i in range(3)]
+        local = entry.local_folder()
+        where = "bundled" if entry.bundled is not None else "on disk" if local is not None else f"download from {entry.url}"
+        band = f"0-{entry.band_hz / 1000:.1f} kHz" if entry.band_hz else "?"
+        rows.append((entry.name, ",".join(entry.stems), f"{entry.sample_rate} Hz", band, where))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
     for row in rows:
-        typer.echo("  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row[:3])) + "  " + row[3])
-    typer.echo(f"\ndownloads are cached in {cache_dir()}")
+        typer.echo("  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row[:-1])) + "  " + row[-1])
+    typer.echo(
+        "\nThe U-Nets see the band shown; above it the masks are extended (--mask-extension), so stems are full band."
+        "\n-16kHz is the top of that band (the same weights on 1536 bins), not a sample rate: those models run at 44.1 kHz."
+        f"\nDownloads are converted once and kept in {cache_dir()}."
+    )
 
 
-@models_app.command("import-spleeter")
+@models_app.command("import-spleeter", cls=_Command)
 def import_spleeter(
     checkpoint: Path = typer.Argument(..., help="Folder with Spleeter's checkpoint files (checkpoint, model.index, model.data-00000-of-00001), or a release .tar.gz."),
     out: Path = typer.Option(..., "--out", "-o", help="Model folder to write (config.json + model.safetensors)."),
@@ -562,8 +577,26 @@ def import_spleeter(
     typer.echo(f"wrote {folder} (use it with: unet-sep separate SONG --model {folder})")
 
 
+def _python_stderr_apart() -> None:
+    """Point ``sys.stderr`` at a duplicate of file descriptor 2.
+
+    The decoder mutes fd 2 for the moments a native library opens a file (it prints warnings there, see
+    ``unet_sep.audio.decode``); this command's own messages written meanwhile from another thread (an error
+    line, a progress bar, a log record) then still reach the terminal instead of being lost.
+    """
+    try:
+        sys.stderr.flush()
+        duplicate = os.dup(sys.stderr.fileno())
+    except (AttributeError, OSError, ValueError):  # no real stderr (captured by a test runner): nothing to do
+        return
+    encoding = getattr(sys.stderr, "encoding", None) or "utf-8"
+    sys.stderr = io.TextIOWrapper(io.FileIO(duplicate, "w"), encoding=encoding, errors="backslashreplace",
+                                  line_buffering=True)
+
+
 def main() -> None:
     """Console-script entry point."""
+    _python_stderr_apart()
     try:
         app(prog_name="unet-sep")
     except KeyboardInterrupt:  # Ctrl-C outside a command (typer turns one inside a command into exit 130)

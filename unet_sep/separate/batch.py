@@ -22,6 +22,7 @@ removed before the exception leaves :meth:`FilePipeline.run`.
 from __future__ import annotations
 
 import logging
+import math
 import os
 import queue
 import threading
@@ -32,9 +33,20 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable
 
 import numpy as np
 
-from unet_sep.audio.decode import AudioDecodeError, AudioInfo, open_audio
-from unet_sep.audio.encode import AtomicAudioWriter, AudioEncodeError, subtype_for
+from unet_sep.atomic import remove_stale_temporaries
+from unet_sep.audio.decode import MAX_SAMPLE_RATE, MIN_SAMPLE_RATE, AudioDecodeError, AudioInfo, open_audio
+from unet_sep.audio.encode import AtomicAudioWriter, AudioEncodeError, check_encoding, default_bit_depth
 from unet_sep.audio.resample import StreamResampler
+from unet_sep.errors import FileError, SettingError
+from unet_sep.separate.inputs import InputFile
+from unet_sep.separate.outputs import (
+    DEFAULT_TEMPLATE,
+    OutputPathError,
+    OutputStems,
+    check_template,
+    output_paths,
+    plan_outputs,
+)
 from unet_sep.separate.stages import InputStage, OutputStage
 from unet_sep.separate.stream import SeparationStream
 
@@ -48,17 +60,41 @@ BLOCK_SAMPLES = 262144  # decoded samples per block (about 6 s at 44.1 kHz)
 
 @dataclass
 class FileOptions:
-    """Where and how every file of a run is written (see ``unet-sep separate``)."""
+    """Where and how every file of a run is written (see ``unet-sep separate``).
+
+    ``template``: see :mod:`unet_sep.separate.outputs`. ``bit_depth``: None writes each input's own depth where
+    the format can store it (:func:`~unet_sep.audio.encode.default_bit_depth`). ``bitrate``: kbit/s of mp3 and
+    ogg outputs. ``stems``: the stems to write (of the model's, or of ``two_stems`` and ``no_<two_stems>``).
+    ``two_stems``: write this stem and the sum of all the others. ``sample_rate``: the stems' rate (None: each
+    input's own).
+    """
 
     out_dir: Path
-    template: str = "{track}/{stem}.{ext}"
+    template: str = DEFAULT_TEMPLATE
     fmt: str = "wav"
     bit_depth: str | None = None
+    bitrate: int | None = None
     stems: list[str] | None = None
+    two_stems: str | None = None
     offset: float = 0.0
     duration: float | None = None
     overwrite: bool = False
     sample_rate: int | None = None
+
+    def validate(self) -> None:
+        """Raise :class:`~unet_sep.errors.SettingError` naming the first setting that cannot be used (the ones
+        that need the model, ``stems`` and ``two_stems``, are checked by :class:`FilePipeline`)."""
+        check_encoding(self.fmt, self.bit_depth, self.bitrate)
+        check_template(self.template)
+        if not (math.isfinite(self.offset) and self.offset >= 0):
+            raise SettingError("offset", f"must be a number of seconds >= 0, got {self.offset}")
+        if self.duration is not None and not (math.isfinite(self.duration) and self.duration > 0):
+            raise SettingError("duration", f"must be a number of seconds > 0, got {self.duration}")
+        if self.sample_rate is not None and not (
+            isinstance(self.sample_rate, (int, np.integer)) and MIN_SAMPLE_RATE <= self.sample_rate <= MAX_SAMPLE_RATE
+        ):
+            raise SettingError("sample_rate", f"must be a whole number of Hz from {MIN_SAMPLE_RATE} to "
+                                              f"{MAX_SAMPLE_RATE}, got {self.sample_rate}")
 
 
 @dataclass
@@ -96,7 +132,6 @@ class _Job:
         self.created_dirs: list[Path] = []
         self.back: OutputStage | None = None
         self.out_resampler: StreamResampler | None = None
-        self.stem_index: list[int] = []
         self.written = 0
         self.emitted = 0
 
@@ -124,24 +159,54 @@ class FilePipeline:
     """
 
     def __init__(self, separator: "Separator", options: FileOptions, readers: int = 2, queue_blocks: int = 8) -> None:
-        subtype_for(options.fmt, options.bit_depth)  # reject an impossible format before decoding anything
-        if options.offset < 0 or (options.duration is not None and options.duration <= 0):
-            raise ValueError("--offset must be >= 0 and --duration > 0")
+        options.validate()  # every setting is checked before anything is decoded
         self.separator = separator
         self.options = options
+        self.outputs = OutputStems.choose(separator.stems, options.stems, options.two_stems)
         self.readers = max(1, int(readers))
         self.queue_blocks = max(2, int(queue_blocks))
+        try:  # a template that cannot work for any input fails here, not once per file
+            self._paths_of(InputFile(Path("song.wav")))
+        except OutputPathError:
+            pass
+
+    def _paths_of(self, source: InputFile) -> dict[str, Path]:
+        options = self.options
+        return output_paths(source, Path(options.out_dir), options.template, options.fmt, self.outputs.names,
+                            self.separator.config.name or "model")
 
     # ---- the calling thread ---------------------------------------------------------------------------
-    def run(self, paths: Iterable[str | Path], on_event: Callable[[FileEvent], None] | None = None) -> list[FileEvent]:
+    def run(
+        self,
+        paths: Iterable[str | Path | InputFile],
+        on_event: Callable[[FileEvent], None] | None = None,
+        shard: tuple[int, int] = (0, 1),
+    ) -> list[FileEvent]:
         """Separate ``paths``; returns one final event per input (done, skipped or failed), in input order.
 
-        ``on_event`` is called on the calling thread for every event, progress included.
+        Before any work, every input's outputs are planned (:func:`~unet_sep.separate.outputs.plan_outputs`: an
+        input whose outputs clash with another's or with an input fails at once), and temporary files that
+        killed runs left in the output folders are removed. ``shard=(rank, world)`` separates only every
+        ``world``-th input from ``rank`` on (torchrun), while the plan still covers them all. ``on_event`` is
+        called on the calling thread for every event, progress included; event indices are positions in
+        ``paths``.
         """
-        jobs = [_Job(i, Path(p), {}) for i, p in enumerate(paths)]
+        sources = [InputFile.of(p) for p in paths]
+        plan = plan_outputs(sources, self._paths_of, self.options.template)
+        rank, world = shard
         final: dict[int, FileEvent] = {}
+        jobs = []
+        for index in range(rank, len(sources), world):
+            planned = plan[index]
+            if isinstance(planned, OutputPathError):
+                final[index] = FileEvent("failed", index, sources[index].path, error=planned)
+                if on_event is not None:
+                    on_event(final[index])
+            else:
+                jobs.append(_Job(index, sources[index].path, planned))
+        self._remove_leftovers(jobs)
         if not jobs:
-            return []
+            return [final[i] for i in sorted(final)]
         to_model: queue.Queue = queue.Queue(maxsize=self.queue_blocks)
         to_writer: queue.Queue = queue.Queue(maxsize=self.queue_blocks)
         events: queue.Queue = queue.Queue()
@@ -190,7 +255,15 @@ class FilePipeline:
         finally:
             for thread in readers:
                 thread.join()
-        return [final[job.index] for job in jobs if job.index in final]
+        return [final[i] for i in sorted(final)]
+
+    @staticmethod
+    def _remove_leftovers(jobs: list["_Job"]) -> None:
+        """Temporary files of killed runs in the folders these jobs write to (see :mod:`unet_sep.atomic`)."""
+        folders = dict.fromkeys(target.parent for job in jobs for target in job.outputs.values())
+        removed = [path for folder in folders for path in remove_stale_temporaries(folder, recursive=False)]
+        if removed:
+            logger.warning("removed %d temporary file(s) left by runs that no longer run (e.g. %s)", len(removed), removed[0])
 
     @staticmethod
     def _put(target: queue.Queue, item: Any, dispatch: Callable[..., None]) -> None:
@@ -311,20 +384,13 @@ class FilePipeline:
     def _read_one(self, job: _Job, send: Callable[[Any], bool], stop: threading.Event) -> None:
         options, separator = self.options, self.separator
         try:
-            job.outputs = separator.output_paths(job.path, options.out_dir, options.template, options.fmt, options.stems)
-            source = job.path.resolve()
-            for stem, target in job.outputs.items():
-                if target.resolve() == source:
-                    raise ValueError(f"output {target} for stem {stem} would overwrite the input")
-                if target.is_dir():
-                    raise ValueError(f"output {target} for stem {stem} is an existing folder")
             if not options.overwrite and all(target.exists() for target in job.outputs.values()):
                 send(("skip", job))
                 return
             reader = open_audio(job.path)
             info = job.info = reader.info
             if info.frames_exact and options.offset * info.sample_rate >= info.frames:
-                raise ValueError(f"offset {options.offset:g} s is past the end of the file ({info.duration:.2f} s)")
+                raise AudioDecodeError(f"offset {options.offset:g} s is past the end of the file ({info.duration:.2f} s)")
             total = info.frames - int(round(options.offset * info.sample_rate)) if info.frames > 0 else 0
             if options.duration is not None:
                 wanted = int(round(options.duration * info.sample_rate))
@@ -360,7 +426,7 @@ class FilePipeline:
                 elif kind == "error" or kind == "abort":
                     self._abort(job)
                     open_jobs.pop(job.index, None)
-                    events.put(FileEvent("failed", job.index, job.path, job.outputs, error=message[2]))
+                    events.put(FileEvent("failed", job.index, job.path, error=_naming(message[2], job.path)))
                 elif job.failed.is_set():
                     continue
                 elif kind == "start":
@@ -384,7 +450,7 @@ class FilePipeline:
                 job.failed.set()
                 self._abort(job)
                 open_jobs.pop(job.index, None)
-                events.put(FileEvent("failed", job.index, job.path, job.outputs, error=error))
+                events.put(FileEvent("failed", job.index, job.path, error=_naming(error, job.path)))
         for job in open_jobs.values():  # interrupted: nothing partial stays behind
             self._abort(job)
             aborted.append(job.path)
@@ -394,18 +460,18 @@ class FilePipeline:
         out_rate = int(options.sample_rate or info.sample_rate)
         for target in job.outputs.values():
             job.created_dirs.extend(_make_parents(target.parent))
+        depth = options.bit_depth or default_bit_depth(options.fmt, info.subtype)
         for stem, target in job.outputs.items():
-            job.writers[stem] = AtomicAudioWriter(target, out_rate, info.channels, options.fmt, options.bit_depth)
+            job.writers[stem] = AtomicAudioWriter(target, out_rate, info.channels, options.fmt, depth, options.bitrate)
         job.back = OutputStage(1, info.channels, info.sample_rate, separator.sample_rate, separator.config.n_channels,
                                len(separator.stems), share=separator.mask_extension != "zeros")
         job.out_resampler = StreamResampler(info.sample_rate, out_rate, len(job.outputs) * info.channels)
-        job.stem_index = [separator.stems.index(stem) for stem in job.outputs]
 
     def _emit(self, job: _Job, blocks: list[np.ndarray], final: bool) -> None:
         channels = job.info.channels
         for block in blocks:  # [S, 1, C, n]
             job.emitted += block.shape[-1]
-            chosen = block[job.stem_index, 0]
+            chosen = np.tensordot(self.outputs.mix, block[:, 0], axes=1)  # the written stems (or sums of stems)
             self._write_block(job, job.out_resampler.process(chosen.reshape(-1, chosen.shape[-1])), channels)
         if final:
             self._write_block(job, job.out_resampler.flush(), channels)
@@ -437,6 +503,11 @@ class FilePipeline:
             except OSError:
                 pass
         job.created_dirs = []
+
+
+def _naming(error: BaseException, path: Path) -> BaseException:
+    """``error``, naming ``path`` if it is about a file and does not name one yet."""
+    return error.about(path) if isinstance(error, FileError) else error
 
 
 def _drain(target: queue.Queue) -> None:

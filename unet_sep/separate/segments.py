@@ -15,6 +15,8 @@ from dataclasses import dataclass
 
 import torch
 
+from unet_sep.errors import SettingError
+
 SEGMENTATIONS = ("overlap", "spleeter")
 
 
@@ -41,9 +43,9 @@ class SegmentPlan:
         if segmentation == "spleeter":
             return cls(frames, frames, multiple, fit_end=False)
         if segmentation != "overlap":
-            raise ValueError(f"segmentation must be one of {SEGMENTATIONS}, got {segmentation!r}")
+            raise SettingError("segmentation", f"{segmentation!r} is not a segmentation; choose from {', '.join(SEGMENTATIONS)}")
         if not 0.0 <= overlap <= 0.75:
-            raise ValueError(f"overlap must be a fraction of the segment in [0, 0.75], got {overlap}")
+            raise SettingError("overlap", f"must be a fraction of the segment from 0 to 0.75, got {overlap}")
         hop = int(round(frames * (1.0 - overlap) / multiple)) * multiple
         return cls(frames, max(multiple, min(frames, hop)), multiple, fit_end=True)
 

@@ -10,36 +10,24 @@ from typing import Callable, Iterable, Iterator
 import numpy as np
 import torch
 
-from unet_sep.config import ModelConfig
+from unet_sep.audio.samples import from_float32, to_float32
+from unet_sep.config import MASK_EXTENSIONS, ModelConfig
+from unet_sep.device import resolve_device
+from unet_sep.errors import SettingError
 from unet_sep.model.stems import StemsNet, freeze_for_inference
 from unet_sep.separate.segments import SegmentPlan
 from unet_sep.separate.batch import FileEvent, FileOptions, FilePipeline
-from unet_sep.separate.stages import InputStage, InvalidAudioError, OutputStage
+from unet_sep.separate.inputs import InputFile
+from unet_sep.separate.outputs import DEFAULT_TEMPLATE, OutputStems, output_paths
+from unet_sep.separate.stages import InputStage, InvalidAudioError, OutputStage, check_layout
 from unet_sep.separate.stream import SeparationStream
 from unet_sep.weights.checkpoint import load_model
 from unet_sep.weights.registry import resolve_model
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_TEMPLATE = "{track}/{stem}.{ext}"
 PRECISIONS = ("fp32", "bf16", "fp16")
 _AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
-
-
-def resolve_device(device: str | torch.device = "auto") -> torch.device:
-    """"auto" picks CUDA, then Apple's MPS, then the CPU; an explicit device that is absent is an error."""
-    name = str(device)
-    if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise RuntimeError("--device cuda: no CUDA device is available")
-    if name == "mps" and not (getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()):
-        raise RuntimeError("--device mps: Apple's MPS backend is not available")
-    return torch.device(name)
 
 
 def _mps_works() -> bool:
@@ -108,7 +96,7 @@ class Separator:
     ) -> None:
         config.validate()
         if precision not in PRECISIONS:
-            raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+            raise SettingError("precision", f"{precision!r} is not a precision; choose from {', '.join(PRECISIONS)}")
         self.config = config
         self.device = resolve_device(device)
         if self.device.type == "mps" and not _mps_works():
@@ -124,10 +112,13 @@ class Separator:
         self.optimize = optimize and not compile
         self._runner: Callable[[torch.Tensor], torch.Tensor] | None = None
         self.plan = SegmentPlan.create(config.segment_frames, overlap, 2 ** config.unet.depth, segmentation)
+        if batch_size is not None and batch_size < 1:
+            raise SettingError("batch_size", f"must be a positive number of segments, got {batch_size}")
         self.batch_size = batch_size or (2 if self.device.type == "cpu" else 8)
         self.mask_extension = mask_extension or config.mask_extension
-        if self.mask_extension not in ("zeros", "average", "last"):
-            raise ValueError(f"mask_extension must be zeros, average or last, got {self.mask_extension!r}")
+        if self.mask_extension not in MASK_EXTENSIONS:
+            raise SettingError("mask_extension", f"{self.mask_extension!r} is not a mask extension; "
+                                                 f"choose from {', '.join(MASK_EXTENSIONS)}")
 
     @classmethod
     def from_pretrained(cls, name_or_path: str | Path, device: str | torch.device = "auto", **options) -> "Separator":
@@ -148,27 +139,38 @@ class Separator:
     def separate(self, waveform: np.ndarray | torch.Tensor, sample_rate: int) -> dict[str, np.ndarray | torch.Tensor]:
         """Separate ``[samples]``, ``[channels, samples]`` or ``[batch, channels, samples]`` audio.
 
-        Returns ``{stem: waveform}`` with the input's shape, sample rate and type (numpy in, numpy out;
-        torch in, torch out on the input's device). Float samples are expected in [-1, 1]; integer arrays
-        are scaled from their type's full range.
+        Returns ``{stem: waveform}`` with the input's shape, sample rate and type: numpy in, numpy out; torch in,
+        torch out on the input's device; the input's dtype. Float samples are expected in [-1, 1]. Integer
+        samples are scaled from their type's full range and the stems come back in that type, rounded and
+        clipped to its range (clipped samples are counted in a logged warning); the stems then add up to the
+        input within one step per stem (32-bit integers: within float32's resolution, in which the work is done). A ``[samples, channels]`` array (soundfile's layout) is refused before
+        anything is allocated for it: pass its transpose.
         """
+        shape = tuple(waveform.shape)
+        if len(shape) not in (1, 2, 3):
+            raise InvalidAudioError(f"expected [samples], [channels, samples] or [batch, channels, samples], got shape {shape}")
+        if len(shape) > 1:
+            check_layout(shape, samples=shape[-1])
         is_torch = isinstance(waveform, torch.Tensor)
-        array = waveform.detach().cpu().numpy() if is_torch else np.asarray(waveform)
-        if array.ndim not in (1, 2, 3):
-            raise InvalidAudioError(f"expected [samples], [channels, samples] or [batch, channels, samples], got shape {array.shape}")
-        if np.issubdtype(array.dtype, np.integer):
-            array = array.astype(np.float32) / float(np.iinfo(array.dtype).max + 1)
-        audio = array.astype(np.float32, copy=False).reshape((1,) * (3 - array.ndim) + array.shape)
-        if audio.shape[1] < 1:
-            raise InvalidAudioError("audio has no channels")
+        if is_torch:
+            tensor = waveform.detach().cpu()
+            array = (tensor.float() if tensor.dtype == torch.bfloat16 else tensor).numpy()
+        else:
+            array = np.asarray(waveform)
+        try:
+            audio = to_float32(array).reshape((1,) * (3 - array.ndim) + array.shape)
+        except TypeError as error:
+            raise InvalidAudioError(str(error)) from error
         if audio.shape[-1] == 0:
             stems = np.zeros((len(self.stems),) + audio.shape, dtype=np.float32)
         else:
             stems = np.concatenate(list(self.stream([audio], int(sample_rate))), axis=-1)
         result: dict[str, np.ndarray | torch.Tensor] = {}
         for i, stem in enumerate(self.stems):
-            out = stems[i].reshape(array.shape)
-            result[stem] = torch.from_numpy(out).to(waveform.device) if is_torch else out
+            out, clipped = from_float32(stems[i].reshape(array.shape), array.dtype)
+            if clipped:
+                logger.warning("%s: %d samples clipped to the range of %s", stem, clipped, array.dtype)
+            result[stem] = torch.from_numpy(out).to(waveform.device, waveform.dtype) if is_torch else out
         return result
 
     # ---- streaming ---------------------------------------------------------------------------------
@@ -182,12 +184,16 @@ class Separator:
 
         Yields ``[stems, batch, channels, m]`` blocks at the same rate; all together exactly as many samples
         as came in. ``progress(n)`` is called with the input samples consumed after each block.
-        Raises :class:`InvalidAudioError` on NaN or infinite samples.
+        Raises :class:`InvalidAudioError` on NaN or infinite samples, and before any work on blocks whose layout
+        is not ``[batch, channels, n]`` (e.g. more channels than real audio has: see :func:`check_layout`).
         """
         iterator = iter(blocks)
         first = next(iterator, None)
         if first is None:
             return
+        if np.ndim(first) != 3:
+            raise InvalidAudioError(f"stream blocks must be [batch, channels, n], got shape {np.shape(first)}")
+        check_layout(first.shape)
         batch, in_channels = first.shape[:2]
         front = InputStage(batch, in_channels, sample_rate, self.sample_rate, self.config.n_channels)
         back = OutputStage(batch, in_channels, sample_rate, self.sample_rate, self.config.n_channels, len(self.stems),
@@ -264,29 +270,12 @@ class Separator:
 
     # ---- files -------------------------------------------------------------------------------------
     def output_paths(
-        self, path: Path, out_dir: Path, template: str = DEFAULT_TEMPLATE, fmt: str = "wav", stems: Iterable[str] | None = None
+        self, path: str | Path | InputFile, out_dir: str | Path, template: str = DEFAULT_TEMPLATE, fmt: str = "wav",
+        stems: Iterable[str] | None = None, two_stems: str | None = None,
     ) -> dict[str, Path]:
-        """Where :meth:`separate_file` writes each stem of ``path``."""
-        selected = self._select(stems)
-        paths = {}
-        for stem in selected:
-            try:
-                relative = template.format(track=path.stem, stem=stem, ext=fmt, model=self.config.name or "model")
-            except (KeyError, IndexError, ValueError) as error:
-                raise ValueError(f"bad filename template {template!r}: {error}") from error
-            paths[stem] = Path(out_dir) / relative
-        if len(set(paths.values())) != len(paths):
-            raise ValueError(f"filename template {template!r} gives several stems the same file name; use {{stem}}")
-        return paths
-
-    def _select(self, stems: Iterable[str] | None) -> list[str]:
-        if stems is None:
-            return self.stems
-        selected = list(dict.fromkeys(stems))
-        unknown = [s for s in selected if s not in self.stems]
-        if unknown:
-            raise ValueError(f"unknown stem(s) {', '.join(unknown)}; this model has {', '.join(self.stems)}")
-        return selected
+        """Where :meth:`separate_file` writes each stem of ``path`` (see :mod:`unet_sep.separate.outputs`)."""
+        selected = OutputStems.choose(self.stems, None if stems is None else list(stems), two_stems)
+        return output_paths(InputFile.of(path), Path(out_dir), template, fmt, selected.names, self.config.name or "model")
 
     def separate_file(
         self,
@@ -301,18 +290,23 @@ class Separator:
         overwrite: bool = False,
         sample_rate: int | None = None,
         progress: Callable[[int, int], None] | None = None,
+        bitrate: int | None = None,
+        two_stems: str | None = None,
     ) -> FileResult:
         """Separate one file into ``out_dir``, streaming: memory does not grow with the file's length.
 
         Each stem is written under a temporary name and renamed when complete; on any error (or Ctrl-C)
         the temporary files are removed and nothing is left under the final names. Existing outputs are
-        kept (``skipped=True``) unless ``overwrite``. ``sample_rate`` resamples the stems (default: the
-        input's rate). ``progress(done, total)`` counts input samples.
-        Raises :class:`AudioDecodeError`, :class:`AudioEncodeError`, :class:`InvalidAudioError` or
-        ``ValueError`` with a one-line message.
+        kept (``skipped=True``) unless ``overwrite``. ``bit_depth`` defaults to the input's own (16 or 24-bit
+        PCM; float WAV for float and lossy inputs, 24-bit FLAC). ``sample_rate`` resamples the stems (default:
+        the input's rate). ``bitrate`` (kbit/s) is for mp3 and ogg. ``two_stems="vocals"`` writes ``vocals`` and
+        ``no_vocals`` (the sum of the other stems). ``progress(done, total)`` counts input samples.
+        Raises :class:`~unet_sep.errors.SettingError` for an unusable setting, and for a file that fails
+        :class:`AudioDecodeError`, :class:`AudioEncodeError`, :class:`InvalidAudioError` or
+        :class:`~unet_sep.separate.outputs.OutputPathError`, whose messages name the file.
         """
-        options = FileOptions(Path(out_dir), template, fmt, bit_depth, None if stems is None else list(stems),
-                              offset, duration, overwrite, sample_rate)
+        options = FileOptions(Path(out_dir), template, fmt, bit_depth, bitrate, None if stems is None else list(stems),
+                              two_stems, offset, duration, overwrite, sample_rate)
 
         def report(event: FileEvent) -> None:
             if progress is not None and event.kind in ("progress", "done"):
@@ -325,7 +319,7 @@ class Separator:
 
     def separate_files(
         self,
-        paths: Iterable[str | Path],
+        paths: Iterable[str | Path | InputFile],
         out_dir: str | Path,
         on_event: Callable[[FileEvent], None] | None = None,
         readers: int = 2,
@@ -334,7 +328,9 @@ class Separator:
         """Separate many files, batching U-Net segments across songs, decoding and encoding in threads.
 
         ``options`` are :class:`~unet_sep.separate.batch.FileOptions` fields (``template``, ``fmt``, ``stems``,
-        ...). A file that fails does not stop the others: every input gets one final event ("done",
-        "skipped" or "failed" with its one-line error); ``on_event`` also sees progress events.
+        ...). ``paths`` may be :class:`~unet_sep.separate.inputs.InputFile` entries from
+        :func:`~unet_sep.separate.inputs.expand_inputs` (folders and globs, with their ``{dir}``). A file that fails
+        does not stop the others: every input gets one final event ("done", "skipped", or "failed" with an error
+        naming the file and no outputs); ``on_event`` also sees progress events.
         """
         return FilePipeline(self, FileOptions(Path(out_dir), **options), readers=readers).run(paths, on_event)

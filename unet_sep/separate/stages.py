@@ -14,20 +14,43 @@ from __future__ import annotations
 import numpy as np
 
 from unet_sep.audio.resample import StreamResampler
+from unet_sep.errors import FileError
 from unet_sep.separate.channels import from_groups, groups_per_item, to_groups
 
 # Output samples held back until the end, so the resampled output can be cut to the input's exact length.
 HOLDBACK = 512
+# More channels than any audio layout in use has (22.2 surround: 24; 7th-order ambisonics: 64). A larger count is
+# an array in the wrong layout, e.g. soundfile's [samples, channels], and would be separated as that many signals.
+MAX_CHANNELS = 64
 
 
-class InvalidAudioError(ValueError):
-    """Audio that cannot be separated (NaN or infinite samples, wrong shape)."""
+class InvalidAudioError(FileError, ValueError):
+    """Audio that cannot be separated (NaN or infinite samples, wrong shape); names its file when there is one."""
+
+
+def check_layout(shape: tuple[int, ...], samples: int | None = None) -> None:
+    """Raise :class:`InvalidAudioError` unless ``shape`` is ``[..., channels, samples]`` audio, before anything is
+    allocated for it (a stream's first block gives ``[batch, channels, n]``; ``samples`` is a whole signal's length).
+
+    A channel count above :data:`MAX_CHANNELS` is refused, and so is, for a whole signal, more than two channels
+    with fewer samples than channels: both are what a ``[samples, channels]`` array looks like.
+    """
+    channels = int(shape[-2])
+    if channels < 1:
+        raise InvalidAudioError(f"audio has no channels (shape {tuple(shape)})")
+    if channels > MAX_CHANNELS or (samples is not None and channels > 2 and samples < channels):
+        layout = "[batch, channels, samples]" if len(shape) == 3 else "[channels, samples]"
+        raise InvalidAudioError(
+            f"expected {layout}; got {tuple(shape)}, which reads as {channels} channels of {shape[-1]} samples: "
+            f"transpose a soundfile [samples, channels] array (x.T); audio has at most {MAX_CHANNELS} channels here"
+        )
 
 
 class InputStage:
     """Blocks ``[B, C_in, n]`` at ``in_rate`` -> model blocks ``[G, C, m]`` at ``model_rate``."""
 
     def __init__(self, batch: int, in_channels: int, in_rate: int, model_rate: int, model_channels: int) -> None:
+        check_layout((batch, in_channels, 0))
         self.batch = batch
         self.in_channels = in_channels
         self.model_channels = model_channels

@@ -50,7 +50,8 @@ from unet_sep.config import ConfigError, ModelConfig
 from unet_sep.distributed import Ranks
 from unet_sep.dsp.stft import stft
 from unet_sep.model.stems import StemsNet
-from unet_sep.separate.separator import Separator, resolve_device
+from unet_sep.device import resolve_device
+from unet_sep.separate.separator import Separator
 from unet_sep.train.average import WeightAverage
 from unet_sep.train.datasets import ExcerptSampler, load_tracks
 from unet_sep.train.recipe import Recipe, recipe_differences, show_value

@@ -42,6 +42,7 @@ class ModelEntry:
     description: str
     stems: tuple[str, ...]
     sample_rate: int
+    band_hz: float = 0.0  # the top of the band the U-Nets see (frequency_bins x sample_rate / n_fft)
     bundled: str | None = None
     url: str | None = None
     sha256: str | None = None
@@ -52,6 +53,13 @@ class ModelEntry:
         if self.bundled is not None:
             return f"bundled ({self.bundled})"
         return self.url or "?"
+
+    def local_folder(self) -> Path | None:
+        """The model folder if it is on disk already (bundled, or downloaded and converted before), else None."""
+        if self.bundled is not None:
+            return PACKAGE_DIR / self.bundled
+        folder = _cache_folder(self)
+        return folder if (folder / CONFIG_FILE).is_file() and (folder / WEIGHTS_FILE).is_file() else None
 
 
 def registered_models() -> dict[str, ModelEntry]:
@@ -74,11 +82,14 @@ def _bundled_entry(folder: Path) -> ModelEntry:
     import json
 
     data = json.loads((folder / CONFIG_FILE).read_text(encoding="utf-8"))
+    rate = int(data.get("sample_rate", 0))
+    n_fft = int(data.get("stft", {}).get("n_fft", 0))
     return ModelEntry(
         name=data.get("name") or folder.name,
         description=data.get("provenance", {}).get("description", ""),
         stems=tuple(data.get("stems", ())),
-        sample_rate=int(data.get("sample_rate", 0)),
+        sample_rate=rate,
+        band_hz=int(data.get("frequency_bins", 0)) * rate / n_fft if n_fft else 0.0,
         bundled=str(folder.relative_to(PACKAGE_DIR)),
     )
 
@@ -119,11 +130,10 @@ def resolve_model(name_or_path: str | Path, offline: bool = False) -> Path:
 
 
 def _materialize(entry: ModelEntry, offline: bool) -> Path:
-    if entry.bundled is not None:
-        return PACKAGE_DIR / entry.bundled
-    target = cache_dir() / "models" / entry.name.replace(":", "_")
-    if (target / CONFIG_FILE).is_file() and (target / WEIGHTS_FILE).is_file():
-        return target
+    local = entry.local_folder()
+    if local is not None:
+        return local
+    target = _cache_folder(entry)
     if entry.url is None or entry.convert is None:
         raise ModelNotFoundError(f"{entry.name}: has no download source")
     archive = cache_dir() / "downloads" / Path(entry.url).name
@@ -143,6 +153,10 @@ def _materialize(entry: ModelEntry, offline: bool) -> Path:
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return target
+
+
+def _cache_folder(entry: ModelEntry) -> Path:
+    return cache_dir() / "models" / entry.name.replace(":", "_")
 
 
 def _ensure(folder: Path) -> Path:

@@ -928,13 +928,16 @@ def registry_entries() -> list[ModelEntry]:
     for name in embedded_names():
         base = _archive_base(name)
         sha256 = os.environ.get(SHA256_ENV_PREFIX + base.upper()) or RELEASE_SHA256[base]
-        band = "16.5 kHz band (F=1536)" if name.endswith("-16kHz") else "11 kHz band (F=1024)"
+        config = embedded_config(name)
+        band_hz = config["F"] * config["sample_rate"] / config["frame_length"]
         entries.append(
             ModelEntry(
                 name=name,
-                description=f"{_DESCRIPTIONS[base]}; {band}; converted from TensorFlow on first use",
+                description=f"{_DESCRIPTIONS[base]}; U-Nets see 0-{band_hz / 1000:.1f} kHz (F={config['F']}); "
+                            "converted from TensorFlow on first use",
                 stems=_INSTRUMENTS[base],
-                sample_rate=44100,
+                sample_rate=config["sample_rate"],
+                band_hz=band_hz,
                 url=_release_url(base),
                 sha256=sha256.strip().lower(),
                 convert=functools.partial(_convert_release, name),

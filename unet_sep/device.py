@@ -1,0 +1,44 @@
+"""Choosing the torch device to run on, from what the user asked for and what the machine has."""
+
+from __future__ import annotations
+
+import torch
+
+from unet_sep.errors import SettingError
+
+DEVICE_CHOICES = "auto, cpu, cuda, cuda:N or mps"
+
+
+def _mps_available() -> bool:
+    return getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()
+
+
+def resolve_device(device: str | torch.device = "auto") -> torch.device:
+    """"auto" picks CUDA, then Apple's MPS, then the CPU; anything else must name a device this machine has.
+
+    Raises :class:`~unet_sep.errors.SettingError` (setting ``device``) for a name that is not a device, a device
+    type unet-sep does not run on, or a device the machine lacks, saying what is there.
+    """
+    name = str(device).strip()
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if _mps_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    try:
+        chosen = torch.device(name)
+    except (RuntimeError, ValueError):
+        raise SettingError("device", f"{name!r} is not a device; choose from {DEVICE_CHOICES}") from None
+    if chosen.type not in ("cpu", "cuda", "mps"):
+        raise SettingError("device", f"{name!r}: unet-sep runs on {DEVICE_CHOICES}")
+    if chosen.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise SettingError("device", f"{name}: no CUDA device is available on this machine (use cpu or auto)")
+        if chosen.index is not None and chosen.index >= count:
+            raise SettingError("device", f"{name}: no such CUDA device; this machine has {count} "
+                                         f"(cuda:0{f' to cuda:{count - 1}' if count > 1 else ''})")
+    if chosen.type == "mps" and not _mps_available():
+        raise SettingError("device", f"{name}: Apple's MPS backend is not available on this machine (use cpu or auto)")
+    return chosen
