@@ -159,3 +159,12 @@ def test_failed_events_carry_no_outputs(separator, tmp_path):
         assert kinds[name].kind == "failed" and kinds[name].outputs == {}
         assert str(kinds[name].error).startswith(str(tmp_path / name) + ": ")
     assert not (tmp_path / "out" / "missing").exists() and not (tmp_path / "out" / "text").exists()
+
+
+def test_a_file_with_more_channels_than_the_bound_fails_alone(separator, tmp_path):
+    path = tmp_path / "wide.wav"
+    sf.write(path, np.zeros((4410, MAX_CHANNELS + 16), np.float32), 44100, subtype="FLOAT")
+    with pytest.raises(InvalidAudioError) as caught:
+        separator.separate_file(path, tmp_path / "out")
+    assert str(caught.value) == f"{path}: {MAX_CHANNELS + 16} channels: unet-sep separates 1 to {MAX_CHANNELS} channels"
+    assert not (tmp_path / "out" / "wide").exists()

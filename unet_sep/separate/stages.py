@@ -50,7 +50,8 @@ class InputStage:
     """Blocks ``[B, C_in, n]`` at ``in_rate`` -> model blocks ``[G, C, m]`` at ``model_rate``."""
 
     def __init__(self, batch: int, in_channels: int, in_rate: int, model_rate: int, model_channels: int) -> None:
-        check_layout((batch, in_channels, 0))
+        if not 1 <= in_channels <= MAX_CHANNELS:  # arrays got check_layout's hint already; files get this
+            raise InvalidAudioError(f"{in_channels} channels: unet-sep separates 1 to {MAX_CHANNELS} channels")
         self.batch = batch
         self.in_channels = in_channels
         self.model_channels = model_channels
