@@ -63,16 +63,15 @@ def is_stale_temporary(name: str) -> bool:
     return not _process_exists(int(match["pid"]))
 
 
-def remove_stale_temporaries(folder: str | Path, recursive: bool = True) -> list[Path]:
-    """Delete the temporary files in ``folder`` (and its subfolders if ``recursive``) left by writers that no
-    longer run (killed with -9, a dead torchrun rank), and the subfolders they leave empty; files of live
-    processes, and of other machines, are never touched. Returns the removed files."""
+def remove_stale_temporaries(folder: str | Path) -> list[Path]:
+    """Delete the temporary files under ``folder`` left by writers that no longer run (killed with -9, a dead
+    torchrun rank), and the subfolders they leave empty; files of live processes, and of other machines, are
+    never touched. Returns the removed files."""
     root = Path(folder)
     removed: list[Path] = []
     if not root.is_dir():
         return removed
-    walk = os.walk(root) if recursive else [(str(root), [], [p.name for p in root.iterdir() if p.is_file()])]
-    for directory, _, names in walk:
+    for directory, _, names in os.walk(root):
         for name in names:
             if name.startswith(".") and is_stale_temporary(name):
                 with contextlib.suppress(FileNotFoundError):  # another process may have cleaned it first

@@ -291,7 +291,6 @@ def _separate(ranks: _Ranks, inputs: list[str], options, model: Optional[str], d
               threads: Optional[int], readers: int, quiet: bool) -> None:
     import torch
 
-    from unet_sep.atomic import remove_stale_temporaries
     from unet_sep.separate.inputs import expand_inputs
 
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
@@ -304,10 +303,6 @@ def _separate(ranks: _Ranks, inputs: list[str], options, model: Optional[str], d
     model_name, pipeline = _load_pipeline(model, device, model_options, options, readers)
     if not files and not ranks.group:
         raise typer.Exit(1)
-    if ranks.local_rank == 0:  # one process per machine: another machine's leftovers are its own to remove
-        removed = remove_stale_temporaries(options.out_dir)
-        if removed:
-            typer.echo(f"removed {len(removed)} temporary file(s) that killed runs left under {options.out_dir}", err=True)
 
     planned = {i: _planned_seconds(files[i].path, options) for i in range(ranks.rank, len(files), ranks.world)}
     previous = signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)

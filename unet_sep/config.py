@@ -122,6 +122,11 @@ class ModelConfig:
     name: str = ""
     provenance: dict[str, Any] = field(default_factory=dict)
 
+    @property
+    def band_hz(self) -> float:
+        """The top of the band the U-Nets see: ``frequency_bins`` STFT bins at this rate, in Hz."""
+        return self.frequency_bins * self.sample_rate / self.stft.n_fft
+
     def validate(self) -> None:
         """Raise :class:`ConfigError` with a readable message if the config is inconsistent."""
         self.stft.validate()

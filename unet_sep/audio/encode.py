@@ -57,15 +57,17 @@ def subtype_for(fmt: str, bit_depth: str | None) -> tuple[str, str]:
     return container, subtypes[depth]
 
 
-def check_encoding(fmt: str, bit_depth: str | None, bitrate: int | None) -> None:
-    """:class:`~unet_sep.errors.SettingError` for a format, bit depth or bit rate that cannot be written."""
-    subtype_for(fmt, bit_depth)
+def check_encoding(fmt: str, bit_depth: str | None, bitrate: int | None) -> tuple[str, str]:
+    """(container, subtype) as :func:`subtype_for`, or :class:`~unet_sep.errors.SettingError` for a format, bit
+    depth or bit rate that cannot be written."""
+    encoding = subtype_for(fmt, bit_depth)
     if bitrate is None:
-        return
+        return encoding
     if fmt not in LOSSY_SUBTYPES:
         raise SettingError("bitrate", f"applies to mp3 and ogg, not {fmt}")
     if bitrate not in BITRATES:
         raise SettingError("bitrate", f"{bitrate} kbit/s is not offered; choose from {', '.join(map(str, BITRATES))}")
+    return encoding
 
 
 def default_bit_depth(fmt: str, input_subtype: str) -> str | None:
@@ -110,8 +112,7 @@ class AtomicAudioWriter:
     def __init__(self, path: Path, sample_rate: int, channels: int, fmt: str = "wav", bit_depth: str | None = None,
                  bitrate: int | None = None) -> None:
         self.path = Path(path)
-        check_encoding(fmt, bit_depth, bitrate)
-        container, self.subtype = subtype_for(fmt, bit_depth)
+        container, self.subtype = check_encoding(fmt, bit_depth, bitrate)
         self._integer = self.subtype.startswith("PCM")
         self.tmp_path = temporary_path(self.path)
         self.clipped = 0

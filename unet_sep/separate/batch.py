@@ -192,7 +192,7 @@ class FilePipeline:
         ``paths``.
         """
         sources = [InputFile.of(p) for p in paths]
-        plan = plan_outputs(sources, self._paths_of, self.options.template)
+        plan = plan_outputs(sources, self._paths_of)
         rank, world = shard
         final: dict[int, FileEvent] = {}
         jobs = []
@@ -204,7 +204,7 @@ class FilePipeline:
                     on_event(final[index])
             else:
                 jobs.append(_Job(index, sources[index].path, planned))
-        self._remove_leftovers(jobs)
+        self._remove_leftovers()
         if not jobs:
             return [final[i] for i in sorted(final)]
         to_model: queue.Queue = queue.Queue(maxsize=self.queue_blocks)
@@ -257,13 +257,13 @@ class FilePipeline:
                 thread.join()
         return [final[i] for i in sorted(final)]
 
-    @staticmethod
-    def _remove_leftovers(jobs: list["_Job"]) -> None:
-        """Temporary files of killed runs in the folders these jobs write to (see :mod:`unet_sep.atomic`)."""
-        folders = dict.fromkeys(target.parent for job in jobs for target in job.outputs.values())
-        removed = [path for folder in folders for path in remove_stale_temporaries(folder, recursive=False)]
+    def _remove_leftovers(self) -> None:
+        """Temporary files that killed runs left under the output folder (see :mod:`unet_sep.atomic`): one walk of
+        the folder per run."""
+        out_dir = Path(self.options.out_dir)
+        removed = remove_stale_temporaries(out_dir)
         if removed:
-            logger.warning("removed %d temporary file(s) left by runs that no longer run (e.g. %s)", len(removed), removed[0])
+            logger.warning("removed %d temporary file(s) that killed runs left under %s", len(removed), out_dir)
 
     @staticmethod
     def _put(target: queue.Queue, item: Any, dispatch: Callable[..., None]) -> None:

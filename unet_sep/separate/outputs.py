@@ -85,10 +85,10 @@ def output_paths(source: InputFile, out_dir: Path, template: str, fmt: str, stem
                  model: str) -> dict[str, Path]:
     """``{stem: path}`` for one input, each checked to lie under ``out_dir`` after ``..`` and symlinks.
 
-    Empty fields (``{dir}`` of a top-level file) leave no empty folder name. Raises :class:`SettingError` for a
-    template that cannot work for any input and :class:`OutputPathError` for one that fails this input.
+    ``template`` has passed :func:`check_template` (once per run, not per input). Empty fields (``{dir}`` of a
+    top-level file) leave no empty folder name. Raises :class:`SettingError` for a template that cannot work for
+    any input and :class:`OutputPathError` for one that fails this input.
     """
-    check_template(template)
     out_dir = Path(out_dir)
     lexical_root, real_root = _normalised(out_dir), out_dir.resolve()
     values = {"dir": source.folder, "track": source.path.stem, "trackext": source.path.suffix.lstrip("."),
@@ -117,8 +117,8 @@ def _below(path: Path, root: Path) -> bool:
     return path != root and path.is_relative_to(root)
 
 
-def plan_outputs(sources: Sequence[InputFile], paths_of: Callable[[InputFile], dict[str, Path]],
-                 template: str) -> list[dict[str, Path] | OutputPathError]:
+def plan_outputs(sources: Sequence[InputFile],
+                 paths_of: Callable[[InputFile], dict[str, Path]]) -> list[dict[str, Path] | OutputPathError]:
     """For each input, its outputs or the reason it cannot be separated, decided before any work.
 
     Refused: an output that is an input of the batch, an output that is an existing folder, and an output an
@@ -144,14 +144,14 @@ def plan_outputs(sources: Sequence[InputFile], paths_of: Callable[[InputFile], d
             plan.append(OutputPathError(f"output {folder} is an existing folder", source.path))
         elif owner is not None:
             plan.append(OutputPathError(f"its outputs would be the same files as those of {owner.path}; "
-                                        f"{_clash_hint(source, owner, template)}", source.path))
+                                        f"{_clash_hint(source, owner)}", source.path))
         else:
             claimed.update((t, source) for t in targets.values())
             plan.append(paths)
     return plan
 
 
-def _clash_hint(source: InputFile, owner: InputFile, template: str) -> str:
+def _clash_hint(source: InputFile, owner: InputFile) -> str:
     """A template change that keeps ``source`` and ``owner`` apart."""
     if source.path.stem == owner.path.stem and source.path.suffix != owner.path.suffix:
         return 'add {trackext} to the template, e.g. "{dir}/{track}.{trackext}/{stem}.{ext}"'

@@ -18,7 +18,7 @@ from unet_sep.model.stems import StemsNet, freeze_for_inference
 from unet_sep.separate.segments import SegmentPlan
 from unet_sep.separate.batch import FileEvent, FileOptions, FilePipeline
 from unet_sep.separate.inputs import InputFile
-from unet_sep.separate.outputs import DEFAULT_TEMPLATE, OutputStems, output_paths
+from unet_sep.separate.outputs import DEFAULT_TEMPLATE, OutputStems, check_template, output_paths
 from unet_sep.separate.stages import InputStage, InvalidAudioError, OutputStage, check_layout
 from unet_sep.separate.stream import SeparationStream
 from unet_sep.weights.checkpoint import load_model
@@ -143,8 +143,9 @@ class Separator:
         torch out on the input's device; the input's dtype. Float samples are expected in [-1, 1]. Integer
         samples are scaled from their type's full range and the stems come back in that type, rounded and
         clipped to its range (clipped samples are counted in a logged warning); the stems then add up to the
-        input within one step per stem (32-bit integers: within float32's resolution, in which the work is done). A ``[samples, channels]`` array (soundfile's layout) is refused before
-        anything is allocated for it: pass its transpose.
+        input within one step per stem (32-bit integers: within float32's resolution, in which the work is
+        done). A ``[samples, channels]`` array (soundfile's layout) is refused before anything is allocated for
+        it: pass its transpose.
         """
         shape = tuple(waveform.shape)
         if len(shape) not in (1, 2, 3):
@@ -274,6 +275,7 @@ class Separator:
         stems: Iterable[str] | None = None, two_stems: str | None = None,
     ) -> dict[str, Path]:
         """Where :meth:`separate_file` writes each stem of ``path`` (see :mod:`unet_sep.separate.outputs`)."""
+        check_template(template)
         selected = OutputStems.choose(self.stems, None if stems is None else list(stems), two_stems)
         return output_paths(InputFile.of(path), Path(out_dir), template, fmt, selected.names, self.config.name or "model")
 

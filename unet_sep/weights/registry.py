@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Callable
 
 from unet_sep.atomic import atomic_path
-from unet_sep.config import CONFIG_FILE, WEIGHTS_FILE
+from unet_sep.config import CONFIG_FILE, WEIGHTS_FILE, ModelConfig
 
 logger = logging.getLogger(__name__)
 
@@ -79,17 +79,13 @@ def registered_models() -> dict[str, ModelEntry]:
 
 
 def _bundled_entry(folder: Path) -> ModelEntry:
-    import json
-
-    data = json.loads((folder / CONFIG_FILE).read_text(encoding="utf-8"))
-    rate = int(data.get("sample_rate", 0))
-    n_fft = int(data.get("stft", {}).get("n_fft", 0))
+    config = ModelConfig.load(folder / CONFIG_FILE)
     return ModelEntry(
-        name=data.get("name") or folder.name,
-        description=data.get("provenance", {}).get("description", ""),
-        stems=tuple(data.get("stems", ())),
-        sample_rate=rate,
-        band_hz=int(data.get("frequency_bins", 0)) * rate / n_fft if n_fft else 0.0,
+        name=config.name or folder.name,
+        description=str(config.provenance.get("description", "")),
+        stems=tuple(config.stems),
+        sample_rate=config.sample_rate,
+        band_hz=config.band_hz,
         bundled=str(folder.relative_to(PACKAGE_DIR)),
     )
 

@@ -928,16 +928,15 @@ def registry_entries() -> list[ModelEntry]:
     for name in embedded_names():
         base = _archive_base(name)
         sha256 = os.environ.get(SHA256_ENV_PREFIX + base.upper()) or RELEASE_SHA256[base]
-        config = embedded_config(name)
-        band_hz = config["F"] * config["sample_rate"] / config["frame_length"]
+        config = spleeter_model_config(embedded_config(name), name=name)
         entries.append(
             ModelEntry(
                 name=name,
-                description=f"{_DESCRIPTIONS[base]}; U-Nets see 0-{band_hz / 1000:.1f} kHz (F={config['F']}); "
-                            "converted from TensorFlow on first use",
+                description=f"{_DESCRIPTIONS[base]}; U-Nets see 0-{config.band_hz / 1000:.1f} kHz "
+                            f"(F={config.frequency_bins}); converted from TensorFlow on first use",
                 stems=_INSTRUMENTS[base],
-                sample_rate=config["sample_rate"],
-                band_hz=band_hz,
+                sample_rate=config.sample_rate,
+                band_hz=config.band_hz,
                 url=_release_url(base),
                 sha256=sha256.strip().lower(),
                 convert=functools.partial(_convert_release, name),
