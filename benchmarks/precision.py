@@ -32,7 +32,7 @@ from unet_sep.weights import spleeter  # noqa: E402
 from unet_sep.weights.registry import default_model_name  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from spleeter_speed import snr_db  # noqa: E402  (the same SNR as the speed benchmark's parity check)
+from unet_sep.dsp.measures import snr_db  # noqa: E402
 
 SHARED = ROOT.parent / "shared" / "data"
 

@@ -44,6 +44,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from unet_sep import Separator  # noqa: E402
+from unet_sep.dsp.measures import snr_db  # noqa: E402
 from unet_sep.dsp.stft import istft, stft  # noqa: E402
 from unet_sep.model import StemsNet  # noqa: E402
 from unet_sep.weights import spleeter  # noqa: E402
@@ -143,11 +144,6 @@ def make_songs(folder: Path, count: int, seconds: float) -> list[Path]:
         sf.write(path, (0.8 * stereo / np.abs(stereo).max()).astype(np.float32), rate, format="MP3")
         paths.append(path)
     return paths
-
-
-def snr_db(reference: np.ndarray, estimate: np.ndarray) -> float:
-    reference = reference.astype(np.float64)
-    return float(10 * np.log10(np.sum(reference**2) / max(np.sum((reference - estimate) ** 2), 1e-300)))
 
 
 def cpu_name() -> str:

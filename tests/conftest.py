@@ -16,13 +16,6 @@ SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 EXAMPLE_MP3 = SHARED / "data" / "mixtures" / "audio_example.mp3"
 
 
-def snr_db(reference: np.ndarray, estimate: np.ndarray) -> float:
-    """10 log10(|ref|^2 / |ref - est|^2) over all samples."""
-    reference = np.asarray(reference, dtype=np.float64)
-    error = reference - np.asarray(estimate, dtype=np.float64)
-    return float(10 * np.log10(np.sum(reference**2) / max(np.sum(error**2), 1e-300)))
-
-
 def make_model(folder: Path, seed: int = 0, **overrides) -> Path:
     torch.manual_seed(seed)
     unet = overrides.pop("unet", UNetConfig(filters=[4, 8, 16, 32, 64, 128]))

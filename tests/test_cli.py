@@ -7,7 +7,8 @@ import pytest
 import soundfile as sf
 from typer.testing import CliRunner
 
-from conftest import music_like, snr_db
+from conftest import music_like
+from unet_sep.dsp.measures import snr_db
 from unet_sep.cli import app
 
 

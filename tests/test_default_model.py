@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from conftest import SHARED, snr_db
+from conftest import SHARED
+from unet_sep.dsp.measures import snr_db
 from unet_sep import Separator
 from unet_sep.audio import read_audio
 from unet_sep.weights.registry import PACKAGE_DIR, default_model_name, resolve_model

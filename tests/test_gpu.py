@@ -8,7 +8,8 @@ import pytest
 import soundfile as sf
 import torch
 
-from tests.conftest import music_like, snr_db
+from tests.conftest import music_like
+from unet_sep.dsp.measures import snr_db
 from unet_sep import Separator
 
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device on this machine")

@@ -14,7 +14,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from conftest import music_like, snr_db
+from conftest import music_like
+from unet_sep.dsp.measures import snr_db
 from unet_sep.atomic import is_stale_temporary, temporary_path
 
 RATE = 44100

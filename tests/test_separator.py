@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import make_model, music_like, snr_db
+from conftest import make_model, music_like
+from unet_sep.dsp.measures import snr_db
 from unet_sep import Separator
 from unet_sep.dsp.stft import istft, stft
 from unet_sep.separate.separator import InvalidAudioError

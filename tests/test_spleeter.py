@@ -20,6 +20,7 @@ import numpy as np
 import pytest
 import torch
 
+from unet_sep.dsp.measures import snr_db
 from unet_sep.separate.separator import Separator
 from unet_sep.weights import registry
 from unet_sep.weights import spleeter as sp
@@ -40,12 +41,6 @@ def ref() -> Path:
 @pytest.fixture(scope="module")
 def manifest(ref: Path) -> dict:
     return json.loads((ref / "manifest.json").read_text())
-
-
-def snr_db(reference: np.ndarray, estimate: np.ndarray) -> float:
-    reference = np.asarray(reference, dtype=np.float64)
-    error = reference - np.asarray(estimate, dtype=np.float64)
-    return float(10 * np.log10(np.sum(reference**2) / max(np.sum(error**2), 1e-300)))
 
 
 # ---- a small, real TF bundle writer (LevelDB table + data file) for modified checkpoints ----------------

@@ -13,16 +13,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from unet_sep.errors import ConfigError
+from unet_sep.fields import build_section
+
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
 
 CONV_ACTIVATIONS = ("leaky_relu", "relu", "elu")
 MASK_ACTIVATIONS = ("sigmoid", "softmax")
 MASK_EXTENSIONS = ("zeros", "average", "last")
-
-
-class ConfigError(ValueError):
-    """A model configuration that cannot describe a working model."""
+PRECISIONS = ("fp32", "bf16", "fp16")  # the network's arithmetic, in separation and in training
 
 
 @dataclass
@@ -167,11 +167,8 @@ class ModelConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "ModelConfig":
-        """Build a config from a dict, rejecting unknown keys so typos do not pass silently."""
-        data = dict(data)
-        stft = _build(STFTConfig, data.pop("stft", {}), "stft")
-        unet = _build(UNetConfig, data.pop("unet", {}), "unet")
-        config = _build(cls, data, "model", stft=stft, unet=unet)
+        """Build a config from a dict, every value checked against its field's type; unknown keys are refused."""
+        config = build_section(cls, data, "")
         config.validate()
         return config
 
@@ -190,12 +187,3 @@ class ModelConfig:
             raise ConfigError(f"{path}: expected a JSON object")
         return cls.from_dict(data)
 
-
-def _build(cls: type, data: Any, section: str, **extra: Any) -> Any:
-    if not isinstance(data, dict):
-        raise ConfigError(f"config section {section!r} must be an object")
-    names = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - names)
-    if unknown:
-        raise ConfigError(f"unknown key(s) in config section {section!r}: {', '.join(unknown)}")
-    return cls(**data, **extra)

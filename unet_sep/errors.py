@@ -1,4 +1,4 @@
-"""The two kinds of user-facing errors every entry point shares: a bad setting, and a problem with one file.
+"""The user-facing errors every entry point shares: a bad setting, a problem with one file, a bad settings file.
 
 Both carry what they are about, so each caller can say it in its own words: the command line names the option
 (``--sample-rate``) where the Python API names the argument (``sample_rate``), and every message about a file
@@ -21,6 +21,11 @@ class SettingError(ValueError):
         super().__init__(f"{setting}: {reason}")
         self.setting = setting
         self.reason = reason
+
+
+class ConfigError(ValueError):
+    """Settings read from a file (a model's config.json, a training recipe) that cannot be used; the message
+    names the dotted key."""
 
 
 class FileError(Exception):

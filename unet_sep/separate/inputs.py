@@ -11,11 +11,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
 
-# Extensions searched for in folders and globs (a file named directly is tried whatever its extension).
-AUDIO_EXTENSIONS = frozenset({
-    ".wav", ".wave", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".m4a", ".aac", ".mp4", ".webm", ".aif",
-    ".aiff", ".aifc", ".wma", ".mka", ".mkv", ".mov", ".au", ".caf", ".w64", ".rf64",
-})
+from unet_sep.audio.formats import AUDIO_EXTENSIONS
+
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 from unet_sep.audio.samples import from_float32, to_float32
-from unet_sep.config import MASK_EXTENSIONS, ModelConfig
+from unet_sep.config import MASK_EXTENSIONS, PRECISIONS, ModelConfig
 from unet_sep.device import resolve_device
 from unet_sep.errors import SettingError
 from unet_sep.model.stems import StemsNet, freeze_for_inference
@@ -26,7 +26,6 @@ from unet_sep.weights.registry import resolve_model
 
 logger = logging.getLogger(__name__)
 
-PRECISIONS = ("fp32", "bf16", "fp16")
 _AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 

@@ -48,13 +48,15 @@ from safetensors.torch import load_file
 from unet_sep.atomic import atomic_path, write_text_atomic
 from unet_sep.config import ConfigError, ModelConfig
 from unet_sep.distributed import Ranks
+from unet_sep.dsp.measures import snr_db
 from unet_sep.dsp.stft import stft
 from unet_sep.model.stems import StemsNet
 from unet_sep.device import resolve_device
 from unet_sep.separate.separator import Separator
 from unet_sep.train.average import WeightAverage
 from unet_sep.train.datasets import ExcerptSampler, load_tracks
-from unet_sep.train.recipe import Recipe, recipe_differences, show_value
+from unet_sep.fields import show_value
+from unet_sep.train.recipe import Recipe, recipe_differences
 from unet_sep.weights.checkpoint import CheckpointError, load_model, save_model, save_tensors
 from unet_sep.weights.registry import ModelNotFoundError, resolve_model
 
@@ -64,6 +66,7 @@ LATEST = "latest"
 # recipe keys that may change when a run is resumed: they affect neither the steps taken nor the model kept
 FREE_ON_RESUME = ("train.log_every", "train.checkpoint_every", "train.prefetch", "data.cache_dir", "model.name",
                   "model.provenance")
+VALIDATION_EPS = 1e-9  # keeps the SDR of a silent validation stem finite
 METRIC_FIELDS = ["step", "loss", "lr", "grad_norm", "excerpts_per_s", "seconds_per_step", "data_wait_s"]
 
 
@@ -614,13 +617,6 @@ class Trainer:
         return stop
 
 
-def sdr_db(reference: np.ndarray, estimate: np.ndarray, eps: float = 1e-9) -> float:
-    """Signal-to-distortion ratio over a whole track: ``10 log10(|s|^2 / |s - s_hat|^2)`` (the "new SDR" of MDX)."""
-    reference = reference.astype(np.float64)
-    error = reference - estimate
-    return float(10 * np.log10((np.sum(reference**2) + eps) / (np.sum(error**2) + eps)))
-
-
 def validation_scores(separator: Separator, tracks: list) -> dict[str, float]:
     """Mean SDR per stem over ``tracks`` for the separator and for the mixture used as the estimate."""
     per_stem: dict[str, list[float]] = {s: [] for s in separator.stems}
@@ -629,8 +625,8 @@ def validation_scores(separator: Separator, tracks: list) -> dict[str, float]:
         mixture = track.mixture
         estimates = separator.separate(mixture, separator.sample_rate)
         for stem in separator.stems:
-            per_stem[stem].append(sdr_db(track.sources[stem], estimates[stem]))
-            baseline[stem].append(sdr_db(track.sources[stem], mixture))
+            per_stem[stem].append(snr_db(track.sources[stem], estimates[stem], eps=VALIDATION_EPS))
+            baseline[stem].append(snr_db(track.sources[stem], mixture, eps=VALIDATION_EPS))
     scores = {f"sdr_{s}": float(np.mean(v)) for s, v in per_stem.items()}
     scores.update({f"mixture_sdr_{s}": float(np.mean(v)) for s, v in baseline.items()})
     return scores

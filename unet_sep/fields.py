@@ -1,0 +1,128 @@
+"""Dataclasses from JSON objects, every value checked against its field's type annotation.
+
+One parser for every settings file: a model's ``config.json``, a training recipe and its data section. An
+unknown key is named with the closest valid one and all the valid keys of its section; a value of the wrong
+type is named by its dotted key with the type wanted and the value given (``train.steps must be an integer,
+got "abc"``). Lists become tuples where a field says tuple, integers become floats where it says float, and a
+boolean is never taken for a number.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import json
+import types
+import typing
+from typing import Any
+
+from unet_sep.errors import ConfigError
+
+
+class _Mismatch(Exception):
+    """A value that does not have the annotated type."""
+
+
+_NOUNS = {bool: ("true or false", "true/false values"), int: ("an integer", "integers"),
+          float: ("a number", "numbers"), str: ("a string", "strings")}
+
+
+def field_hints(cls: type) -> dict[str, Any]:
+    """The resolved field annotations of dataclass ``cls`` (the modules use postponed annotations)."""
+    return typing.get_type_hints(cls)
+
+
+def _describe(annotation: Any, plural: bool = False) -> str:
+    """What a JSON value of ``annotation`` looks like, for messages: "an integer or null", "a list of strings"."""
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if annotation in _NOUNS:
+        return _NOUNS[annotation][plural]
+    if origin in (typing.Union, types.UnionType):
+        options = [_describe(a, plural) for a in args if a is not type(None)]
+        return " or ".join(options + (["null"] if type(None) in args else []))
+    if origin is tuple and args and args[-1] is not Ellipsis:
+        return f"a list of {len(args)} {_describe(args[0], plural=True)}"
+    if origin in (list, tuple):
+        return f"a list of {_describe(args[0], plural=True)}" if args else "a list"
+    if origin is dict or dataclasses.is_dataclass(annotation):
+        return "objects" if plural else "an object"
+    return "values" if plural else "any value"
+
+
+def _coerce(annotation: Any, value: Any) -> Any:
+    """``value`` in the form ``annotation`` declares (lists as tuples, integers as floats where so declared).
+
+    Raises _Mismatch when it does not fit; bool is not taken for an integer or a number.
+    """
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if annotation is Any:
+        return value
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        for option in (a for a in args if a is not type(None)):
+            try:
+                return _coerce(option, value)
+            except _Mismatch:
+                pass
+        raise _Mismatch
+    if annotation is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    if annotation in _NOUNS:
+        if isinstance(value, annotation) and (annotation is bool or not isinstance(value, bool)):
+            return value
+        raise _Mismatch
+    if origin in (list, tuple) and isinstance(value, (list, tuple)):
+        if origin is tuple and args and args[-1] is not Ellipsis:
+            if len(value) != len(args):
+                raise _Mismatch
+            return tuple(_coerce(a, v) for a, v in zip(args, value))
+        items = [_coerce(args[0] if args else Any, v) for v in value]
+        return tuple(items) if origin is tuple else items
+    if origin is dict and isinstance(value, dict):
+        return dict(value)
+    raise _Mismatch
+
+
+def show_value(value: Any) -> str:
+    """A value as JSON, the way the recipe and ``--set`` spell it (a string in double quotes)."""
+    try:
+        return json.dumps(value)
+    except (TypeError, ValueError):
+        return repr(value)
+
+
+def dotted(section: str, name: str) -> str:
+    return f"{section}.{name}" if section else name
+
+
+def unknown_key(cls: type, section: str, name: str) -> ConfigError:
+    """An error naming the unknown key, the closest valid one and all the valid keys of its section."""
+    names = list(field_hints(cls))
+    close = difflib.get_close_matches(name, names, n=1)
+    hint = f" (did you mean {dotted(section, close[0])}?)" if close else ""
+    where = f"section {section}" if section else "a recipe"
+    return ConfigError(f"unknown key {dotted(section, name)}{hint}; {where} has {', '.join(names)}")
+
+
+def check_value(annotation: Any, value: Any, key: str) -> Any:
+    """``value`` converted to ``annotation``'s form (a dataclass from an object), or a ConfigError naming ``key``,
+    the expected type and the value given."""
+    if dataclasses.is_dataclass(annotation):
+        return build_section(annotation, value, key)
+    try:
+        return _coerce(annotation, value)
+    except _Mismatch:
+        raise ConfigError(f"{key} must be {_describe(annotation)}, got {show_value(value)}") from None
+
+
+def build_section(cls: type, values: Any, section: str) -> Any:
+    """The dataclass ``cls`` from the JSON object ``values`` (section ``section`` of the recipe, "" for the whole),
+    with every value checked against its field's annotation; missing keys keep their defaults."""
+    hints = field_hints(cls)
+    if not isinstance(values, dict):
+        raise ConfigError(f"{section or 'a recipe'} must be an object with the keys {', '.join(hints)}, got {show_value(values)}")
+    for name in values:
+        if name not in hints:
+            raise unknown_key(cls, section, name)
+    return cls(**{name: check_value(hints[name], value, dotted(section, name)) for name, value in values.items()})
