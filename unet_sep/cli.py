@@ -597,6 +597,13 @@ def main() -> None:
     except KeyboardInterrupt:  # Ctrl-C outside a command (typer turns one inside a command into exit 130)
         sys.stderr.write("interrupted\n")
         sys.exit(130)
+    except ImportError as error:
+        from unet_sep.extras import MissingExtraError
+
+        if not isinstance(error, MissingExtraError):
+            raise
+        _error(str(error))  # an optional extra (train, eval) that this command needs is not installed
+        sys.exit(1)
 
 
 if __name__ == "__main__":
