@@ -138,7 +138,8 @@ def measure(command: list[str], log_path: Path) -> dict:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--minutes", type=float, nargs="+", default=[1, 5, 60], help="input lengths (default: 1 5 60)")
-    parser.add_argument("--model", type=Path, help="model folder or registered name (default: a fresh tiny random model)")
+    parser.add_argument("--model", type=Path,
+                        help="model folder or registered name (default: a fresh tiny random model)")
     parser.add_argument("--args", default="", help='extra options for `separate`, e.g. "--format flac --threads 2"')
     parser.add_argument("--workdir", type=Path, help="where to put inputs and outputs (default: a temporary folder)")
     parser.add_argument("--keep", action="store_true", help="keep the generated inputs and outputs")
@@ -150,7 +151,8 @@ def main() -> int:
         model = options.model if options.model is not None else make_model(root / "tiny-random-model")
         print(f"model:    {model}{'  (tiny random, filters 4..128)' if options.model is None else ''}")
         extra = shlex.split(options.args)
-        print(f"command:  {sys.executable} -m unet_sep separate INPUT --out OUT --model MODEL --quiet --overwrite {' '.join(extra)}")
+        print(f"command:  {sys.executable} -m unet_sep separate INPUT --out OUT --model MODEL --quiet --overwrite "
+              f"{' '.join(extra)}")
 
         baseline = measure([sys.executable, "-c", "import torch, unet_sep.cli, unet_sep.separate.separator"],
                            root / "baseline.log")
@@ -172,7 +174,8 @@ def main() -> int:
                       + (root / f"run_{minutes:g}min.log").read_text()[-2000:], file=sys.stderr)
             rows.append((f"{minutes:g} min", f"{seconds:.0f}", f"{source.stat().st_size / 2 ** 20:.0f}",
                          f"{result['peak_mib']:.0f}", f"{result['sampled_mib']:.0f}", f"{result['wall']:.1f}",
-                         f"{seconds / result['wall']:.1f}x", f"{result['cpu_s'] / result['wall']:.2f}", str(result["rc"])))
+                         f"{seconds / result['wall']:.1f}x", f"{result['cpu_s'] / result['wall']:.2f}",
+                         str(result["rc"])))
             print(f"  {minutes:g} min: generated in {generated:.1f} s, separated in {result['wall']:.1f} s", flush=True)
             if not options.keep:
                 shutil.rmtree(out, ignore_errors=True)
@@ -181,7 +184,7 @@ def main() -> int:
         widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
         print()
         for row in [header, *rows]:
-            print("  ".join(cell.rjust(width) for cell, width in zip(row, widths)))
+            print("  ".join(cell.rjust(width) for cell, width in zip(row, widths, strict=True)))
         print("\npeak RSS: the child's ru_maxrss from wait4; sampled: largest VmRSS/VmHWM seen in /proc every 50 ms;"
               "\nspeed: seconds of audio per wall second, start-up (about the import-only wall time) included.")
         return 0 if all(row[-1] == "0" for row in rows) else 1

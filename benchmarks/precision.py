@@ -75,7 +75,8 @@ def mir1k(args: argparse.Namespace, precisions: list[str]) -> None:
             stems = separator.separate(mixture, rate)
             for stem in separator.stems:
                 sdr[precision][stem].append(whole_sdr(references[stem], stems[stem]))
-    print(f"\nMIR-1K singers-split test, {len(clips)} clips, model {name}, device {args.device}: mean whole-clip SDR (dB)")
+    print(f"\nMIR-1K singers-split test, {len(clips)} clips, model {name}, device {args.device}: "
+          "mean whole-clip SDR (dB)")
     print(f"{'stem':<16}{'fp32':>8}" + "".join(f"{p:>8}{'loss':>8}" for p in precisions))
     for stem in separators["fp32"].stems:
         base = float(np.mean(sdr["fp32"][stem]))
@@ -94,7 +95,8 @@ def spleeter_ref(args: argparse.Namespace, precisions: list[str]) -> None:
     manifest = json.loads((root / "manifest.json").read_text())
     full = np.load(root / "input.npy")
     print(f"\n../shared/data/spleeter-ref, Spleeter-exact mode, device {args.device}")
-    print(f"{'model':<10}{'stem':<14}{'SDR fp32':>10}" + "".join(f"{'SDR ' + p:>10}{'SNR vs fp32':>13}" for p in precisions))
+    print(f"{'model':<10}{'stem':<14}{'SDR fp32':>10}"
+          + "".join(f"{'SDR ' + p:>10}{'SNR vs fp32':>13}" for p in precisions))
     for model in ("2stems", "4stems", "5stems"):
         folder = root / model
         if not (folder / "checkpoint").is_file():

@@ -72,7 +72,9 @@ def main() -> None:
             backends["TorchScript frozen"] = (freeze_for_inference(last, batch_last[:1]), batch_last)
         dtype = torch.bfloat16
         for label, (module, data) in list(backends.items()) + [("bf16 autocast ch-last", (last, batch_last))]:
-            def run(module=module, data=data, reduced=label.startswith("bf16")):
+            reduced = label.startswith("bf16")
+
+            def run(module=module, data=data, reduced=reduced, dtype=dtype):
                 with torch.inference_mode(), torch.autocast(device.split(":")[0], dtype=dtype, enabled=reduced):
                     return module(data)
 

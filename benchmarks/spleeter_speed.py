@@ -25,6 +25,7 @@ Input: 0.1 * Gaussian noise + a 220 Hz sine, stereo 44.1 kHz, as bench.py makes 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import platform
@@ -73,7 +74,8 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--json", help="write all rows as JSON")
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (unet-sep's rows)")
     p.add_argument("--songs", type=int, default=4, help="generated MP3 songs for the folder-to-folder rows (0: none)")
-    p.add_argument("--variants", action="store_true", help="also time eager / channels-last / TorchScript / torch.compile (and bf16/fp16 on a GPU)")
+    p.add_argument("--variants", action="store_true",
+                   help="also time eager / channels-last / TorchScript / torch.compile (and bf16/fp16 on a GPU)")
     return p.parse_args()
 
 
@@ -202,12 +204,13 @@ def main() -> None:
         # bench.py's checkpoints give every stem the same weights; TorchScript's freezing would then merge the
         # identical U-Nets and compute one, so the timed copy gets slightly different weights per stem.
         net = distinct_stems(net)
-        exact = Separator(net, config, device=device, segmentation="spleeter", mask_extension="zeros", batch_size=args.batch_size)
+        exact = Separator(net, config, device=device, segmentation="spleeter", mask_extension="zeros",
+                          batch_size=args.batch_size)
         default = Separator(net, config, device=device, batch_size=args.batch_size)
         for label, separator in (("model path, Spleeter-exact (same output)", exact),
                                  ("model path, default (overlap, full band)", default)):
             rows.append({"impl": "unet-sep", "model": name, "row": label, "audio_s": args.duration,
-                         "times": timed(lambda: separator.separate(audio, 44100), args.repeats, device),
+                         "times": timed(functools.partial(separator.separate, audio, 44100), args.repeats, device),
                          **peak_memory(device)})
         if args.variants:
             variants = [("eager", dict(channels_last=False, optimize=False)),
@@ -216,12 +219,13 @@ def main() -> None:
                         ("torch.compile", dict(compile=True))]
             variants += [("bf16 autocast", dict(precision="bf16"))]
             if device.startswith("cuda"):
-                variants += [("fp16 autocast", dict(precision="fp16")), ("bf16 + torch.compile", dict(precision="bf16", compile=True))]
+                variants += [("fp16 autocast", dict(precision="fp16")),
+                             ("bf16 + torch.compile", dict(precision="bf16", compile=True))]
             for label, options in variants:
                 variant = Separator(net, config, device=device, segmentation="spleeter", mask_extension="zeros",
                                     batch_size=args.batch_size, **options)
                 try:
-                    times = timed(lambda: variant.separate(audio, 44100), args.repeats, device)
+                    times = timed(functools.partial(variant.separate, audio, 44100), args.repeats, device)
                 except Exception as error:  # e.g. torch.compile without a working compiler
                     print(f"[{name}] {label}: failed: {type(error).__name__}: {str(error).splitlines()[0][:200]}")
                     continue
@@ -229,8 +233,9 @@ def main() -> None:
                              "audio_s": args.duration, "times": times, **peak_memory(device)})
         if args.songs > 0:
             songs = make_songs(workdir / "songs", args.songs, args.duration)
-            for label, separator in (("folder to folder, Spleeter-exact", exact), ("folder to folder, default", default)):
-                def run_folder(separator=separator, label=label) -> None:
+            for label, separator in (("folder to folder, Spleeter-exact", exact),
+                                     ("folder to folder, default", default)):
+                def run_folder(separator=separator, label=label, songs=songs) -> None:
                     out = workdir / "stems"
                     if out.exists():
                         shutil.rmtree(out)
@@ -253,8 +258,10 @@ def main() -> None:
     if args.device.startswith("cuda"):
         hardware += f"; GPU {torch.cuda.get_device_name(torch.device(args.device))}"
     print(f"hardware: {hardware}; threads {args.threads}; torch {torch.__version__}; unet-sep on {args.device}; "
-          f"{args.duration:g} s stereo 44.1 kHz per song; median of {args.repeats} (folder rows: of {max(1, min(args.repeats, 3))})")
-    print(f"{'impl':<10}{'model':<8}{'row':<52}{'min s':>8}{'median s':>10}{'x realtime':>12}{'peak RSS MiB':>14}{'GPU MiB':>9}")
+          f"{args.duration:g} s stereo 44.1 kHz per song; median of {args.repeats} "
+          f"(folder rows: of {max(1, min(args.repeats, 3))})")
+    print(f"{'impl':<10}{'model':<8}{'row':<52}{'min s':>8}{'median s':>10}{'x realtime':>12}{'peak RSS MiB':>14}"
+          f"{'GPU MiB':>9}")
     for row in rows:
         median = statistics.median(row["times"])
         row["median_s"], row["min_s"] = median, min(row["times"])
@@ -268,24 +275,29 @@ def main() -> None:
     for name in models:
         ours = next((r for r in rows if r["impl"] == "unet-sep" and r["model"] == name and "exact" in r["row"]), None)
         for label in ("b2 session.run warm (full separate)", "a2 separate() later calls"):
-            theirs = next((r for r in rows if r["impl"] == "spleeter" and r["model"] == name and r["row"] == label), None)
+            theirs = next((r for r in rows if r["impl"] == "spleeter" and r["model"] == name and r["row"] == label),
+                          None)
             if ours and theirs:
                 print(f"{name}: unet-sep Spleeter-exact is {theirs['median_s'] / ours['median_s']:.2f}x faster than "
                       f"Spleeter's '{label}' ({theirs['median_s']:.3f} s vs {ours['median_s']:.3f} s)")
-        folder = next((r for r in rows if r["impl"] == "unet-sep" and r["model"] == name and r["row"].startswith("folder to folder, Spleeter-exact")), None)
+        folder = next((r for r in rows if r["impl"] == "unet-sep" and r["model"] == name
+                       and r["row"].startswith("folder to folder, Spleeter-exact")), None)
         if ours and folder:
             per_song = folder["median_s"] / folder["per_song"]
             print(f"{name}: folder to folder (MP3 in, WAV out) takes {per_song:.3f} s per {args.duration:g} s song, "
                   f"{per_song / ours['median_s']:.2f}x the model path")
-            theirs = next((r for r in rows if r["impl"] == "spleeter" and r["model"] == name and r["row"] == "a2 separate() later calls"), None)
+            theirs = next((r for r in rows if r["impl"] == "spleeter" and r["model"] == name
+                           and r["row"] == "a2 separate() later calls"), None)
             if theirs:
-                print(f"{name}: folder to folder is {theirs['median_s'] / per_song:.2f}x faster than Spleeter's separate() "
-                      f"({theirs['median_s']:.3f} s per call, in memory)")
+                print(f"{name}: folder to folder is {theirs['median_s'] / per_song:.2f}x faster than Spleeter's "
+                      f"separate() ({theirs['median_s']:.3f} s per call, in memory)")
         if name in parity:
             print(f"{name}: SNR of unet-sep (Spleeter-exact) against Spleeter's Separator, dB: {parity[name]}")
     if parity:
-        print("note: bench.py's random checkpoints give every stem the same weights (Spleeter's fixed-seed init), so the\n"
-              "SNRs above check the signal path and the checkpoint reader on full-size models; the networks themselves\n"
+        print("note: bench.py's random checkpoints give every stem the same weights (Spleeter's fixed-seed init), "
+              "so the\n"
+              "SNRs above check the signal path and the checkpoint reader on full-size models; the networks "
+              "themselves\n"
               "are checked against Spleeter on distinct weights by tests/test_spleeter.py (99-103 dB).")
     if args.json:
         Path(args.json).write_text(json.dumps({"rows": rows, "parity_db": parity}, indent=2))

@@ -53,9 +53,10 @@ def seconds_per_step(recipe: str, threads: str, steps: int, warmup: int, overrid
     """Median and fastest seconds per step of one training run in a fresh process, and the other processes' load
     in cores."""
     with tempfile.TemporaryDirectory(prefix="unet-sep-threads-") as tmp:
-        command = [sys.executable, "-m", "unet_sep", "train", recipe, "--out", f"{tmp}/run", "--device", "cpu", "--quiet",
-                   "--set", f"train.steps={steps}", "--set", "train.valid_every=0", "--set", "train.valid_tracks=0",
-                   "--set", f"train.checkpoint_every={steps}", "--set", "train.log_every=1"]
+        command = [sys.executable, "-m", "unet_sep", "train", recipe, "--out", f"{tmp}/run", "--device", "cpu",
+                   "--quiet", "--set", f"train.steps={steps}", "--set", "train.valid_every=0",
+                   "--set", "train.valid_tracks=0", "--set", f"train.checkpoint_every={steps}",
+                   "--set", "train.log_every=1"]
         for override in overrides:
             command += ["--set", override]
         if threads != "default":
@@ -82,14 +83,16 @@ def main() -> None:
     env = dict(item.split("=", 1) for item in args.env)
 
     cores = len(os.sched_getaffinity(0))
-    print(f"{cpu_name()}, {cores} cores; recipe {Path(args.recipe).name} {' '.join(args.overrides)} {' '.join(args.env)}")
+    print(f"{cpu_name()}, {cores} cores; recipe {Path(args.recipe).name} {' '.join(args.overrides)} "
+          f"{' '.join(args.env)}")
     print(f"{'busy processes':>14}  {'--threads':>9}  {'s per step':>10}  {'fastest':>7}  {'other load (cores)':>18}")
     for busy in (int(b) for b in args.busy.split(",")):
         spinners = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(busy)]
         try:
             time.sleep(0.5 if spinners else 0)
             for threads in args.threads.split(","):
-                speed, best, others = seconds_per_step(args.recipe, threads, args.steps, args.warmup, args.overrides, env)
+                speed, best, others = seconds_per_step(args.recipe, threads, args.steps, args.warmup, args.overrides,
+                                                       env)
                 print(f"{busy:>14}  {threads:>9}  {speed:>10.3f}  {best:>7.3f}  {others:>18.2f}", flush=True)
         finally:
             for spinner in spinners:

@@ -27,9 +27,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 
-from unet_sep.train.datasets import ExcerptSampler, load_tracks  # noqa: E402
+from unet_sep.data.load import load_tracks  # noqa: E402
 from unet_sep.train.loop import Trainer  # noqa: E402
 from unet_sep.train.recipe import load_recipe  # noqa: E402
+from unet_sep.train.sampler import ExcerptSampler  # noqa: E402
 
 
 def cpu_name() -> str:
@@ -67,7 +68,8 @@ def main() -> None:
         frames = recipe.train.excerpt_frames or model.segment_frames
         length = frames * model.stft.hop_length - model.stft.n_fft
         tracks = load_tracks(recipe.data, "train", model.sample_rate, model.n_channels)
-        sampler = ExcerptSampler(tracks, length, list(model.stems), recipe.data.augment, seed=0, sample_rate=model.sample_rate)
+        sampler = ExcerptSampler(tracks, length, list(model.stems), recipe.data.augment, seed=0,
+                                 sample_rate=model.sample_rate)
         draws = []
         for step in range(5):
             start = time.perf_counter()
@@ -88,10 +90,14 @@ def main() -> None:
         n_params = sum(p.numel() for p in StemsNet(model).parameters())
 
     print()
-    device = torch.cuda.get_device_name() if args.device.startswith("cuda") else f"{cpu_name()}, {os.cpu_count()} cores, {torch.get_num_threads()} threads"
+    if args.device.startswith("cuda"):
+        device = torch.cuda.get_device_name()
+    else:
+        device = f"{cpu_name()}, {os.cpu_count()} cores, {torch.get_num_threads()} threads"
     print(f"hardware: {device}; torch {torch.__version__}")
     print(f"model: {len(model.stems)} stems x U-Net {model.unet.filters}, {n_params / 1e6:.1f} M parameters; "
-          f"excerpts of {frames} frames = {length / model.sample_rate:.1f} s at {model.sample_rate} Hz, {model.n_channels} ch; "
+          f"excerpts of {frames} frames = {length / model.sample_rate:.1f} s at {model.sample_rate} Hz, "
+          f"{model.n_channels} ch; "
           f"batch {args.batch_size}; {args.steps} steps ({args.warmup} warm-up) in {wall:.0f} s")
     print(f"{'what':<52}{'value':>12}")
     print(f"{'draw a batch of augmented excerpts (alone), s':<52}{np.median(draws):>12.3f}")

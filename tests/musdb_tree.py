@@ -13,6 +13,9 @@ band-passed noise (1.5-6 kHz). The mixture is their sum; amplitudes keep it well
 musdb's validation split is a fixed list of track names in the package's ``configs/mus.yaml``
 (``validation_tracks``), so ``n_valid`` of the train tracks are named after entries of that list (read from
 the installed package) and the others get names that are not on it.
+
+:func:`musdb_config` is the data settings that read such a tree, :func:`read_file` a file's samples as the data
+package decodes them.
 """
 
 from __future__ import annotations
@@ -22,12 +25,26 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
+from unet_sep.audio import read_audio
+from unet_sep.data.config import DataConfig
+
 SOURCES = ("vocals", "drums", "bass", "other")
+
+
+def musdb_config(root: Path, **overrides) -> DataConfig:
+    """The data settings of the MUSDB18-HQ tree at ``root`` (``overrides``: other fields)."""
+    return DataConfig(kind="musdb", root=str(root), is_wav=True, **overrides)
+
+
+def read_file(path: Path) -> np.ndarray:
+    """The samples of an audio file, float32 ``[channels, samples]`` at its own rate."""
+    audio, _ = read_audio(path)
+    return audio
 
 
 def musdb_validation_names() -> list[str]:
     """The validation track names of the installed musdb package (``validation_tracks`` of ``mus.yaml``)."""
-    from unet_sep.musdb_support import musdb_setup
+    from unet_sep.data.musdb_support import musdb_setup
 
     return list(musdb_setup()["validation_tracks"])
 
@@ -85,7 +102,7 @@ def synthetic_sources(seconds: float, rate: int, seed: int, channels: int = 2) -
     other = 0.1 * chord + 0.04 * band
 
     out = {}
-    for i, (name, signal) in enumerate(zip(SOURCES, (vocals, drums, bass, other))):
+    for i, (name, signal) in enumerate(zip(SOURCES, (vocals, drums, bass, other), strict=True)):
         out[name] = (pan[i][:, None] * signal[None, :]).astype(np.float32)
     return out
 

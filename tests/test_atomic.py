@@ -4,10 +4,19 @@ from __future__ import annotations
 
 import os
 import stat
+import subprocess
+import sys
 
 import pytest
 
-from unet_sep.atomic import atomic_path, write_bytes_atomic, write_text_atomic
+from unet_sep.atomic import (
+    atomic_folder,
+    atomic_path,
+    remove_stale_temporary_folders,
+    temporary_path,
+    write_bytes_atomic,
+    write_text_atomic,
+)
 
 
 def test_a_finished_write_replaces_the_file_with_ordinary_permissions(tmp_path):
@@ -45,7 +54,7 @@ def test_model_folders_and_checkpoints_are_readable_by_the_group(tmp_path):
 
     from unet_sep import ModelConfig, UNetConfig, load_model, save_model
     from unet_sep.model.stems import StemsNet
-    from unet_sep.train.loop import save_checkpoint
+    from unet_sep.train.checkpoints import save_checkpoint
 
     config = ModelConfig(stems=["vocals", "accompaniment"], frequency_bins=64, segment_frames=32,
                          unet=UNetConfig(filters=[4, 8], dropout_layers=1))
@@ -63,3 +72,37 @@ def test_model_folders_and_checkpoints_are_readable_by_the_group(tmp_path):
     _, loaded = load_model(tmp_path / "model")
     for name, value in net.state_dict().items():
         assert torch.allclose(loaded.state_dict()[name].float(), value.float().half().float()), name
+
+
+def test_a_folder_is_filled_under_a_temporary_name_and_renamed_whole(tmp_path):
+    target = tmp_path / "step-00000002"
+    target.mkdir()
+    (target / "old.txt").write_text("old")
+    with atomic_folder(target) as temporary:
+        assert temporary.parent == tmp_path and temporary.is_dir() and temporary.name.endswith(".partial")
+        (temporary / "model.safetensors").write_bytes(b"new")
+        assert (target / "old.txt").is_file()  # the old folder stays until the new one is complete
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["step-00000002"]
+    assert sorted(p.name for p in target.iterdir()) == ["model.safetensors"]
+    with pytest.raises(KeyboardInterrupt):
+        with atomic_folder(target) as temporary:
+            (temporary / "half").write_bytes(b"x")
+            raise KeyboardInterrupt
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["step-00000002"]
+    assert sorted(p.name for p in target.iterdir()) == ["model.safetensors"]
+
+
+def test_temporary_folders_of_killed_writers_are_removed(tmp_path):
+    process = subprocess.Popen([sys.executable, "-c", "pass"])
+    process.wait()
+    live = temporary_path(tmp_path / "step-00000004")  # this test's own pid: a live writer
+    host = live.name.split("@")[1].split(".partial")[0]
+    dead = tmp_path / f".step-00000002.0a1b2c3d.{process.pid}@{host}.partial"
+    other_host = tmp_path / f".step-00000003.0a1b2c3d.{process.pid}@some-other-machine.partial"
+    for folder in (dead, live, other_host):
+        (folder / "sub").mkdir(parents=True)
+        (folder / "sub" / "model.safetensors").write_bytes(b"\0" * 64)
+    (tmp_path / "step-00000001").mkdir()
+    assert remove_stale_temporary_folders(tmp_path) == [dead]
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([live.name, other_host.name, "step-00000001"])
+    assert remove_stale_temporary_folders(tmp_path / "absent") == []

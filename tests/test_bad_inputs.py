@@ -275,9 +275,9 @@ def test_error_lines_written_while_a_decoder_is_muted_are_not_lost():
     script = (
         "import sys\n"
         "from unet_sep.cli import _python_stderr_apart\n"
-        "from unet_sep.audio.decode import _quiet_native_stderr\n"
+        "from unet_sep.audio.native_stderr import quiet_native_stderr\n"
         "_python_stderr_apart()\n"
-        "with _quiet_native_stderr():\n"
+        "with quiet_native_stderr():\n"
         "    print('error: first.wav: file is empty (0 bytes)', file=sys.stderr)\n"
         "    import os; os.write(2, b'native chatter\\n')\n"
     )
@@ -428,10 +428,11 @@ def test_two_inputs_with_the_same_outputs(tmp_path, model):
 
 
 def test_input_vanishing_during_the_batch(tmp_path, model):
-    """An input deleted after the batch was probed fails on its own; the rest of the batch goes on.
+    """An input deleted after the batch started fails on its own; the rest of the batch goes on.
 
-    With one reader thread the victim is opened only once the slow file is fully decoded, and the slow file is
-    longer than the pipeline's bounded queues hold, so the victim is gone before anything opens it.
+    Each input is opened once, when a reader gets to it: with one reader thread the victim is opened only once the
+    slow file is fully decoded, and the slow file is longer than the pipeline's bounded queues hold, so the victim
+    is gone before anything opens it.
     """
     model_dir, stems = model
     inputs = tmp_path / "in"

@@ -143,3 +143,47 @@ def test_help_models_and_version():
     assert code == 0
     code, output = run("--version")
     assert code == 0 and output.startswith("unet-sep ")
+
+
+def test_each_input_is_opened_once(tmp_path, tiny_model, monkeypatch):
+    """The command reads each input's length from the pipeline, which opens the file once to separate it."""
+    import unet_sep.audio.decode as decode
+    from unet_sep.separate import reader
+
+    opened = []
+    real_open = decode.open_audio
+
+    def counting_open(path):
+        opened.append(str(path))
+        return real_open(path)
+
+    monkeypatch.setattr(decode, "open_audio", counting_open)
+    monkeypatch.setattr(reader, "open_audio", counting_open)
+    for name in ("a", "b"):
+        sf.write(tmp_path / f"{name}.wav", music_like(1.5, 16000).T, 16000)
+    code, output = run("separate", tmp_path / "a.wav", tmp_path / "b.wav", "--out", tmp_path / "out",
+                       "--model", tiny_model)
+    assert code == 0, output
+    assert sorted(opened) == [str(tmp_path / "a.wav"), str(tmp_path / "b.wav")]
+
+
+def test_progress_bars_follow_the_events(tmp_path):
+    """The overall bar's total and count come from the run's events (tests/test_progress.py has the arithmetic)."""
+    from unet_sep.cli import _Progress
+    from unet_sep.separate.files import FileEvent
+
+    paths = {}
+    for index, size in {0: 1000, 1: 3000}.items():
+        paths[index] = tmp_path / f"{index}.wav"
+        paths[index].write_bytes(b"\0" * size)
+    progress = _Progress(2, paths, enabled=True)  # the bars go to the captured stderr
+    assert progress.overall.total == 0
+    progress.add(FileEvent("started", 0, paths[0], total=20 * 8000, sample_rate=8000))
+    assert progress.overall.total == pytest.approx(80)  # 20 s in 1000 bytes: the other file is estimated at 60 s
+    progress.add(FileEvent("progress", 0, paths[0], done=5 * 8000, total=20 * 8000, sample_rate=8000))
+    assert progress.overall.n == pytest.approx(5) and progress.bars[0].n == pytest.approx(5)
+    progress.add(FileEvent("done", 0, paths[0], done=20 * 8000, total=20 * 8000, sample_rate=8000))
+    assert progress.overall.n == pytest.approx(20) and 0 not in progress.bars
+    progress.add(FileEvent("skipped", 1, paths[1]))
+    assert progress.overall.total == pytest.approx(20)
+    progress.close()

@@ -15,7 +15,8 @@ from conftest import SHARED
 from unet_sep.dsp.measures import snr_db
 from unet_sep import Separator
 from unet_sep.audio import read_audio
-from unet_sep.weights.registry import PACKAGE_DIR, default_model_name, resolve_model
+from unet_sep.weights.entries import PACKAGE_DIR
+from unet_sep.weights.registry import default_model_name, resolve_model
 
 MIR1K = SHARED / "data" / "mir1k"
 

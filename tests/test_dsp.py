@@ -1,8 +1,8 @@
 import pytest
 import torch
 
-from unet_sep.dsp.measures import snr_db
 from unet_sep.dsp.masks import extend_masks, ratio_masks
+from unet_sep.dsp.measures import snr_db
 from unet_sep.dsp.stft import hann_window, istft, num_frames, stft, window_envelope
 
 

@@ -24,9 +24,10 @@ from conftest import make_model
 from musdb_tree import SOURCES, make_musdb_tree, synthetic_sources
 from unet_sep import STFTConfig, UNetConfig
 from unet_sep.cli import app
+from unet_sep.data.musdb_support import import_museval
 from unet_sep.evaluate import score as score_module
+from unet_sep.evaluate.plan import plan_evaluation
 from unet_sep.evaluate.score import load_track_json, mix_at_0db, sisec_medians
-from unet_sep.musdb_support import import_museval
 
 museval = import_museval()  # importable without ffmpeg/ffprobe (a stand-in for stempeg then)
 RATE = 16000
@@ -49,7 +50,8 @@ def read_csv(path: Path) -> list[dict[str, str]]:
 
 
 def summary(path: Path) -> dict[tuple[str, str], dict[str, float]]:
-    return {(r["method"], r["stem"]): {k: float(v) if v else math.nan for k, v in r.items() if k not in ("method", "stem")}
+    return {(r["method"], r["stem"]): {k: float(v) if v else math.nan for k, v in r.items()
+                                       if k not in ("method", "stem")}
             for r in read_csv(path / "summary.csv")}
 
 
@@ -101,7 +103,8 @@ def test_musdb_scores_are_museval_figures(musdb_run, musdb_root, model):
         stored = load_track_json(out / method / f"{track}.json")
         for i, stem in enumerate(STEMS):
             for name, values in (("SDR", sdr), ("SIR", sir), ("SAR", sar), ("ISR", isr)):
-                np.testing.assert_allclose(stored.frames[stem][name], values[i], atol=2e-3, err_msg=f"{method} {stem} {name}")
+                np.testing.assert_allclose(stored.frames[stem][name], values[i], atol=2e-3,
+                                           err_msg=f"{method} {stem} {name}")
                 assert stored.median(stem, name) == pytest.approx(np.nanmedian(values[i]), abs=2e-3)
 
     # SiSEC18 medians: ours equal museval's own aggregation (EvalStore: median over frames, then over tracks)
@@ -140,7 +143,9 @@ def test_json_csv_and_png_outputs(musdb_run):
         assert not museval.aggregate.json2df(data, path.stem).empty
     rows = read_csv(out / "summary.csv")
     assert list(rows[0]) == ["method", "stem", "tracks", "SDR", "SIR", "SAR", "ISR"]
-    assert {(r["method"], r["stem"]) for r in rows} == {(m, s) for m in ("unet16k", "oracle-irm", "mixture") for s in STEMS}
+    assert {(r["method"], r["stem"]) for r in rows} == {
+        (m, s) for m in ("unet16k", "oracle-irm", "mixture") for s in STEMS
+    }
     assert len(read_csv(out / "tracks.csv")) == 3 * 2 * 2
     assert (out / "sdr_boxplot.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
@@ -185,7 +190,8 @@ def test_a_retrained_model_under_the_same_name_is_scored_again(musdb_run, musdb_
     out = tmp_path / "eval"
     shutil.copytree(musdb_run[0], out)
     retrained = small_model(tmp_path / "unet16k", seed=2)  # same folder name, other weights
-    code, output = run("--model", retrained, "--musdb-root", musdb_root, "--is-wav", "--out", out, "--quiet", "--tracks", "1")
+    code, output = run("--model", retrained, "--musdb-root", musdb_root, "--is-wav", "--out", out, "--quiet",
+                       "--tracks", "1")
     assert code == 0, output
     assert "1 scored now, 2 read back" in output
 
@@ -195,7 +201,7 @@ def stems_dir(tmp_path_factory) -> tuple[Path, Path]:
     """MIR-1K-like clips: mono vocals.wav + accompaniment.wav (accompaniment much louder than the voice)."""
     root = tmp_path_factory.mktemp("stems")
     names = {"test": ["singerA_1_01", "singerB_1_01"], "train": ["singerC_1_01"]}
-    for i, (name, seconds) in enumerate(zip(names["test"] + names["train"], (3.0, 4.0, 3.0))):
+    for i, (name, seconds) in enumerate(zip(names["test"] + names["train"], (3.0, 4.0, 3.0), strict=True)):
         sources = synthetic_sources(seconds, RATE, seed=100 + i, channels=1)
         (root / name).mkdir()
         sf.write(root / name / "vocals.wav", 0.5 * sources["vocals"].T, RATE, subtype="FLOAT")
@@ -242,7 +248,8 @@ def test_mir1k_mixing_nsdr_and_gnsdr(stems_dir, model, tmp_path):
     weights = np.array([float(r["n_samples"]) for r in rows])
     nsdr = np.array([float(r["NSDR"]) for r in rows])
     assert sorted(weights) == [3 * RATE, 4 * RATE]
-    assert table[("unet16k", "vocals")]["GNSDR"] == pytest.approx(float(np.sum(weights * nsdr) / weights.sum()), abs=1e-4)
+    assert table[("unet16k", "vocals")]["GNSDR"] == pytest.approx(float(np.sum(weights * nsdr) / weights.sum()),
+                                                                  abs=1e-4)
 
 
 def test_bad_arguments_one_line_and_exit_2(tmp_path, model, musdb_root, stems_dir):
@@ -254,7 +261,8 @@ def test_bad_arguments_one_line_and_exit_2(tmp_path, model, musdb_root, stems_di
         (["--model", model, "--out", out, "--musdb-root", tmp_path / "nope"], "no such folder"),
         (["--model", tmp_path / "nope", "--out", out, "--musdb-root", musdb_root, "--is-wav"], "no such model"),
         (["--model", model, "--out", out, "--musdb-root", musdb_root, "--is-wav", "--subset", "dev"], "--subset"),
-        (["--model", model, "--out", out, "--stems-dir", root, "--split-file", split_file, "--split-group", "x"], "no group"),
+        (["--model", model, "--out", out, "--stems-dir", root, "--split-file", split_file, "--split-group", "x"],
+         "no group"),
         (["--model", model, "--out", out, "--stems-dir", root, "--split-file", split_file, "--split-group", "singers",
           "--split", "valid"], "no split 'valid'"),
         (["--model", model, "--out", out, "--stems-dir", root, "--split", "test"], "need --split-file"),
@@ -271,3 +279,69 @@ def test_bad_arguments_one_line_and_exit_2(tmp_path, model, musdb_root, stems_di
                            str(tmp_path / "missing"), "--out", str(out)], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert proc.stderr.strip().count("\n") == 0 and "no such folder" in proc.stderr
+
+
+# ---- --data PATH and --data-option: any registered format, the shorthands mapped onto the same settings ----
+
+
+def planned(model: Path, out: Path, **options) -> tuple:
+    """What an evaluation plan holds about its data: (settings, description, tracks, rate, channels)."""
+    evaluation = plan_evaluation(str(model), out, device="cpu", **options)
+    return (evaluation.data, evaluation.description, evaluation.track_names, evaluation.sample_rate,
+            evaluation.channels)
+
+
+def test_data_path_plans_what_the_shorthands_plan(model, musdb_root, stems_dir, tmp_path):
+    out = tmp_path / "out"
+    hq = planned(model, out, data=musdb_root)  # recognised as MUSDB18-HQ: is_wav from the tree
+    assert hq == planned(model, out, musdb_root=musdb_root, is_wav=True)
+    assert hq[0].kind == "musdb" and hq[0].is_wav and hq[1] == "MUSDB18-HQ test" and len(hq[2]) == 2
+    assert planned(model, out, data=musdb_root, data_options=["kind=musdb", "is_wav=true"], split="test") == hq
+
+    root, split_file = stems_dir
+    legacy = planned(model, out, stems_dir=root, split_file=split_file, split_group="singers", split="test",
+                     mir1k_mixing=True)
+    generic = planned(model, out, data=root, data_options=[f"split_file={split_file}", "split_group=singers"],
+                      split="test", mir1k_mixing=True)
+    assert generic == legacy
+    assert legacy[1].endswith("singers/test, 0 dB mixing") and legacy[2] == ["singerA_1_01", "singerB_1_01"]
+    assert planned(model, out, data=root)[2] == ["singerA_1_01", "singerB_1_01", "singerC_1_01"]  # no split file
+
+
+def test_data_path_resumes_the_shorthand_run(musdb_run, model, musdb_root, tmp_path):
+    out = tmp_path / "eval"
+    shutil.copytree(musdb_run[0], out)
+    before = (out / "summary.csv").read_text()
+    code, output = run("--model", model, "--data", musdb_root, "--out", out, "--quiet")
+    assert code == 0, output
+    assert "0 scored now, 6 read back" in output  # the same tracks, rate, channels and settings
+    assert (out / "summary.csv").read_text() == before
+
+
+def test_data_option_errors_one_line_and_exit_2(tmp_path, model, musdb_root, stems_dir):
+    root, split_file = stems_dir
+    out = tmp_path / "out"
+    (tmp_path / "empty").mkdir()
+    for args, message in [
+        (["--data", root, "--musdb-root", musdb_root], "exactly one data set: --data PATH, --musdb-root ROOT"),
+        (["--data", tmp_path / "nope"], "--data " + str(tmp_path / "nope") + ": no such folder"),
+        (["--data", tmp_path / "empty"], "no data set format (musdb, folder) recognises this folder"),
+        (["--data", root, "--is-wav"], "--is-wav applies to musdb data; " + str(root) + " is read as folder data"),
+        (["--data", musdb_root, "--data-option", "split_group=singers"], "--data-option applies to folder data"),
+        (["--data", musdb_root, "--split", "dev"], "--split must be one of test, train, valid, train+valid, got 'dev'"),
+        (["--data", musdb_root, "--data-option", "kind=zip"], "data.kind must be one of musdb, folder, got 'zip'"),
+        (["--data", root, "--subset", "test", "--split", "test"], "--split and --subset both set data.test_split"),
+        (["--data", root, "--data-option", "colour=red"], "unknown key data.colour"),
+        (["--data", root, "--data-option", "root=/x"], "--data-option root: give the data set's folder with --data"),
+        (["--data", root, "--data-option", "cache_dir=/tmp"], "--data-option cache_dir: an evaluation decodes"),
+        (["--data", root, "--data-option", "is_wav=maybe"], 'data.is_wav must be true or false, got "maybe"'),
+        (["--data", root, "--data-option", "split_file"], "--data-option expects KEY=VALUE"),
+        (["--data", root, "--data-option", "split_file=nope.json"], "--data-option nope.json: no such file"),
+        (["--data", root, "--data-option", f"split_file={split_file}", "--data-option", "split_group=singers",
+          "--split", "valid"], "no split 'valid'"),
+        (["--data", root, "--data-option", "kind=musdb"], "MUSDB root"),
+    ]:
+        code, output = run("--model", model, "--out", out, *args)
+        lines = [line for line in output.splitlines() if line.strip()]
+        assert code == 2 and len(lines) == 1 and message in lines[0] and lines[0].startswith("error: "), (args, output)
+    assert not out.exists()

@@ -109,3 +109,12 @@ def test_device_errors_of_train_and_evaluate(tmp_path, tiny_model, command):
     assert result.returncode == 2, result.stderr
     assert result.stderr.strip() == "error: --device: 'banana' is not a device; choose from auto, cpu, cuda, cuda:N or mps"
     assert not (tmp_path / "run").exists() and not (tmp_path / "eval").exists()
+
+
+def test_cli_rejects_an_unknown_precision_in_one_line(tmp_path, tiny_model, source):
+    command = [sys.executable, "-m", "unet_sep", "separate", str(source), "--out", str(tmp_path),
+               "--model", str(tiny_model), "--precision", "fp8"]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and "precision" in lines[0] and "Traceback" not in result.stderr

@@ -8,7 +8,7 @@ from conftest import make_model, music_like
 from unet_sep.dsp.measures import snr_db
 from unet_sep import Separator
 from unet_sep.dsp.stft import istft, stft
-from unet_sep.separate.separator import InvalidAudioError
+from unet_sep.separate.stages import InvalidAudioError
 from unet_sep.weights.checkpoint import load_model
 
 
@@ -146,9 +146,9 @@ def test_from_pretrained_loads_the_saved_model(tiny_model, loaded):
     config, net = loaded
     separator = Separator.from_pretrained(str(tiny_model), device="cpu")
     assert separator.stems == ["vocals", "accompaniment"] and separator.sample_rate == 44100
-    for name, tensor in separator.net.state_dict().items():
+    for name, tensor in separator.runner.net.state_dict().items():
         assert torch.equal(tensor, net.state_dict()[name])
-    assert separator.net.unets[0].encoder[0].bn.running_var.min() >= 0.5  # BN statistics survived the round trip
+    assert separator.runner.net.unets[0].encoder[0].bn.running_var.min() >= 0.5  # BN statistics survived the round trip
 
 
 def test_checkpoint_errors(tmp_path, tiny_model):

@@ -1,14 +1,13 @@
-"""Training: a tiny MUSDB18-HQ tree made here and read with musdb's splits, exact resume after kill -9, a
-2-process torchrun run on gloo, and a short MIR-1K run."""
+"""The training loop: a tiny MUSDB18-HQ tree made here and read with musdb's splits (the loss falls and the model
+beats the mixture), fine-tuning from another model, the channels-last layout, weight averaging, a 2-process
+torchrun run on gloo, and a short MIR-1K run."""
 
 from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -18,31 +17,16 @@ from safetensors.torch import load_file
 
 from conftest import SHARED
 from musdb_tree import make_musdb_tree
+from train_runs import musdb_recipe, train_command, write_recipe
 from unet_sep import Separator
+from unet_sep.data.load import load_tracks
 from unet_sep.train.average import average_files
-from unet_sep.train.datasets import load_tracks
-from unet_sep.train.loop import Trainer, validation_scores
+from unet_sep.train.loop import Trainer
 from unet_sep.train.recipe import load_recipe
-from unet_sep.weights.registry import resolve_model
+from unet_sep.train.validation import validation_scores
 
 MIR1K = SHARED / "data" / "mir1k"
 RECIPES = Path(__file__).resolve().parents[1] / "recipes"
-
-
-def tiny_recipe(root: Path, **train) -> dict:
-    """A small 16 kHz U-Net (depth 4) on 1 s excerpts: fast enough to train in seconds on 2 cores."""
-    return {
-        "model": {
-            "stems": ["vocals", "accompaniment"], "sample_rate": 16000, "n_channels": 2,
-            "frequency_bins": 256, "segment_frames": 64,
-            "stft": {"n_fft": 1024, "hop_length": 256},
-            "unet": {"filters": [8, 16, 32, 64], "dropout_layers": 1},
-        },
-        "data": {"kind": "musdb", "root": str(root), "is_wav": True, "targets": ["vocals", "accompaniment"],
-                 "augment": {"remix": True, "gain_db": [-3, 3], "channel_swap": True}},
-        "train": {"seed": 1, "steps": 40, "batch_size": 4, "learning_rate": 2e-3, "valid_every": 20,
-                  "checkpoint_every": 10, "log_every": 5, **train},
-    }
 
 
 @pytest.fixture(scope="module")
@@ -50,13 +34,8 @@ def musdb_root(tmp_path_factory) -> Path:
     return make_musdb_tree(tmp_path_factory.mktemp("musdb") / "musdb18hq", seconds=8.0)
 
 
-def write_recipe(path: Path, recipe: dict) -> Path:
-    path.write_text(json.dumps(recipe))
-    return path
-
-
 def test_training_lowers_the_loss_and_beats_the_mixture(tmp_path, musdb_root):
-    recipe = load_recipe(write_recipe(tmp_path / "r.json", tiny_recipe(musdb_root)))
+    recipe = load_recipe(write_recipe(tmp_path / "r.json", musdb_recipe(musdb_root)))
     losses: list[float] = []
     torch.set_num_threads(2)
     result = Trainer(recipe, tmp_path / "run", device="cpu", progress=False,
@@ -64,7 +43,8 @@ def test_training_lowers_the_loss_and_beats_the_mixture(tmp_path, musdb_root):
     assert result.steps == 40 and len(losses) == 40
     assert np.mean(losses[-8:]) < 0.7 * np.mean(losses[:8]), losses
     run = tmp_path / "run"
-    for name in ("config.json", "model.safetensors", "recipe.json", "metrics.csv", "validation.csv", "curves.png", "best.json"):
+    for name in ("config.json", "model.safetensors", "recipe.json", "metrics.csv", "validation.csv", "curves.png",
+                 "best.json"):
         assert (run / name).is_file(), name
     assert (run / "checkpoints" / "latest").read_text().strip() == "step-00000040"
     assert any((run / "tensorboard").iterdir())
@@ -77,67 +57,20 @@ def test_training_lowers_the_loss_and_beats_the_mixture(tmp_path, musdb_root):
     assert result.best_step in (20, 40)
 
 
-def _train_command(recipe: Path, out: Path, *extra: str) -> list[str]:
-    return [sys.executable, "-m", "unet_sep", "train", str(recipe), "--out", str(out), "--device", "cpu",
-            "--threads", "1", "--quiet", *extra]
-
-
-def test_resume_after_kill_matches_uninterrupted_run(tmp_path, musdb_root):
-    recipe = write_recipe(tmp_path / "r.json", tiny_recipe(musdb_root, steps=16, checkpoint_every=2, valid_every=0, log_every=2))
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    whole = subprocess.run(_train_command(recipe, tmp_path / "whole"), capture_output=True, text=True, env=env, timeout=300)
-    assert whole.returncode == 0, whole.stderr
-
-    killed = subprocess.Popen(_train_command(recipe, tmp_path / "killed"), stdout=subprocess.DEVNULL,
-                              stderr=subprocess.DEVNULL, env=env)
-    pointer = tmp_path / "killed" / "checkpoints" / "latest"
-    deadline = time.time() + 120
-    while time.time() < deadline and killed.poll() is None:
-        if pointer.is_file() and pointer.read_text().strip() >= "step-00000006":
-            break
-        time.sleep(0.02)
-    killed.send_signal(signal.SIGKILL)
-    killed.wait()
-    assert killed.returncode == -signal.SIGKILL, "the run ended before it could be killed; make it longer"
-    resumed = subprocess.run(_train_command(recipe, tmp_path / "killed", "--resume"), capture_output=True, text=True,
-                             env=env, timeout=300)
-    assert resumed.returncode == 0, resumed.stderr
-    final = "step-00000016"
-    a = load_file(str(tmp_path / "whole" / "checkpoints" / final / "model.safetensors"))
-    b = load_file(str(tmp_path / "killed" / "checkpoints" / final / "model.safetensors"))
-    assert a.keys() == b.keys()
-    for name in a:
-        assert torch.allclose(a[name].float(), b[name].float(), atol=1e-6, rtol=0), name
-    oa = load_file(str(tmp_path / "whole" / "checkpoints" / final / "optimizer.safetensors"))
-    ob = load_file(str(tmp_path / "killed" / "checkpoints" / final / "optimizer.safetensors"))
-    for name in oa:
-        assert torch.allclose(oa[name].float(), ob[name].float(), atol=1e-6, rtol=0), name
-    rows = (tmp_path / "killed" / "metrics.csv").read_text().splitlines()
-    assert [r.split(",")[0] for r in rows[1:]] == [str(s) for s in range(2, 17, 2)]  # no duplicated steps
-
-
-def test_refuses_to_overwrite_a_run_without_resume(tmp_path, musdb_root):
-    recipe = write_recipe(tmp_path / "r.json", tiny_recipe(musdb_root, steps=2, checkpoint_every=1, valid_every=0))
-    first = subprocess.run(_train_command(recipe, tmp_path / "run"), capture_output=True, text=True, timeout=300)
-    assert first.returncode == 0, first.stderr
-    again = subprocess.run(_train_command(recipe, tmp_path / "run"), capture_output=True, text=True, timeout=300)
-    assert again.returncode == 1 and "--resume" in again.stderr and "Traceback" not in again.stderr
-    bad = subprocess.run(_train_command(recipe, tmp_path / "x", "--set", "train.loss=l3"), capture_output=True, text=True)
-    assert bad.returncode == 2 and "train.loss" in bad.stderr
-
-
 def test_init_from_fine_tunes_from_another_models_weights(tmp_path, musdb_root):
     torch.set_num_threads(2)
-    base = load_recipe(write_recipe(tmp_path / "base.json", tiny_recipe(musdb_root, steps=4, valid_every=0, checkpoint_every=4)))
+    base = load_recipe(write_recipe(tmp_path / "base.json",
+                                    musdb_recipe(musdb_root, steps=4, valid_every=0, checkpoint_every=4)))
     Trainer(base, tmp_path / "base", device="cpu", progress=False).run()
     start = load_file(str(tmp_path / "base" / "model.safetensors"))
     # a learning rate of 1e-12 leaves the weights where they started: they must be the base model's
-    tuned = load_recipe(write_recipe(tmp_path / "tuned.json", tiny_recipe(
+    tuned = load_recipe(write_recipe(tmp_path / "tuned.json", musdb_recipe(
         musdb_root, steps=1, valid_every=0, checkpoint_every=1, learning_rate=1e-12, init_from=str(tmp_path / "base"))))
     Trainer(tuned, tmp_path / "tuned", device="cpu", progress=False).run()
     after = load_file(str(tmp_path / "tuned" / "model.safetensors"))
-    fresh = tiny_recipe(musdb_root, steps=1, valid_every=0, checkpoint_every=1, learning_rate=1e-12)
-    Trainer(load_recipe(write_recipe(tmp_path / "fresh.json", fresh)), tmp_path / "fresh", device="cpu", progress=False).run()
+    fresh = musdb_recipe(musdb_root, steps=1, valid_every=0, checkpoint_every=1, learning_rate=1e-12)
+    Trainer(load_recipe(write_recipe(tmp_path / "fresh.json", fresh)), tmp_path / "fresh", device="cpu",
+            progress=False).run()
     random_init = load_file(str(tmp_path / "fresh" / "model.safetensors"))
     weights = [name for name in start if name.endswith("weight") and start[name].ndim == 4]
     assert len(weights) >= 8
@@ -146,15 +79,16 @@ def test_init_from_fine_tunes_from_another_models_weights(tmp_path, musdb_root):
         assert not torch.allclose(random_init[name].float(), start[name].float(), atol=1e-3), name
     assert json.loads((tmp_path / "tuned" / "recipe.json").read_text())["train"]["init_from"] == str(tmp_path / "base")
     # a model of another shape is refused with one line, before any step
-    wider = tiny_recipe(musdb_root, steps=1, init_from=str(tmp_path / "base"))
+    wider = musdb_recipe(musdb_root, steps=1, init_from=str(tmp_path / "base"))
     wider["model"]["unet"]["filters"] = [8, 16, 32, 128]
-    proc = subprocess.run(_train_command(write_recipe(tmp_path / "wider.json", wider), tmp_path / "wider"),
+    proc = subprocess.run(train_command(write_recipe(tmp_path / "wider.json", wider), tmp_path / "wider"),
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 1 and "does not fit" in proc.stderr and "unet" in proc.stderr, proc.stderr
     assert "Traceback" not in proc.stderr and not (tmp_path / "wider" / "checkpoints").exists()
-    missing = subprocess.run(_train_command(write_recipe(tmp_path / "r.json", tiny_recipe(musdb_root, init_from=str(tmp_path / "nope"))),
-                                            tmp_path / "nope-run"), capture_output=True, text=True, timeout=300)
-    assert missing.returncode == 1 and "init_from" in missing.stderr and "Traceback" not in missing.stderr, missing.stderr
+    nope = write_recipe(tmp_path / "r.json", musdb_recipe(musdb_root, init_from=str(tmp_path / "nope")))
+    missing = subprocess.run(train_command(nope, tmp_path / "nope-run"), capture_output=True, text=True, timeout=300)
+    assert missing.returncode == 1 and "init_from" in missing.stderr and "Traceback" not in missing.stderr, \
+        missing.stderr
 
 
 def test_channels_last_training_takes_the_same_steps(tmp_path, musdb_root):
@@ -162,11 +96,11 @@ def test_channels_last_training_takes_the_same_steps(tmp_path, musdb_root):
     torch.set_num_threads(2)
     losses = {}
     for layout in (True, False):
-        recipe = tiny_recipe(musdb_root, steps=5, valid_every=0, checkpoint_every=5, channels_last=layout)
+        recipe = musdb_recipe(musdb_root, steps=5, valid_every=0, checkpoint_every=5, channels_last=layout)
         recipe["model"]["unet"]["dropout"] = 0.0
         run: list[float] = []
         Trainer(load_recipe(write_recipe(tmp_path / f"{layout}.json", recipe)), tmp_path / str(layout), device="cpu",
-                progress=False, on_step=lambda step, loss: run.append(loss)).run()
+                progress=False, on_step=lambda step, loss, run=run: run.append(loss)).run()
         losses[layout] = run
     np.testing.assert_allclose(losses[True], losses[False], rtol=1e-3)
     assert len(set(np.round(losses[True], 4))) > 1  # the steps did change the model
@@ -187,7 +121,7 @@ def test_weight_averaging_is_the_mean_of_the_chosen_steps_weights(tmp_path, musd
             snapshots[step - 1] = tmp_path / f"weights-{step - 1}.safetensors"
             snapshots[step - 1].write_bytes(saved.read_bytes())
 
-    plain = tiny_recipe(musdb_root, steps=8, valid_every=0, checkpoint_every=1)
+    plain = musdb_recipe(musdb_root, steps=8, valid_every=0, checkpoint_every=1)
     Trainer(load_recipe(write_recipe(tmp_path / "plain.json", plain)), tmp_path / "plain", device="cpu", progress=False,
             on_step=keep_previous_checkpoint).run()
     snapshots[8] = tmp_path / "plain" / "checkpoints" / "step-00000008" / "model.safetensors"
@@ -195,7 +129,7 @@ def test_weight_averaging_is_the_mean_of_the_chosen_steps_weights(tmp_path, musd
     assert expected.count == 3
 
     averaged_losses: list[float] = []
-    recipe = tiny_recipe(musdb_root, steps=8, valid_every=0, checkpoint_every=2, average_from=4, average_every=2)
+    recipe = musdb_recipe(musdb_root, steps=8, valid_every=0, checkpoint_every=2, average_from=4, average_every=2)
     Trainer(load_recipe(write_recipe(tmp_path / "avg.json", recipe)), tmp_path / "avg", device="cpu", progress=False,
             on_step=lambda step, loss: averaged_losses.append(loss)).run()
     np.testing.assert_allclose(averaged_losses, plain_losses, rtol=1e-6)  # averaging does not touch training
@@ -214,9 +148,11 @@ def test_weight_averaging_is_the_mean_of_the_chosen_steps_weights(tmp_path, musd
     assert best["step"] == 8 and best["averaged_weights"] == 3
 
     # stop after step 6 (two steps averaged), then resume to step 8: the same average
-    first = tiny_recipe(musdb_root, steps=6, valid_every=0, checkpoint_every=2, average_from=4, average_every=2)
-    Trainer(load_recipe(write_recipe(tmp_path / "first.json", first)), tmp_path / "split", device="cpu", progress=False).run()
-    assert json.loads((tmp_path / "split" / "checkpoints" / "step-00000006" / "state.json").read_text())["average_count"] == 2
+    first = musdb_recipe(musdb_root, steps=6, valid_every=0, checkpoint_every=2, average_from=4, average_every=2)
+    Trainer(load_recipe(write_recipe(tmp_path / "first.json", first)), tmp_path / "split", device="cpu",
+            progress=False).run()
+    state = json.loads((tmp_path / "split" / "checkpoints" / "step-00000006" / "state.json").read_text())
+    assert state["average_count"] == 2
     Trainer(load_recipe(write_recipe(tmp_path / "rest.json", recipe)), tmp_path / "split", device="cpu", progress=False,
             resume=True).run()
     resumed = load_file(str(tmp_path / "split" / "checkpoints" / "step-00000008" / "average.safetensors"))
@@ -225,22 +161,25 @@ def test_weight_averaging_is_the_mean_of_the_chosen_steps_weights(tmp_path, musd
 
     # valid_tracks 0 (a final run on train+valid): nothing is validated and the run keeps the average of the last step
     blind = dict(recipe, train={**recipe["train"], "valid_tracks": 0})
-    Trainer(load_recipe(write_recipe(tmp_path / "blind.json", blind)), tmp_path / "blind", device="cpu", progress=False).run()
+    Trainer(load_recipe(write_recipe(tmp_path / "blind.json", blind)), tmp_path / "blind", device="cpu",
+            progress=False).run()
     assert not (tmp_path / "blind" / "best.json").exists()
     kept = load_file(str(tmp_path / "blind" / "model.safetensors"))
     for name, value in expected.state.items():
         assert torch.allclose(kept[name].float(), value.float(), atol=1e-6, rtol=0), name
 
     for setting in ("train.average_from=9", "train.valid_tracks=-1"):
-        bad = subprocess.run(_train_command(write_recipe(tmp_path / "bad.json", recipe), tmp_path / "bad", "--set", setting),
-                             capture_output=True, text=True, timeout=300)
+        command = train_command(write_recipe(tmp_path / "bad.json", recipe), tmp_path / "bad", "--set", setting)
+        bad = subprocess.run(command, capture_output=True, text=True, timeout=300)
         assert bad.returncode == 2 and setting.split("=")[0] in bad.stderr and "Traceback" not in bad.stderr, bad.stderr
 
 
 def test_torchrun_two_processes_on_gloo(tmp_path, musdb_root):
-    recipe = write_recipe(tmp_path / "r.json", tiny_recipe(musdb_root, steps=4, checkpoint_every=4, valid_every=0, log_every=2))
+    recipe = write_recipe(tmp_path / "r.json",
+                          musdb_recipe(musdb_root, steps=4, checkpoint_every=4, valid_every=0, log_every=2))
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
-               "-m", "unet_sep", "train", str(recipe), "--out", str(tmp_path / "ddp"), "--device", "cpu", "--threads", "1", "--quiet"]
+               "-m", "unet_sep", "train", str(recipe), "--out", str(tmp_path / "ddp"), "--device", "cpu",
+               "--threads", "1", "--quiet"]
     proc = subprocess.run(command, capture_output=True, text=True, timeout=300,
                           env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -265,18 +204,3 @@ def test_short_mir1k_run(tmp_path):
     assert len(rows) == 3
     config = json.loads((tmp_path / "mir1k" / "config.json").read_text())
     assert config["sample_rate"] == 16000 and config["stems"] == ["vocals", "accompaniment"]
-
-
-@pytest.mark.parametrize("path", sorted(RECIPES.rglob("*.json")),
-                         ids=lambda p: f"{p.parent.name}/{p.name}")
-def test_shipped_recipes_load_and_bundled_ones_build_the_shipped_model(path):
-    """Every recipe in recipes/ passes validation; the bundled-model stages build exactly the shipped network."""
-    recipe = load_recipe(path)
-    assert recipe.train.steps > 0 and recipe.model.stems
-    if not path.name.startswith("bundled-"):
-        return
-    shipped = json.loads((resolve_model("mir1k-vocals-accompaniment", offline=True) / "config.json").read_text())
-    mine = recipe.model.to_dict()
-    for key in ("stems", "sample_rate", "n_channels", "frequency_bins", "segment_frames", "stft", "unet"):
-        assert mine[key] == shipped[key], key
-    assert recipe.data.split_group == "singers"

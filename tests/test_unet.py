@@ -48,10 +48,10 @@ def test_spleeter_sized_unet_parameter_count():
     net = StemsNet(ModelConfig())
     per_stem = sum(p.numel() for p in net.unets[0].parameters())
     f = [16, 32, 64, 128, 256, 512]
-    encoder = sum(25 * i * o + o for i, o in zip([2] + f[:-1], f)) + sum(2 * c for c in f[:-1])
+    encoder = sum(25 * i * o + o for i, o in zip([2] + f[:-1], f, strict=True)) + sum(2 * c for c in f[:-1])
     dec_in = [512, 512, 256, 128, 64, 32]
     dec_out = [256, 128, 64, 32, 16, 1]
-    decoder = sum(25 * i * o + o + 2 * o for i, o in zip(dec_in, dec_out))
+    decoder = sum(25 * i * o + o + 2 * o for i, o in zip(dec_in, dec_out, strict=True))
     final = 2 * 16 + 2
     assert per_stem == encoder + decoder + final  # Spleeter's U-Net, less the BN it builds but never uses
     assert len(net.unets) == 2

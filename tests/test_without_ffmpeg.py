@@ -22,7 +22,7 @@ import pytest
 from conftest import SHARED, make_model
 from musdb_tree import make_musdb_tree, musdb_validation_names, synthetic_sources
 from unet_sep import STFTConfig, UNetConfig
-from unet_sep.musdb_support import ffmpeg_missing_message
+from unet_sep.data.musdb_support import ffmpeg_missing_message
 
 REPO = Path(__file__).resolve().parents[1]
 MIR1K = SHARED / "data" / "mir1k"
@@ -62,7 +62,7 @@ def write_stem_mp4(path: Path, sources: dict[str, np.ndarray], rate: int) -> Non
     streams = [sum(sources.values()), sources["drums"], sources["bass"], sources["other"], sources["vocals"]]
     with av.open(str(path), "w", format="mp4") as container:
         encoders = [container.add_stream("aac", rate=rate, layout="stereo") for _ in streams]
-        for encoder, audio in zip(encoders, streams):
+        for encoder, audio in zip(encoders, streams, strict=True):
             frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(audio, dtype=np.float32), format="fltp",
                                                layout="stereo")
             frame.sample_rate = rate
@@ -151,7 +151,7 @@ def test_reading_a_stem_mp4_without_ffmpeg_fails_in_one_line(no_ffmpeg, tmp_path
     assert f"error: {name}: {expected}" in result.stderr.splitlines(), result.stderr
 
     # training data: DatasetError with the same line
-    script = ("from unet_sep.train.datasets import DataConfig, DatasetError, load_tracks\n"
+    script = ("from unet_sep.data import DataConfig, DatasetError, load_tracks\n"
               f"config = DataConfig(kind='musdb', root={str(root)!r}, is_wav=False)\n"
               "try:\n    load_tracks(config, 'valid', 44100, 2)\n"
               "except DatasetError as error:\n    print(error)\n")

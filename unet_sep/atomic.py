@@ -12,6 +12,7 @@ import logging
 import os
 import re
 import secrets
+import shutil
 import socket
 from pathlib import Path
 from typing import Iterator
@@ -119,3 +120,39 @@ def write_bytes_atomic(path: str | Path, data: bytes, fsync: bool = False) -> No
 def write_text_atomic(path: str | Path, text: str) -> None:
     """Write UTF-8 ``text`` to ``path`` whole or not at all."""
     write_bytes_atomic(path, text.encode("utf-8"))
+
+
+@contextlib.contextmanager
+def atomic_folder(path: str | Path) -> Iterator[Path]:
+    """A fresh temporary folder beside ``path`` to fill; renamed onto ``path`` if the block succeeds.
+
+    The folder's name is one of :func:`temporary_path`. A folder already at ``path`` is removed just before the
+    rename. If the block raises, the temporary folder is removed with what it holds and ``path`` is left as it
+    was; :func:`remove_stale_temporary_folders` removes those of writers that were killed.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = temporary_path(path)
+    temporary.mkdir()
+    try:
+        yield temporary
+        if path.exists():
+            shutil.rmtree(path)
+        os.replace(temporary, path)
+    except BaseException:
+        shutil.rmtree(temporary, ignore_errors=True)
+        raise
+
+
+def remove_stale_temporary_folders(folder: str | Path) -> list[Path]:
+    """Delete the temporary folders of :func:`atomic_folder` directly in ``folder`` whose writer, on this machine,
+    has ended, with what they hold; those of live processes and of other machines are left alone. Returns the
+    removed folders."""
+    root = Path(folder)
+    if not root.is_dir():
+        return []
+    stale = [path for path in root.iterdir()
+             if path.name.startswith(".") and path.is_dir() and is_stale_temporary(path.name)]
+    for path in stale:
+        shutil.rmtree(path, ignore_errors=True)  # another process may be removing it too
+    return stale

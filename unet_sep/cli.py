@@ -9,13 +9,17 @@ import signal
 import sys
 import time
 from pathlib import Path
-from typing import List, Optional
+from typing import TYPE_CHECKING, List, Optional
 
 import typer
 import typer.core
 
 from unet_sep import __version__
+from unet_sep.config import MASK_EXTENSIONS, PRECISIONS
 from unet_sep.separate.outputs import DEFAULT_TEMPLATE
+
+if TYPE_CHECKING:
+    from unet_sep.separate.ranks import SeparationRanks
 
 app = typer.Typer(
     add_completion=False,
@@ -84,44 +88,50 @@ def _main(
 
 
 class _Progress:
-    """tqdm bars on stderr: one per file in flight (seconds of audio) and one for all files (ETA over audio)."""
+    """tqdm bars on stderr: one per file in flight (seconds of audio) and one for all files, whose total and ETA
+    come from :class:`~unet_sep.separate.progress.RunProgress` (known lengths plus estimates for inputs not opened
+    yet)."""
 
-    def __init__(self, n_files: int, total_seconds: float, enabled: bool) -> None:
+    def __init__(self, n_files: int, inputs: dict[int, Path], enabled: bool) -> None:
         from tqdm import tqdm
 
+        from unet_sep.separate.progress import RunProgress
+
+        self.run = RunProgress(inputs)
         self.enabled = enabled
-        self.overall = tqdm(total=round(total_seconds, 1), unit="s", desc="all files", position=0, disable=not enabled,
+        self.overall = tqdm(total=0, unit="s", desc="all files", position=0, disable=not enabled,
                             dynamic_ncols=True, bar_format="{l_bar}{bar}| {n:.0f}/{total:.0f} s audio [{elapsed}<{remaining}]")
         self.n_files = n_files
         self.bars: dict[int, object] = {}
-        self.seen: dict[int, float] = {}  # audio seconds counted so far per file
 
-    def update(self, index: int, path: Path, done: int, total: int, rate: int) -> None:
+    def add(self, event) -> None:
+        """Count a :class:`~unet_sep.separate.files.FileEvent` and show it."""
+        self.run.add(event)
+        if event.kind == "progress" and self.enabled:
+            self._file_bar(event)
+        elif event.final and event.index in self.bars:
+            self.bars.pop(event.index).close()
+        total = round(self.run.total, 1)
+        if total != self.overall.total:
+            self.overall.total = total
+            self.overall.refresh()
+        self.overall.update(self.run.done - self.overall.n)
+
+    def _file_bar(self, event) -> None:
         from tqdm import tqdm
 
-        seconds = done / rate if rate else 0.0
-        bar = self.bars.get(index)
-        if bar is None and self.enabled:
-            name = path.name if len(path.name) <= 30 else path.name[:27] + "..."
-            bar = self.bars[index] = tqdm(
-                total=round(max(total, done) / rate, 1) if rate else 0, unit="s", desc=f"[{index + 1}/{self.n_files}] {name}",
-                position=1 + len(self.bars), leave=False, dynamic_ncols=True,
-                bar_format="{l_bar}{bar}| {n:.1f}/{total:.1f} s [{elapsed}<{remaining}, {rate_fmt}]")
-        previous = self.seen.get(index, 0.0)
-        if bar is not None:
-            if seconds > bar.total:
-                bar.total = seconds
-            bar.update(seconds - previous)
-        self.overall.update(seconds - previous)
-        self.seen[index] = seconds
-
-    def end(self, index: int, seconds_expected: float) -> None:
-        bar = self.bars.pop(index, None)
-        if bar is not None:
-            bar.close()
-        remaining = seconds_expected - self.seen.pop(index, 0.0)
-        if remaining > 0:
-            self.overall.update(remaining)
+        seconds, _ = self.run.seconds(event.index)
+        bar = self.bars.get(event.index)
+        if bar is None:
+            name = event.path.name if len(event.path.name) <= 30 else event.path.name[:27] + "..."
+            rate = event.sample_rate
+            bar = self.bars[event.index] = tqdm(
+                total=round(max(event.total, event.done) / rate, 1) if rate else 0, unit="s",
+                desc=f"[{event.index + 1}/{self.n_files}] {name}", position=1 + len(self.bars), leave=False,
+                dynamic_ncols=True, bar_format="{l_bar}{bar}| {n:.1f}/{total:.1f} s [{elapsed}<{remaining}, {rate_fmt}]")
+        if seconds > bar.total:
+            bar.total = seconds
+        bar.update(seconds - bar.n)
 
     def write(self, message: str) -> None:
         from tqdm import tqdm
@@ -135,51 +145,9 @@ class _Progress:
         self.overall.close()
 
 
-class _Ranks:
-    """This process's place under torchrun (``WORLD_SIZE`` > 1): which inputs it takes and how the ranks
-    agree on one summary. Without torchrun it is a single rank and does nothing."""
-
-    def __init__(self) -> None:
-        from unet_sep.distributed import Ranks
-
-        env = Ranks.from_env()
-        self.world, self.rank, self.local_rank, self.local_world = env.world, env.rank, env.local_rank, env.local_world
-        self.group = False
-        if self.world > 1:
-            import datetime
-
-            import torch.distributed as dist
-
-            # gloo for the few small messages (the summary), whatever device separates.
-            dist.init_process_group("gloo", timeout=datetime.timedelta(hours=12))
-            self.group = True
-
-    def shard(self, items: list) -> list:
-        """Every ``world``-th input from this rank's index on: the ranks split the inputs without talking."""
-        return items[self.rank :: self.world]
-
-    def device(self, requested: str) -> str:
-        import torch
-
-        if self.world > 1 and requested in ("auto", "cuda") and torch.cuda.is_available():
-            return f"cuda:{self.local_rank % torch.cuda.device_count()}"
-        return requested
-
-    def gather(self, stats: dict) -> list[dict]:
-        if not self.group:
-            return [stats]
-        import torch.distributed as dist
-
-        everyone: list = [None] * self.world
-        dist.all_gather_object(everyone, stats)
-        return everyone
-
-    def close(self) -> None:
-        if self.group:
-            import torch.distributed as dist
-
-            dist.destroy_process_group()
-            self.group = False
+def _spelled(choices: tuple[str, ...]) -> str:
+    """``("a", "b", "c")`` -> ``"a, b or c"`` (for help texts)."""
+    return f"{', '.join(choices[:-1])} or {choices[-1]}" if len(choices) > 1 else "".join(choices)
 
 
 def _raise_keyboard_interrupt(signum, frame):  # SIGTERM is handled like Ctrl-C: clean up, then leave
@@ -203,11 +171,11 @@ def separate(
     batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Segments per U-Net batch (default: 2 on the CPU, 8 on a GPU)."),
     overlap: float = typer.Option(0.25, "--overlap", help="Overlap between segments, as a fraction of a segment from 0 to 0.75 (cross-faded)."),
     segmentation: str = typer.Option("overlap", "--segmentation", help="overlap (default) or spleeter (back-to-back segments, Spleeter's exact output)."),
-    mask_extension: Optional[str] = typer.Option(None, "--mask-extension", help="Masks above the model's band: last, average or zeros (Spleeter). Default: the model's own (bundled model: average; Spleeter models: last)."),
+    mask_extension: Optional[str] = typer.Option(None, "--mask-extension", help=f"Masks above the model's band: {_spelled(MASK_EXTENSIONS)} (zeros: nothing above the band, as Spleeter). Default: the model's own (bundled model: average; Spleeter models: last)."),
     sample_rate: Optional[int] = typer.Option(None, "--sample-rate", metavar="HZ", help="Write stems at this rate, 8000 to 192000 Hz (default: each input's own rate)."),
     threads: Optional[int] = typer.Option(None, "--threads", min=1, help="CPU threads for torch (default: the cores this process may use, shared out among torchrun's local ranks)."),
     readers: int = typer.Option(2, "--readers", min=1, help="Threads decoding the next inputs while the model computes."),
-    precision: str = typer.Option("fp32", "--precision", help="U-Net arithmetic: fp32, bf16 or fp16 (autocast; for GPUs)."),
+    precision: str = typer.Option("fp32", "--precision", help=f"U-Net arithmetic: {_spelled(PRECISIONS)} (autocast; for GPUs)."),
     compile_net: bool = typer.Option(False, "--compile", help="Run the U-Nets through torch.compile (slow first call)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace existing outputs (default: skip inputs whose stems all exist)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
@@ -222,18 +190,19 @@ def separate(
     """
     _setup_logging(verbose)
     from unet_sep.errors import SettingError
-    from unet_sep.separate.batch import FileOptions
+    from unet_sep.separate.files import FileOptions
 
     selected = None if stems is None else [name.strip() for name in stems.split(",") if name.strip()]
-    options = FileOptions(out, template, fmt.lower().lstrip("."), bit_depth, bitrate, selected, two_stems, offset,
-                          duration, overwrite, sample_rate)
     try:
-        options.validate()
+        options = FileOptions(out, template, fmt, bit_depth, bitrate, selected, two_stems, offset, duration, overwrite,
+                              sample_rate)
     except SettingError as error:
         raise _setting_error(error)
     model_options = dict(segmentation=segmentation, overlap=overlap, batch_size=batch_size,
                          mask_extension=mask_extension, precision=precision, compile=compile_net)
-    ranks = _Ranks()
+    from unet_sep.separate.ranks import SeparationRanks
+
+    ranks = SeparationRanks()
     try:
         _separate(ranks, inputs, options, model, ranks.device(device), model_options, threads, readers, quiet)
     finally:
@@ -244,10 +213,11 @@ def _load_pipeline(model: Optional[str], device: str, model_options: dict, optio
     """The model and the file pipeline around it; option and model errors exit 2 with one line."""
     from unet_sep.config import ConfigError
     from unet_sep.errors import SettingError
-    from unet_sep.separate.batch import FilePipeline
+    from unet_sep.separate.pipeline import FilePipeline
     from unet_sep.separate.separator import Separator
     from unet_sep.weights.checkpoint import CheckpointError
-    from unet_sep.weights.registry import ModelNotFoundError, default_model_name
+    from unet_sep.weights.entries import ModelNotFoundError
+    from unet_sep.weights.registry import default_model_name
 
     model_name = model or default_model_name()
     if model_name is None:
@@ -255,24 +225,12 @@ def _load_pipeline(model: Optional[str], device: str, model_options: dict, optio
         raise typer.Exit(2)
     try:
         separator = Separator.from_pretrained(model_name, device=device, **model_options)
-        return model_name, FilePipeline(separator, options, readers=readers)
+        return model_name, FilePipeline(separator.runner, options, readers=readers)
     except SettingError as error:
         raise _setting_error(error)
     except (ModelNotFoundError, CheckpointError, ConfigError, RuntimeError, ValueError) as error:
         _error(str(error))
         raise typer.Exit(2)
-
-
-def _planned_seconds(path: Path, options) -> float:
-    """Seconds of audio ``path`` will give (for the overall progress bar); 0 if it cannot be read."""
-    from unet_sep.audio.decode import AudioDecodeError, open_audio
-
-    try:
-        info = open_audio(path).info
-    except AudioDecodeError:
-        return 0.0  # the pipeline reports it
-    seconds = max(info.duration - options.offset, 0.0) if info.frames > 0 else 0.0
-    return seconds if options.duration is None else min(seconds, options.duration)
 
 
 def _failure_text(error: BaseException) -> str:
@@ -287,14 +245,13 @@ def _failure_text(error: BaseException) -> str:
     return f"unexpected {type(error).__name__}: {' '.join(str(error).split())} (use --verbose for details)"
 
 
-def _separate(ranks: _Ranks, inputs: list[str], options, model: Optional[str], device: str, model_options: dict,
+def _separate(ranks: SeparationRanks, inputs: list[str], options, model: Optional[str], device: str, model_options: dict,
               threads: Optional[int], readers: int, quiet: bool) -> None:
     import torch
 
     from unet_sep.separate.inputs import expand_inputs
 
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    torch.set_num_threads(threads or max(1, cores // ranks.local_world))  # default: the cores this process may use
+    torch.set_num_threads(threads or ranks.cpu_threads())
     files, input_errors = expand_inputs(inputs, exclude=[options.out_dir])
     lead = ranks.rank == 0  # messages about the whole batch come from one rank
     if lead:
@@ -304,35 +261,32 @@ def _separate(ranks: _Ranks, inputs: list[str], options, model: Optional[str], d
     if not files and not ranks.group:
         raise typer.Exit(1)
 
-    planned = {i: _planned_seconds(files[i].path, options) for i in range(ranks.rank, len(files), ranks.world)}
+    here = {i: files[i].path for i in range(ranks.rank, len(files), ranks.world)}  # this rank's share
     previous = signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
-    progress = _Progress(len(files), sum(planned.values()), enabled=not quiet and sys.stderr.isatty() and lead)
+    progress = _Progress(len(files), here, enabled=not quiet and sys.stderr.isatty() and lead)
     done: list[float] = []
     skipped: list[Path] = []
     failed: list[Path] = []
     started = time.perf_counter()
     interrupted = False
-    separator = pipeline.separator
-    log.info("model %s: stems %s at %d Hz on %s", model_name, ", ".join(separator.stems), separator.sample_rate, separator.device)
+    runner = pipeline.runner
+    log.info("model %s: stems %s at %d Hz on %s", model_name, ", ".join(runner.stems), runner.sample_rate, runner.device)
 
     def on_event(event) -> None:
-        if event.kind == "progress":
-            progress.update(event.index, event.path, event.done, event.total, event.sample_rate)
-            return
-        progress.end(event.index, planned.get(event.index, 0.0))
+        progress.add(event)
         if event.kind == "skipped":
             skipped.append(event.path)
             progress.write(f"skipped {event.path}: outputs exist (use --overwrite to replace them)")
         elif event.kind == "failed":
             failed.append(event.path)
             progress.write(f"error: {event.path}: {_failure_text(event.error)}")
-        else:
-            done.append(event.done / event.sample_rate if event.sample_rate else planned.get(event.index, 0.0))
+        elif event.kind == "done":
+            done.append(event.done / event.sample_rate if event.sample_rate else 0.0)
             if not quiet:
                 progress.write(f"{event.path} -> {', '.join(str(p) for p in event.outputs.values())}")
 
     try:
-        pipeline.run(files, on_event=on_event, shard=(ranks.rank, ranks.world))
+        pipeline.run(files, on_event=on_event, shard=ranks.shard)
     except KeyboardInterrupt as error:
         progress.close()
         for path in getattr(error, "unfinished", []):
@@ -391,8 +345,11 @@ def train(
 
     from unet_sep.config import ConfigError
     from unet_sep.errors import SettingError
-    from unet_sep.train.loop import RecipeChangedError, Trainer, TrainingError, resume_advice
+    from unet_sep.train.checkpoints import resume_advice
+    from unet_sep.train.loop import Trainer
+    from unet_sep.train.metrics import CURVES_FILE
     from unet_sep.train.recipe import load_recipe
+    from unet_sep.train.result import RecipeChangedError, TrainingError
 
     if threads:
         torch.set_num_threads(threads)
@@ -422,20 +379,24 @@ def train(
         raise typer.Exit(130)
     if main_process:
         typer.echo(result.summary(), err=True)
-        typer.echo(f"model: {result.out} (unet-sep separate SONG --model {result.out}); curves: {result.out / 'curves.png'}", err=True)
+        curves = result.out / CURVES_FILE  # absent when matplotlib is not installed
+        typer.echo(f"model: {result.out} (unet-sep separate SONG --model {result.out})"
+                   + (f"; curves: {curves}" if curves.is_file() else ""), err=True)
         sys.stderr.flush()
 
 
 @app.command(cls=_Command)
 def evaluate(
     model: Optional[str] = typer.Option(None, "--model", "-m", help="The model to score: a registered name or a model folder; its stems are the targets."),
-    musdb_root: Optional[Path] = typer.Option(None, "--musdb-root", help="A MUSDB18 root (.stem.mp4), or MUSDB18-HQ with --is-wav."),
+    data: Optional[Path] = typer.Option(None, "--data", help="A data set's folder in any known format (MUSDB18, MUSDB18-HQ, a folder of <track>/<stem>.<ext> files), recognised from what it holds."),
+    data_option: List[str] = typer.Option([], "--data-option", metavar="KEY=VALUE", help="A data setting by its name in a recipe's data section, e.g. kind=musdb, is_wav=true, split_file=splits.json, split_group=singers; repeatable."),
+    musdb_root: Optional[Path] = typer.Option(None, "--musdb-root", help="A MUSDB18 root (.stem.mp4), or MUSDB18-HQ with --is-wav (--data ROOT --data-option kind=musdb)."),
     subset: Optional[str] = typer.Option(None, "--subset", help="MUSDB split: test (default), train, valid or train+valid."),
     is_wav: bool = typer.Option(False, "--is-wav", help="--musdb-root is MUSDB18-HQ (one WAV per source)."),
-    stems_dir: Optional[Path] = typer.Option(None, "--stems-dir", help="A folder of <track>/<stem>.<ext> files, e.g. MIR-1K as vocals.ogg + accompaniment.ogg."),
+    stems_dir: Optional[Path] = typer.Option(None, "--stems-dir", help="A folder of <track>/<stem>.<ext> files, e.g. MIR-1K as vocals.ogg + accompaniment.ogg (--data FOLDER --data-option kind=folder)."),
     split_file: Optional[Path] = typer.Option(None, "--split-file", help="JSON split file for --stems-dir: {split: [track, ...]} or {group: {split: [...]}}."),
     split_group: Optional[str] = typer.Option(None, "--split-group", help="Group of a grouped split file (MIR-1K: singers or literature)."),
-    split: Optional[str] = typer.Option(None, "--split", help="Split of --split-file to score (default: test)."),
+    split: Optional[str] = typer.Option(None, "--split", help="The split to score: one of --split-file, or of MUSDB with --data (default: test)."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Results folder: <method>/<track>.json (museval format), summary.csv, tracks.csv, sdr_boxplot.png. Running again resumes."),
     compare: List[str] = typer.Option([], "--compare", help="Another model (name or folder) or a folder of another method's museval per-track JSON; repeatable."),
     tracks: Optional[int] = typer.Option(None, "--tracks", help="Score only the first N tracks (quick checks)."),
@@ -451,11 +412,26 @@ def evaluate(
     Example: unet-sep evaluate --model runs/mir1k --stems-dir data/mir1k --split-file data/mir1k/splits.json --split-group singers --mir1k-mixing --out eval/mir1k
     """
     _setup_logging(verbose)
-    from tqdm import tqdm
+    from unet_sep.evaluate.evaluation import EvaluationError
+    from unet_sep.evaluate.plan import plan_evaluation
 
-    from unet_sep.evaluate import EvaluationError, plan_evaluation
-    from unet_sep.evaluate.report import format_table, write_reports
+    _check_evaluate_options(model, out, tracks, threads, device)
+    try:
+        evaluation = plan_evaluation(
+            model, out, data=data, data_options=data_option, musdb_root=musdb_root, subset=subset, is_wav=is_wav,
+            stems_dir=stems_dir, split_file=split_file, split_group=split_group, split=split, compare=compare,
+            max_tracks=tracks, mir1k_mixing=mir1k_mixing, device=device,
+        )
+    except EvaluationError as error:
+        _error(str(error))
+        raise typer.Exit(2)
+    result, rows, paths = _run_evaluation(evaluation, out, progress=not quiet and sys.stderr.isatty())
+    _print_evaluation(result, rows, paths, out)
 
+
+def _check_evaluate_options(model: Optional[str], out: Optional[Path], tracks: Optional[int], threads: Optional[int],
+                            device: str) -> None:
+    """The options of ``evaluate`` that need no data or model: exit 2 with one line if one is missing or wrong."""
     if model is None or out is None:
         _error("--model and --out are required (see unet-sep evaluate --help)")
         raise typer.Exit(2)
@@ -473,21 +449,22 @@ def evaluate(
         resolve_device(device)  # a device the machine lacks is an option error, before models and data load
     except SettingError as error:
         raise _setting_error(error)
-    try:
-        evaluation = plan_evaluation(
-            model, out, musdb_root=musdb_root, subset=subset, is_wav=is_wav, stems_dir=stems_dir, split_file=split_file,
-            split_group=split_group, split=split, compare=compare, max_tracks=tracks, mir1k_mixing=mir1k_mixing, device=device,
-        )
-    except EvaluationError as error:
-        _error(str(error))
-        raise typer.Exit(2)
+
+
+def _run_evaluation(evaluation, out: Path, progress: bool):
+    """Run a planned evaluation and write its reports: (result, summary rows, report paths); exits 1 when no track
+    could be scored or the results cannot be written, 130 when interrupted (SIGTERM too)."""
+    from tqdm import tqdm
+
+    from unet_sep.evaluate.report import write_reports
+
     previous = signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
     try:
-        result = evaluation.run(progress=not quiet and sys.stderr.isatty(), notify=lambda m: tqdm.write(m, file=sys.stderr))
+        result = evaluation.run(progress=progress, notify=lambda m: tqdm.write(m, file=sys.stderr))
         if not result.tracks:
             _error(f"no track could be scored ({len(result.failed)} failed)")
             raise typer.Exit(1)
-        rows, paths = write_reports(result.scores, out, result.stems, mir1k=mir1k_mixing, title=result.title)
+        rows, paths = write_reports(result.scores, out, result.stems, mir1k=result.mir1k_mixing, title=result.title)
     except KeyboardInterrupt:
         _error(f"interrupted; the tracks scored so far are in {out}: run the same command again to resume")
         raise typer.Exit(130)
@@ -496,7 +473,14 @@ def evaluate(
         raise typer.Exit(1)
     finally:
         signal.signal(signal.SIGTERM, previous)
-    typer.echo(format_table(rows, mir1k=mir1k_mixing))
+    return result, rows, paths
+
+
+def _print_evaluation(result, rows: list, paths: dict, out: Path) -> None:
+    """The table on stdout; what is missing, what was done and where it went on stderr; exit 1 if a track failed."""
+    from unet_sep.evaluate.report import format_table
+
+    typer.echo(format_table(rows, mir1k=result.mir1k_mixing))
     for method, missing in result.missing.items():
         typer.echo(f"warning: {method} has no results for {len(missing)} of the {len(result.tracks)} tracks "
                    f"(e.g. {missing[0]}); its figures cover the others", err=True)
@@ -515,7 +499,8 @@ def models(ctx: typer.Context) -> None:
     """List the registered models: stems, sample rate, the band the U-Nets see, and whether they are on disk."""
     if ctx.invoked_subcommand is not None:
         return
-    from unet_sep.weights.registry import cache_dir, registered_models
+    from unet_sep.weights.entries import cache_dir
+    from unet_sep.weights.registry import registered_models
 
     entries = registered_models()
     if not entries:
@@ -553,7 +538,8 @@ def import_spleeter(
 
     from unet_sep.config import ConfigError
     from unet_sep.weights import spleeter
-    from unet_sep.weights.registry import extract_tar
+    from unet_sep.weights.download import extract_tar
+    from unet_sep.weights.tf_checkpoint import TFCheckpointError, find_checkpoint_folder
 
     spleeter_config = config if config in spleeter.embedded_names() else Path(config)
     if isinstance(spleeter_config, Path) and not spleeter_config.is_file():
@@ -564,9 +550,9 @@ def import_spleeter(
             source = checkpoint
             if checkpoint.is_file() and checkpoint.name.endswith((".tar.gz", ".tgz", ".tar")):
                 extract_tar(checkpoint, Path(tmp))
-                source = spleeter.find_checkpoint_folder(Path(tmp))
+                source = find_checkpoint_folder(Path(tmp))
             folder = spleeter.convert_spleeter(source, spleeter_config, out, name=name or out.name)
-    except (spleeter.TFCheckpointError, spleeter.SpleeterCheckpointError, ConfigError, OSError, ValueError) as error:
+    except (TFCheckpointError, spleeter.SpleeterCheckpointError, ConfigError, OSError, ValueError) as error:
         _error(f"{checkpoint}: {error}")
         raise typer.Exit(1)
     typer.echo(f"wrote {folder} (use it with: unet-sep separate SONG --model {folder})")

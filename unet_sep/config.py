@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from unet_sep.errors import ConfigError
-from unet_sep.fields import build_section
+from unet_sep.fields import build_section, read_json
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
@@ -179,11 +179,5 @@ class ModelConfig:
     @classmethod
     def load(cls, path: str | Path) -> "ModelConfig":
         """Read a config written by :meth:`save`."""
-        try:
-            data = json.loads(Path(path).read_text(encoding="utf-8"))
-        except json.JSONDecodeError as error:
-            raise ConfigError(f"{path}: not valid JSON ({error})") from error
-        if not isinstance(data, dict):
-            raise ConfigError(f"{path}: expected a JSON object")
-        return cls.from_dict(data)
+        return cls.from_dict(read_json(path, "model config"))
 

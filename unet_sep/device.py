@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import logging
+
 import torch
 
 from unet_sep.errors import SettingError
+
+logger = logging.getLogger(__name__)
 
 DEVICE_CHOICES = "auto, cpu, cuda, cuda:N or mps"
 
@@ -41,4 +45,28 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
                                          f"(cuda:0{f' to cuda:{count - 1}' if count > 1 else ''})")
     if chosen.type == "mps" and not _mps_available():
         raise SettingError("device", f"{name}: Apple's MPS backend is not available on this machine (use cpu or auto)")
+    return chosen
+
+
+def _mps_runs_separation() -> bool:
+    """Whether the complex STFT, its inverse and a strided convolution run on MPS in this PyTorch build."""
+    try:
+        device = torch.device("mps")
+        signal = torch.rand(1, 4096, device=device)
+        window = torch.hann_window(1024, device=device)
+        spec = torch.stft(signal, 1024, 256, window=window, return_complex=True)
+        torch.istft(spec * spec.abs(), 1024, 256, window=window)
+        torch.nn.functional.conv2d(torch.rand(1, 2, 16, 16, device=device), torch.rand(4, 2, 5, 5, device=device), stride=2)
+        return True
+    except Exception:  # any failure means: not usable here
+        return False
+
+
+def separation_device(device: str | torch.device = "auto") -> torch.device:
+    """:func:`resolve_device`, except that MPS becomes the CPU (with a warning) where this PyTorch build cannot
+    run the STFT and the U-Nets on it."""
+    chosen = resolve_device(device)
+    if chosen.type == "mps" and not _mps_runs_separation():
+        logger.warning("mps: this PyTorch build cannot run the STFT and U-Nets on Apple's GPU; using the CPU")
+        return torch.device("cpu")
     return chosen

@@ -14,6 +14,7 @@ import difflib
 import json
 import types
 import typing
+from pathlib import Path
 from typing import Any
 
 from unet_sep.errors import ConfigError
@@ -76,7 +77,7 @@ def _coerce(annotation: Any, value: Any) -> Any:
         if origin is tuple and args and args[-1] is not Ellipsis:
             if len(value) != len(args):
                 raise _Mismatch
-            return tuple(_coerce(a, v) for a, v in zip(args, value))
+            return tuple(_coerce(a, v) for a, v in zip(args, value, strict=True))
         items = [_coerce(args[0] if args else Any, v) for v in value]
         return tuple(items) if origin is tuple else items
     if origin is dict and isinstance(value, dict):
@@ -108,7 +109,7 @@ def unknown_key(cls: type, section: str, name: str) -> ConfigError:
 def check_value(annotation: Any, value: Any, key: str) -> Any:
     """``value`` converted to ``annotation``'s form (a dataclass from an object), or a ConfigError naming ``key``,
     the expected type and the value given."""
-    if dataclasses.is_dataclass(annotation):
+    if isinstance(annotation, type) and dataclasses.is_dataclass(annotation):
         return build_section(annotation, value, key)
     try:
         return _coerce(annotation, value)
@@ -121,8 +122,44 @@ def build_section(cls: type, values: Any, section: str) -> Any:
     with every value checked against its field's annotation; missing keys keep their defaults."""
     hints = field_hints(cls)
     if not isinstance(values, dict):
-        raise ConfigError(f"{section or 'a recipe'} must be an object with the keys {', '.join(hints)}, got {show_value(values)}")
+        where = section or "a recipe"
+        raise ConfigError(f"{where} must be an object with the keys {', '.join(hints)}, got {show_value(values)}")
     for name in values:
         if name not in hints:
             raise unknown_key(cls, section, name)
     return cls(**{name: check_value(hints[name], value, dotted(section, name)) for name, value in values.items()})
+
+
+def read_json(path: str | Path, what: str, expected: type = dict, shape: str = "a JSON object") -> Any:
+    """The JSON value in the file ``path``, which must be an ``expected`` (dict or list); otherwise a one-line
+    :class:`ConfigError` naming the file: ``"<path>: cannot read <what> (...)"``, ``"<path>: not valid JSON
+    (...)"`` or ``"<path>: expected <shape>"``."""
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except OSError as error:
+        raise ConfigError(f"{path}: cannot read {what} ({error.strerror or error})") from error
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise ConfigError(f"{path}: not valid JSON ({error})") from error
+    if not isinstance(data, expected):
+        raise ConfigError(f"{path}: expected {shape}")
+    return data
+
+
+def value_from_text(annotation: Any, raw: str, key: str) -> Any:
+    """The value a command-line ``key=raw`` gives a field of type ``annotation``: ``raw`` read as JSON when that
+    fits the type, else the text itself (``name=2024`` is the string "2024" for a string field); a
+    :class:`ConfigError` naming ``key``, the type and the value when neither fits. Returned in JSON form."""
+    try:
+        value = json.loads(raw)
+    except json.JSONDecodeError:
+        value = raw
+    try:
+        check_value(annotation, value, key)
+    except ConfigError as error:
+        try:
+            check_value(annotation, raw, key)  # the text itself fits (a string field): take it
+        except ConfigError:
+            raise error from None
+        value = raw
+    return value

@@ -43,7 +43,8 @@ def main() -> None:
     print(f"{'stem':<16}" + "".join(f"{f'{lo / 1000:g}-{hi / 1000:g} kHz':>14}" for lo, hi in bands))
     for stem, waveform in stems.items():
         power = _power(waveform, rate)
-        shares = [power[(freqs >= lo) & (freqs < hi)].sum() / mixture_power[(freqs >= lo) & (freqs < hi)].sum() for lo, hi in bands]
+        shares = [power[(freqs >= lo) & (freqs < hi)].sum() / mixture_power[(freqs >= lo) & (freqs < hi)].sum()
+                  for lo, hi in bands]
         print(f"{stem:<16}" + "".join(f"{100 * s:>13.1f}%" for s in shares))
     residual = audio - sum(stems.values())
     print(f"stems sum to the mixture at {10 * np.log10(np.sum(audio**2) / np.sum(residual**2)):.1f} dB SNR")
@@ -55,7 +56,7 @@ def main() -> None:
 
     panels = [("mixture", audio)] + list(stems.items())
     fig, axes = plt.subplots(len(panels), 1, figsize=(11, 2.6 * len(panels)), sharex=True)
-    for ax, (name, waveform) in zip(axes, panels):
+    for ax, (name, waveform) in zip(axes, panels, strict=True):
         spec = stft(torch.from_numpy(waveform.mean(0, keepdims=True)), 2048, 512)[0].abs().numpy()
         db = 20 * np.log10(spec + 1e-6)
         extent = (0, waveform.shape[-1] / rate, 0, rate / 2000)

@@ -29,8 +29,9 @@ import torch
 
 from unet_sep import Separator
 from unet_sep.audio import read_audio
-from unet_sep.evaluate.score import TrackScores, bss_eval, global_scores, mix, mix_at_0db, mixture_estimates
-from unet_sep.train.datasets import list_tracks
+from unet_sep.data.load import list_tracks
+from unet_sep.data.tracks import mix
+from unet_sep.evaluate.score import TrackScores, bss_eval, global_scores, mix_at_0db, mixture_estimates
 from unet_sep.train.recipe import load_recipe
 from unet_sep.weights.checkpoint import load_model, save_model
 
@@ -110,8 +111,8 @@ def main() -> None:
         trial.mask_extension = "average"
         scores = gnsdr(Separator(net, trial, device="cpu"), clips)
         results[exponent] = scores
-        print(f"exponent {exponent:g}: GNSDR vocals {scores['vocals']:.3f} dB, accompaniment {scores['accompaniment']:.3f} dB",
-              flush=True)
+        print(f"exponent {exponent:g}: GNSDR vocals {scores['vocals']:.3f} dB, "
+              f"accompaniment {scores['accompaniment']:.3f} dB", flush=True)
     best = max(results, key=lambda e: sum(results[e].values()))
     print(f"chosen exponent: {best:g}")
 

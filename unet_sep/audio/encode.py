@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
+from types import TracebackType
 
 import numpy as np
 import soundfile as sf
@@ -100,7 +101,9 @@ def _compression_level(fmt: str, bitrate: int, sample_rate: int) -> tuple[float,
 
 
 class AtomicAudioWriter:
-    """Writes ``[channels, n]`` float32 blocks to a hidden temporary file beside ``path``.
+    """Writes ``[channels, n]`` float32 blocks to a hidden temporary file beside ``path``, named by
+    :func:`unet_sep.atomic.temporary_path` (so a killed run's leftover is one that
+    :func:`unet_sep.atomic.remove_stale_temporaries` removes).
 
     ``bit_depth`` picks the PCM depth of wav and flac (see :data:`OUTPUT_FORMATS`); ``bitrate`` (kbit/s) the
     constant bit rate of mp3 or the Vorbis quality whose nominal rate it is (ogg), else the encoder's default.
@@ -163,14 +166,12 @@ class AtomicAudioWriter:
         self._remove_tmp()
 
     def _remove_tmp(self) -> None:
-        try:
-            self.tmp_path.unlink()
-        except FileNotFoundError:
-            pass
+        self.tmp_path.unlink(missing_ok=True)
 
-    def __enter__(self) -> "AtomicAudioWriter":
+    def __enter__(self) -> AtomicAudioWriter:
         return self
 
-    def __exit__(self, exc_type, exc, tb) -> None:
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
         if exc_type is not None:
             self.abort()

@@ -18,7 +18,9 @@ import torch
 import torch.nn.functional as F
 
 
-def hann_window(n_fft: int, device: torch.device | str | None = None, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+def hann_window(
+    n_fft: int, device: torch.device | str | None = None, dtype: torch.dtype = torch.float32
+) -> torch.Tensor:
     """Periodic Hann window ``0.5 - 0.5 cos(2 pi n / n_fft)``, computed in float64."""
     n = torch.arange(n_fft, dtype=torch.float64)
     window = 0.5 - 0.5 * torch.cos(2.0 * math.pi * n / n_fft)

@@ -21,6 +21,7 @@ from unet_sep.evaluate.score import (
     sisec_medians,
     track_medians,
 )
+from unet_sep.extras import import_extra
 
 logger = logging.getLogger(__name__)
 
@@ -127,18 +128,15 @@ def write_tracks_csv(results: Results, path: Path, mir1k: bool = False) -> Path:
 def sdr_boxplot(results: Results, path: Path, stems: Sequence[str] = (), title: str | None = None) -> Path:
     """One panel per stem, one box per method side by side: the distribution of track SDRs (each track's
     median over its 1 s windows), the values whose median is the table's SDR."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    import_extra("matplotlib", "eval", "the SDR box plot").use("Agg")
+    plt = import_extra("matplotlib.pyplot", "eval", "the SDR box plot")
     stems = ordered_stems(results, stems)
     methods = list(results)
     figure, axes = plt.subplots(
         1, max(len(stems), 1), figsize=(max(4.0, 1.1 * len(methods) + 1.5) * max(len(stems), 1), 4.5), squeeze=False
     )
     colors = plt.rcParams["axes.prop_cycle"].by_key().get("color", ["C0"])
-    for ax, stem in zip(axes[0], stems):
+    for ax, stem in zip(axes[0], stems, strict=False):  # no stems: one empty panel
         positions, data, labels, shades = [], [], [], []
         for i, method in enumerate(methods):
             values = np.asarray(track_medians(results[method], stem, "SDR"), dtype=np.float64)
@@ -151,10 +149,10 @@ def sdr_boxplot(results: Results, path: Path, stems: Sequence[str] = (), title: 
         if data:
             boxes = ax.boxplot(data, positions=positions, widths=0.6, patch_artist=True,
                                medianprops={"color": "black"})
-            for patch, color in zip(boxes["boxes"], shades):
+            for patch, color in zip(boxes["boxes"], shades, strict=True):
                 patch.set_facecolor(color)
                 patch.set_alpha(0.45)
-            for position, values in zip(positions, data):
+            for position, values in zip(positions, data, strict=True):
                 jitter = np.linspace(-0.12, 0.12, values.size) if values.size > 1 else np.zeros(1)
                 ax.scatter(position + jitter, values, s=9, color="black", alpha=0.6, zorder=3)
         ax.set_xticks(range(1, len(methods) + 1))

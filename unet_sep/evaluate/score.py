@@ -30,7 +30,8 @@ from typing import Any, Iterable, Mapping, Sequence
 import numpy as np
 
 from unet_sep.atomic import write_text_atomic
-from unet_sep.musdb_support import import_museval
+from unet_sep.data.musdb_support import import_museval
+from unet_sep.data.tracks import ACCOMPANIMENT, mix
 
 logger = logging.getLogger(__name__)
 
@@ -39,8 +40,7 @@ GLOBAL_METRICS = ("GNSDR", "GSIR", "GSAR")
 WINDOW_SECONDS = 1.0
 MUSEVAL_MODE = "v4"
 IRM_EXPONENT = 2.0
-VOICE = "vocals"
-ACCOMPANIMENT = "accompaniment"
+VOICE = "vocals"  # the stem MIR-1K mixes at 0 dB against the others, and museval scores with the accompaniment
 EXTRA_KEY = "unet_sep"  # our own block in museval's per-track JSON (museval's schema allows extra keys)
 
 
@@ -310,8 +310,6 @@ def save_track_json(path: Path, scores: TrackScores) -> Path:
     return path
 
 
-
-
 def load_track_json(path: Path, track: str | None = None) -> TrackScores:
     """Read a per-track JSON in museval's format (ours or another method's); ``ValueError`` if unreadable."""
     path = Path(path)
@@ -349,17 +347,6 @@ def mixture_estimates(references: Mapping[str, np.ndarray], mixture: np.ndarray 
     return {stem: mixture for stem in references}
 
 
-def mix(sources: Mapping[str, np.ndarray]) -> np.ndarray:
-    """The sum of the sources, float32 ``[channels, samples]``."""
-    arrays = list(sources.values())
-    if not arrays:
-        raise ValueError("no sources to mix")
-    out = np.array(arrays[0], dtype=np.float32, copy=True)
-    for array in arrays[1:]:
-        out += array
-    return out
-
-
 def oracle_irm_estimates(
     references: Mapping[str, np.ndarray],
     n_fft: int,
@@ -391,11 +378,12 @@ def oracle_irm_estimates(
             powers = []
             for stem in stems:
                 reference = np.asarray(references[stem], dtype=np.float32).reshape(channels, length)[c]
-                powers.append(stft(torch.from_numpy(np.ascontiguousarray(reference)), n_fft, hop_length).abs() ** exponent)
+                spectrum = stft(torch.from_numpy(np.ascontiguousarray(reference)), n_fft, hop_length)
+                powers.append(spectrum.abs() ** exponent)
             total = torch.stack(powers).sum(dim=0)
             spec = stft(torch.from_numpy(np.ascontiguousarray(mixture[c])), n_fft, hop_length)
             denominator = total + torch.finfo(total.dtype).tiny
-            for stem, power in zip(stems, powers):
+            for stem, power in zip(stems, powers, strict=True):
                 estimate = istft(spec * (power / denominator), length, n_fft, hop_length)
                 out[stem][c] = estimate.numpy()
     return out
@@ -421,7 +409,10 @@ def mix_at_0db(sources: Mapping[str, np.ndarray], voice: str = VOICE) -> tuple[d
         return {s: np.asarray(a, dtype=np.float32) for s, a in sources.items()}, 1.0
     gain = math.sqrt(voice_energy / rest_energy)
     scaled = {
-        s: (np.asarray(a, dtype=np.float32) if s == voice else (np.asarray(a, dtype=np.float64) * gain).astype(np.float32))
+        s: (
+            np.asarray(a, dtype=np.float32) if s == voice
+            else (np.asarray(a, dtype=np.float64) * gain).astype(np.float32)
+        )
         for s, a in sources.items()
     }
     return scaled, gain

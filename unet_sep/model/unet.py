@@ -50,7 +50,7 @@ class EncoderBlock(nn.Module):
         top, bottom = same_padding(x.shape[-2], self.kernel_size, 2)
         left, right = same_padding(x.shape[-1], self.kernel_size, 2)
         raw = self.conv(F.pad(x, (left, right, top, bottom)))
-        if self.bn is None:
+        if self.bn is None or self.activation is None:  # the bottleneck has neither
             return raw, raw
         return raw, self.activation(self.bn(raw))
 
@@ -87,6 +87,7 @@ class DecoderBlock(nn.Module):
         one on the CPU. Used for inference only; training keeps ``ConvTranspose2d``.
         """
         weight, bias = self.deconv.weight, self.deconv.bias
+        assert bias is not None  # the transposed convolution is built with a bias
         # Channels-last tensors interleave best with the phases outermost in the channels, others innermost.
         last = x.dim() == 4 and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last)
         key = (weight._version, weight.data_ptr(), bias._version, top % 2, left % 2, weight.dtype, weight.device, last)
@@ -118,7 +119,9 @@ def _phase_taps(kernel: int, crop: int) -> tuple[dict[int, list[tuple[int, int]]
 
 
 @torch.no_grad()
-def _phase_weights(weight: torch.Tensor, bias: torch.Tensor, kernel: int, top: int, left: int, phases_first: bool = False):
+def _phase_weights(
+    weight: torch.Tensor, bias: torch.Tensor, kernel: int, top: int, left: int, phases_first: bool = False
+) -> tuple[torch.Tensor, torch.Tensor, tuple[int, int, int, int]]:
     """ConvTranspose2d weights ``[C_in, C_out, k, k]`` -> sub-pixel conv weights ``[4 C_out, C_in, kh, kw]``,
     bias, and the input padding (top, bottom, left, right). Output channels are ordered (C_out, row phase,
     column phase), as ``pixel_shuffle`` wants, or (row phase, column phase, C_out) with ``phases_first``."""
@@ -167,12 +170,12 @@ class UNet(nn.Module):
 
     def forward(self, magnitude: torch.Tensor) -> torch.Tensor:
         skips: list[torch.Tensor] = []
-        sizes: list[tuple[int, int]] = [tuple(magnitude.shape[-2:])]
+        sizes: list[tuple[int, int]] = [(magnitude.shape[-2], magnitude.shape[-1])]
         hidden = magnitude
         for block in self.encoder:
             raw, hidden = block(hidden)
             skips.append(raw)
-            sizes.append(tuple(raw.shape[-2:]))
+            sizes.append((raw.shape[-2], raw.shape[-1]))
         skips.pop()  # the bottleneck is not a skip
         for i, block in enumerate(self.decoder):
             target = sizes[-2 - i]

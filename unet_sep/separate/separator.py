@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,36 +12,18 @@ import numpy as np
 import torch
 
 from unet_sep.audio.samples import from_float32, to_float32
-from unet_sep.config import MASK_EXTENSIONS, PRECISIONS, ModelConfig
-from unet_sep.device import resolve_device
-from unet_sep.errors import SettingError
-from unet_sep.model.stems import StemsNet, freeze_for_inference
-from unet_sep.separate.segments import SegmentPlan
-from unet_sep.separate.batch import FileEvent, FileOptions, FilePipeline
+from unet_sep.config import ModelConfig
+from unet_sep.model.stems import StemsNet
+from unet_sep.separate.files import FileEvent, FileOptions
 from unet_sep.separate.inputs import InputFile
 from unet_sep.separate.outputs import DEFAULT_TEMPLATE, OutputStems, check_template, output_paths
-from unet_sep.separate.stages import InputStage, InvalidAudioError, OutputStage, check_layout
-from unet_sep.separate.stream import SeparationStream
+from unet_sep.separate.pipeline import FilePipeline
+from unet_sep.separate.runner import NetworkRunner
+from unet_sep.separate.stages import InvalidAudioError, check_layout
 from unet_sep.weights.checkpoint import load_model
 from unet_sep.weights.registry import resolve_model
 
 logger = logging.getLogger(__name__)
-
-_AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
-
-
-def _mps_works() -> bool:
-    """Whether the complex STFT, its inverse and a convolution run on MPS in this PyTorch build."""
-    try:
-        device = torch.device("mps")
-        signal = torch.rand(1, 4096, device=device)
-        window = torch.hann_window(1024, device=device)
-        spec = torch.stft(signal, 1024, 256, window=window, return_complex=True)
-        torch.istft(spec * spec.abs(), 1024, 256, window=window)
-        torch.nn.functional.conv2d(torch.rand(1, 2, 16, 16, device=device), torch.rand(4, 2, 5, 5, device=device), stride=2)
-        return True
-    except Exception:  # any failure means: not usable here
-        return False
 
 
 @dataclass
@@ -59,19 +42,22 @@ class Separator:
     Args:
         net: the per-stem U-Nets.
         config: the model's configuration.
-        device: "auto", "cpu", "cuda", "mps" or a torch device.
+        device: "auto", "cpu", "cuda", "cuda:N", "mps" or a torch device ("auto": CUDA, then MPS, then the CPU;
+            MPS where this PyTorch build cannot run the STFT and U-Nets on it: the CPU, with a warning).
         segmentation: "overlap" (default: overlapping segments, cross-faded masks) or "spleeter" (back-to-back
             segments, exactly as Spleeter).
-        overlap: overlap between segments as a fraction of the segment length (overlap mode only).
-        batch_size: segments per U-Net batch (default 2 on the CPU, where larger batches are no faster and
-            use more memory; 8 elsewhere).
+        overlap: overlap between segments as a fraction of the segment length, 0 to 0.75 (overlap mode only).
+        batch_size: segments per U-Net batch (default 2 on the CPU, 8 elsewhere).
         mask_extension: override the config's extension of masks above F ("zeros", "average", "last").
-        channels_last: run the U-Nets in channels-last memory layout (default: on the CPU, where oneDNN's
-            convolutions are faster with it; the numbers are the same to float precision).
-        optimize: trace and freeze the U-Nets with TorchScript on first use (default: off; on this project's
-            Zen 5 CPU machine eager channels-last is 1.3-1.5x faster, see benchmarks/spleeter_speed.py --variants).
+        channels_last: run the U-Nets in channels-last memory layout (default: on the CPU and CUDA; the numbers
+            are the same to float precision).
+        optimize: trace and freeze the U-Nets with TorchScript on first use (default: off; the README's speed
+            section and ``benchmarks/spleeter_speed.py --variants`` compare it with the default).
         precision: "fp32" (default), "bf16" or "fp16": autocast of the U-Nets (masks, STFT and iSTFT stay fp32).
-        compile: run the U-Nets through ``torch.compile`` (instead of TorchScript on the CPU).
+        compile: run the U-Nets through ``torch.compile`` (``optimize`` is then ignored).
+
+    Raises :class:`~unet_sep.errors.SettingError` naming the first setting that cannot be used. The network and
+    its settings live in :attr:`runner` (:class:`~unet_sep.separate.runner.NetworkRunner`).
 
     Example::
 
@@ -93,46 +79,32 @@ class Separator:
         precision: str = "fp32",
         compile: bool = False,
     ) -> None:
-        config.validate()
-        if precision not in PRECISIONS:
-            raise SettingError("precision", f"{precision!r} is not a precision; choose from {', '.join(PRECISIONS)}")
-        self.config = config
-        self.device = resolve_device(device)
-        if self.device.type == "mps" and not _mps_works():
-            logger.warning("mps: this PyTorch build cannot run the STFT and U-Nets on Apple's GPU; using the CPU")
-            self.device = torch.device("cpu")
-        self.precision = precision
-        self.compile = compile
-        if channels_last is None:
-            channels_last = self.device.type in ("cpu", "cuda")
-        layout = torch.channels_last if channels_last else torch.contiguous_format
-        self.net = net.to(self.device, memory_format=layout).eval()
-        self.channels_last = channels_last
-        self.optimize = optimize and not compile
-        self._runner: Callable[[torch.Tensor], torch.Tensor] | None = None
-        self.plan = SegmentPlan.create(config.segment_frames, overlap, 2 ** config.unet.depth, segmentation)
-        if batch_size is not None and batch_size < 1:
-            raise SettingError("batch_size", f"must be a positive number of segments, got {batch_size}")
-        self.batch_size = batch_size or (2 if self.device.type == "cpu" else 8)
-        self.mask_extension = mask_extension or config.mask_extension
-        if self.mask_extension not in MASK_EXTENSIONS:
-            raise SettingError("mask_extension", f"{self.mask_extension!r} is not a mask extension; "
-                                                 f"choose from {', '.join(MASK_EXTENSIONS)}")
+        self.runner = NetworkRunner(net, config, device=device, segmentation=segmentation, overlap=overlap,
+                                    batch_size=batch_size, mask_extension=mask_extension, channels_last=channels_last,
+                                    optimize=optimize, precision=precision, compile=compile)
 
     @classmethod
     def from_pretrained(cls, name_or_path: str | Path, device: str | torch.device = "auto", **options) -> "Separator":
-        """Load a registered model name or a model folder (see ``unet-sep models``)."""
+        """Load a registered model name or a model folder (see ``unet-sep models``); ``options`` as the constructor's."""
         folder = resolve_model(name_or_path)
         config, net = load_model(folder)
         return cls(net, config, device=device, **options)
 
     @property
+    def config(self) -> ModelConfig:
+        return self.runner.config
+
+    @property
+    def device(self) -> torch.device:
+        return self.runner.device
+
+    @property
     def stems(self) -> list[str]:
-        return list(self.config.stems)
+        return self.runner.stems
 
     @property
     def sample_rate(self) -> int:
-        return self.config.sample_rate
+        return self.runner.sample_rate
 
     # ---- in memory ---------------------------------------------------------------------------------
     def separate(self, waveform: np.ndarray | torch.Tensor, sample_rate: int) -> dict[str, np.ndarray | torch.Tensor]:
@@ -195,78 +167,24 @@ class Separator:
             raise InvalidAudioError(f"stream blocks must be [batch, channels, n], got shape {np.shape(first)}")
         check_layout(first.shape)
         batch, in_channels = first.shape[:2]
-        front = InputStage(batch, in_channels, sample_rate, self.sample_rate, self.config.n_channels)
-        back = OutputStage(batch, in_channels, sample_rate, self.sample_rate, self.config.n_channels, len(self.stems),
-                           share=self.mask_extension != "zeros")
-        engine = self.engine(front.groups)
-        block: np.ndarray | None = first
-        while block is not None:
+        runner = self.runner
+        front = runner.input_stage(batch, in_channels, sample_rate)
+        back = runner.output_stage(batch, in_channels, sample_rate)
+        engine = runner.engine(front.groups)
+        for block in itertools.chain([first], iterator):
             block = front.check(block)
             back.add_input(block)
             engine.feed(front.process(block))
-            while engine.ready() >= self.batch_size:
-                self.run_batch([engine], self.batch_size)
+            for _ in runner.run_ready(lambda: [engine]):  # drained once per block, below
+                pass
             yield from back.push(*engine.drain())
             if progress is not None:
                 progress(front.consumed)
-            block = next(iterator, None)
         engine.feed(front.flush())
         engine.close()
-        while engine.ready() > 0:
-            self.run_batch([engine], self.batch_size)
+        for _ in runner.run_ready(lambda: [engine], final=True):
+            pass
         yield from back.push(*engine.drain(), final=True)
-
-    def engine(self, groups: int) -> SeparationStream:
-        """A fresh engine for one signal of ``groups`` channel groups, sharing this separator's U-Nets."""
-        return SeparationStream(
-            self.config, self.plan, groups, mask_extension=self.mask_extension, device=self.device,
-            channels_last=self.channels_last,
-        )
-
-    @torch.inference_mode()
-    def run_batch(self, engines: list[SeparationStream], limit: int) -> int:
-        """Take up to ``limit`` ready segments from ``engines`` (in order), run them through the U-Nets as one
-        batch and give every engine its masks; returns the number of segments run."""
-        taken = []
-        count = 0
-        for engine in engines:
-            want = min(engine.ready(), limit - count)
-            if want > 0:
-                batch, starts = engine.take(want)
-                taken.append((engine, batch, starts))
-                count += len(starts)
-        if not taken:
-            return 0
-        inputs = torch.cat([batch for _, batch, _ in taken]) if len(taken) > 1 else taken[0][1]
-        estimates = self._forward(inputs)
-        offset = 0
-        for engine, batch, starts in taken:
-            engine.give(estimates[:, offset : offset + batch.shape[0]], starts)
-            offset += batch.shape[0]
-        return count
-
-    def _forward(self, batch: torch.Tensor) -> torch.Tensor:
-        """The U-Nets on one batch ``[N, C, T, F]`` -> ``[S, N, C, T, F]``, in the chosen precision."""
-        network = self._network()
-        if self.precision == "fp32":
-            return network(batch)
-        with torch.autocast(self.device.type, dtype=_AUTOCAST_DTYPES[self.precision]):
-            return network(batch).float()
-
-    def _network(self) -> Callable[[torch.Tensor], torch.Tensor]:
-        """The U-Nets as run on segments, built once: the module itself (the default), its TorchScript-frozen
-        form (``optimize``) or its ``torch.compile`` form (``compile``)."""
-        if self._runner is None:
-            if self.compile:
-                self._runner = torch.compile(self.net, dynamic=False)
-            elif self.optimize:
-                layout = torch.channels_last if self.channels_last else torch.contiguous_format
-                example = torch.rand(1, self.config.n_channels, self.plan.frames, self.config.frequency_bins,
-                                     device=self.device).contiguous(memory_format=layout)
-                self._runner = freeze_for_inference(self.net, example)
-            else:
-                self._runner = self.net
-        return self._runner
 
     # ---- files -------------------------------------------------------------------------------------
     def output_paths(
@@ -313,7 +231,7 @@ class Separator:
             if progress is not None and event.kind in ("progress", "done"):
                 progress(event.done, event.total)
 
-        (event,) = FilePipeline(self, options, readers=1).run([path], on_event=report)
+        (event,) = FilePipeline(self.runner, options, readers=1).run([path], on_event=report)
         if event.kind == "failed":
             raise event.error
         return FileResult(Path(path), event.outputs, skipped=event.kind == "skipped", seconds=event.seconds)
@@ -328,10 +246,10 @@ class Separator:
     ) -> list[FileEvent]:
         """Separate many files, batching U-Net segments across songs, decoding and encoding in threads.
 
-        ``options`` are :class:`~unet_sep.separate.batch.FileOptions` fields (``template``, ``fmt``, ``stems``,
+        ``options`` are :class:`~unet_sep.separate.files.FileOptions` fields (``template``, ``fmt``, ``stems``,
         ...). ``paths`` may be :class:`~unet_sep.separate.inputs.InputFile` entries from
         :func:`~unet_sep.separate.inputs.expand_inputs` (folders and globs, with their ``{dir}``). A file that fails
         does not stop the others: every input gets one final event ("done", "skipped", or "failed" with an error
-        naming the file and no outputs); ``on_event`` also sees progress events.
+        naming the file and no outputs); ``on_event`` also sees "started" and "progress" events.
         """
-        return FilePipeline(self, FileOptions(Path(out_dir), **options), readers=readers).run(paths, on_event)
+        return FilePipeline(self.runner, FileOptions(Path(out_dir), **options), readers=readers).run(paths, on_event)

@@ -6,7 +6,7 @@ engine's stems (and extension weights) at the model's rate, resamples them back,
 layout, shares out what the model's band cannot carry (see :func:`share_residual`) and releases exactly as
 many samples as came in. Both are plain per-signal state machines, so the same code runs in one thread
 (:meth:`Separator.stream <unet_sep.separate.separator.Separator.stream>`) or in the reader and writer threads
-of the batched file pipeline (:mod:`unet_sep.separate.batch`).
+of the batched file pipeline (:mod:`unet_sep.separate.reader`, :mod:`unet_sep.separate.writer`).
 """
 
 from __future__ import annotations

@@ -7,15 +7,16 @@ Data flow for one stream of ``G`` channel groups of ``C`` model channels each:
     -> masks x complex STFT -> windowed inverse FFT, overlap-add -> stem samples [S, G, C, n]
 
 Everything is incremental: frames are computed as soon as their samples arrive, a batch of segments goes
-goes through the U-Nets (run by the caller) as soon as its frames are there, a frame is synthesised once no later segment can touch
-its mask, and a sample is emitted once no later frame overlaps it. The buffers hold at most a batch of
-segments, so memory does not grow with the length of the input. The output has exactly as many samples as
-the input.
+through the U-Nets (run by the caller, :class:`~unet_sep.separate.runner.NetworkRunner`) as soon as its frames
+are there, a frame is synthesised once no later segment can touch its mask, and a sample is emitted once no
+later frame overlaps it. The buffers hold at most a batch of segments, so memory does not grow with the length
+of the input. The output has exactly as many samples as the input.
 
 Alongside the stems the engine returns, per stem and sample, the weight its mask extension gives to content
 above the model's band (the extended mask overlap-added with the squared window, so it is as smooth as the
-audio). :class:`~unet_sep.separate.separator.Separator` uses it to share out what the model's sample rate
-cannot carry when the input's rate is higher, so the stems stay full band and still sum to the input.
+audio). :class:`~unet_sep.separate.stages.OutputStage` uses it (:func:`~unet_sep.separate.stages.share_residual`)
+to share out what the model's sample rate cannot carry when the input's rate is higher, so the stems stay full
+band and still sum to the input.
 """
 
 from __future__ import annotations
@@ -95,7 +96,7 @@ class SeparationStream:
     :meth:`feed` samples, :meth:`take` the ready segments, run them through the U-Nets and :meth:`give` the
     estimates back, :meth:`drain` the finished samples; :meth:`close` at the end, then take, give and drain
     until :attr:`done`. Who runs the U-Nets decides the batching, across streams too
-    (:meth:`Separator.run_batch <unet_sep.separate.separator.Separator.run_batch>`).
+    (:meth:`NetworkRunner.run_ready <unet_sep.separate.runner.NetworkRunner.run_ready>`).
 
     Args:
         config: the model's config (STFT, F, stems, mask settings).
@@ -156,7 +157,7 @@ class SeparationStream:
         self.finished = False
         self.total_frames: int | None = None
 
-    # ---- public: the caller runs the U-Nets (Separator.run_batch, possibly over several streams) ---
+    # ---- public: the caller runs the U-Nets (NetworkRunner.run_batch, possibly over several streams) -
     def feed(self, block: np.ndarray | torch.Tensor) -> None:
         """Append samples ``[G, C, n]`` and compute the STFT frames they complete (no U-Net work)."""
         if self.finished:

@@ -1,6 +1,6 @@
 """Data augmentation settings and the signal operations the excerpt sampler applies.
 
-The sampler (:class:`unet_sep.train.datasets.ExcerptSampler`) draws all random numbers itself from a
+The sampler (:class:`unet_sep.train.sampler.ExcerptSampler`) draws all random numbers itself from a
 generator seeded by ``(seed, index, attempt)``; the functions here are deterministic given their arguments.
 Every operation is linear and applied to the target stems (gain and channel swap per stem, low-pass to all
 stems alike), so the mixture, formed as the sum of the augmented stems, stays consistent with the references.
@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import TypeGuard
 
 import numpy as np
 
-from unet_sep.config import ConfigError
+from unet_sep.errors import ConfigError
 
 LOWPASS_MIN_CUTOFF_HZ = 4000.0
 LOWPASS_MAX_CUTOFF_FRACTION = 0.45  # of the sample rate
@@ -94,7 +95,7 @@ class AugmentConfig:
         return float(self.gain_db[0]) != 0.0 or float(self.gain_db[1]) != 0.0
 
 
-def _is_number(value: object) -> bool:
+def _is_number(value: object) -> TypeGuard[int | float]:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 

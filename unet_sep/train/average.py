@@ -8,10 +8,14 @@ Batch-norm running statistics are averaged like the weights (as ``torch.optim.sw
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
+from typing import TypeVar
 
 import torch
 from safetensors.torch import load_file
+
+ModuleT = TypeVar("ModuleT", bound=torch.nn.Module)
 
 
 class WeightAverage:
@@ -40,6 +44,15 @@ class WeightAverage:
             raise ValueError("a saved weight average needs count >= 1")
         self.state = {key: value.clone() for key, value in state.items()}
         self.count = count
+
+
+def with_average(net: ModuleT, average: WeightAverage | None) -> ModuleT:
+    """``net`` itself, or a copy of it holding the weight average once the average has begun."""
+    if average is None or average.state is None:
+        return net
+    averaged = copy.deepcopy(net)
+    averaged.load_state_dict(average.state)
+    return averaged
 
 
 def average_files(paths: list[str | Path]) -> WeightAverage:

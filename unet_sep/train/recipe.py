@@ -4,6 +4,7 @@
 {"model": {...ModelConfig...}, "data": {...DataConfig...}, "train": {...TrainConfig...}}
 ```
 
+A recipe may build on another: ``{"base": "other.json", ...the keys that change...}`` (see :func:`read_recipe`).
 Relative data paths in a recipe are resolved against the recipe's folder. ``--set key=value`` overrides any
 field by its dotted path (``train.steps=100``, ``model.unet.filters=[8,16,32,64,128,256]``); a value is read as
 JSON when that gives the field's type, else as the text itself. Every value, from the file or ``--set``, is
@@ -22,12 +23,35 @@ from pathlib import Path
 from typing import Any
 
 from unet_sep.config import PRECISIONS, ModelConfig
+from unet_sep.data.config import DataConfig
 from unet_sep.errors import ConfigError
-from unet_sep.fields import build_section, check_value, dotted, field_hints, unknown_key
-from unet_sep.train.datasets import DataConfig
+from unet_sep.fields import build_section, dotted, field_hints, read_json, unknown_key, value_from_text
+from unet_sep.train.augment import AugmentConfig
 
+BASE_KEY = "base"  # a recipe built on another: {"base": "other.json", ...the keys that change...}
+RELATIVE_DATA_PATHS = ("root", "split_file")  # data shipped with or beside a recipe: relative to its folder
 LOSSES = ("l1", "mse")
 SCHEDULES = ("constant", "cosine", "step")
+
+
+@dataclass
+class TrainingDataConfig(DataConfig):
+    """A recipe's ``data`` section: the data set (:class:`~unet_sep.data.config.DataConfig`) and, last, how its
+    training excerpts are augmented (``augment``, :class:`~unet_sep.train.augment.AugmentConfig`)."""
+
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+
+    def validate(self) -> None:
+        """The data set's checks, then the augmentation's; a :class:`ConfigError` naming the dotted key."""
+        super().validate()
+        if not isinstance(self.augment, AugmentConfig):
+            raise ConfigError("data.augment must be an augmentation section")
+        self.augment.validate()
+        if self.augment.percussion_probability > 0 and self.augment.percussion_stem not in self.targets:
+            raise ConfigError(
+                f"data.augment.percussion_stem {self.augment.percussion_stem!r} must be one of data.targets "
+                f"{list(self.targets)} (drums or accompaniment, usually)"
+            )
 
 
 @dataclass
@@ -107,8 +131,11 @@ class TrainConfig:
             raise ConfigError(f"train.channels_last must be true or false, got {self.channels_last!r}")
         if self.init_from is not None and (not isinstance(self.init_from, str) or not self.init_from):
             raise ConfigError(f"train.init_from must be a model folder or name, or null, got {self.init_from!r}")
-        if self.average_from is not None and not (type(self.average_from) is int and 1 <= self.average_from <= self.steps):
-            raise ConfigError(f"train.average_from must be a step from 1 to train.steps ({self.steps}), or null, got {self.average_from!r}")
+        if self.average_from is not None and not (
+            type(self.average_from) is int and 1 <= self.average_from <= self.steps
+        ):
+            raise ConfigError(f"train.average_from must be a step from 1 to train.steps ({self.steps}), or null, "
+                              f"got {self.average_from!r}")
         if type(self.average_every) is not int or self.average_every < 1:
             raise ConfigError(f"train.average_every must be an integer >= 1, got {self.average_every!r}")
         for name in ("valid_every", "patience", "warmup_steps", "prefetch"):
@@ -140,7 +167,7 @@ class Recipe:
     """A whole training recipe."""
 
     model: ModelConfig = field(default_factory=ModelConfig)
-    data: DataConfig = field(default_factory=DataConfig)
+    data: TrainingDataConfig = field(default_factory=TrainingDataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
 
     def validate(self) -> None:
@@ -186,7 +213,7 @@ def field_annotation(path: list[str]) -> Any:
         section = ".".join(path[:depth])
         if typing.get_origin(annotation) is dict:  # free-form (model.provenance): any key, any value
             return Any
-        if not dataclasses.is_dataclass(annotation):
+        if not (isinstance(annotation, type) and dataclasses.is_dataclass(annotation)):
             raise ConfigError(f"{section} is a value, not a section: it has no key {name!r}")
         hints = field_hints(annotation)
         if name not in hints:
@@ -206,20 +233,7 @@ def parse_override(text: str) -> tuple[list[str], Any]:
         raise ConfigError(f"--set expects key=value, got {text!r}")
     key, raw = text.split("=", 1)
     path = key.strip().split(".")
-    annotation = field_annotation(path)
-    try:
-        value = json.loads(raw)
-    except json.JSONDecodeError:
-        value = raw
-    try:
-        check_value(annotation, value, ".".join(path))
-    except ConfigError as error:
-        try:
-            check_value(annotation, raw, ".".join(path))  # the text itself fits (a string field): take it
-        except ConfigError:
-            raise error from None
-        value = raw
-    return path, value
+    return path, value_from_text(field_annotation(path), raw, ".".join(path))
 
 
 def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
@@ -238,6 +252,60 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
     return data
 
 
+def _read_object(path: Path) -> dict[str, Any]:
+    """The JSON object in the file ``path``; a one-line :class:`ConfigError` naming the file otherwise."""
+    return read_json(path, "recipe", shape="a JSON object with the keys model, data, train")
+
+
+def merge_recipes(base: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]:
+    """``base`` with ``changes`` applied: objects merge key by key, any other value replaces the base's."""
+    merged = dict(base)
+    for key, value in changes.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = merge_recipes(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def _anchor_data_paths(data: dict[str, Any], folder: Path) -> None:
+    """Resolve the relative data paths (:data:`RELATIVE_DATA_PATHS`) of a base recipe against its own folder."""
+    section = data.get("data")
+    if not isinstance(section, dict):
+        return
+    for key in RELATIVE_DATA_PATHS:
+        value = section.get(key)
+        if isinstance(value, str) and value and not Path(value).expanduser().is_absolute():
+            section[key] = str((folder / value).resolve())
+
+
+def read_recipe(path: Path, derived: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """The recipe file ``path`` as a JSON object, built on its base recipe when it names one.
+
+    ``"base": "other.json"`` (a path relative to the recipe's folder) takes every setting of that recipe, which
+    may itself have a base, and changes those the file gives: objects merge key by key, any other value (a list
+    too) replaces the base's. Relative data paths are resolved against the folder of the file that gives them.
+    A missing base file, or bases that lead back to a recipe of the chain (``derived``: the recipes built on
+    ``path``), is a one-line :class:`ConfigError` naming the file. The key ``base`` is not in the result.
+    """
+    data = _read_object(path)
+    if BASE_KEY not in data:
+        return data
+    base = data.pop(BASE_KEY)
+    if not isinstance(base, str) or not base:
+        raise ConfigError(f"{path}: base must be the file name of another recipe, got {json.dumps(base)}")
+    base_path = path.parent / base
+    chain = (*derived, path)
+    if base_path.resolve() in {recipe.resolve() for recipe in chain}:
+        cycle = " -> ".join(str(recipe) for recipe in (*chain, base_path))
+        raise ConfigError(f"{path}: the recipe's bases form a cycle: {cycle}")
+    if not base_path.is_file():
+        raise ConfigError(f"{path}: base recipe {base_path} not found")
+    base_data = read_recipe(base_path, chain)
+    _anchor_data_paths(base_data, base_path.parent)
+    return merge_recipes(base_data, data)
+
+
 def load_recipe(path: str | Path, overrides: list[str] | None = None, data_root: str | None = None) -> Recipe:
     """Read a recipe file, apply ``--set`` overrides and ``--data-root``, resolve relative paths, validate."""
     path = Path(path)
@@ -246,15 +314,7 @@ def load_recipe(path: str | Path, overrides: list[str] | None = None, data_root:
         if len(candidates) != 1:
             raise ConfigError(f"{path}: a recipe folder must hold exactly one .json recipe (found {len(candidates)})")
         path = candidates[0]
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except OSError as error:
-        raise ConfigError(f"{path}: cannot read recipe ({error.strerror or error})") from error
-    except json.JSONDecodeError as error:
-        raise ConfigError(f"{path}: not valid JSON ({error})") from error
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: a recipe must be a JSON object with the keys model, data, train")
-    data = apply_overrides(data, overrides or [])
+    data = apply_overrides(read_recipe(path), overrides or [])
     try:
         recipe = build_section(Recipe, data, "")  # the overrides are checked already: an error here is the file's
     except ConfigError as error:
@@ -262,7 +322,7 @@ def load_recipe(path: str | Path, overrides: list[str] | None = None, data_root:
     section = recipe.data
     if data_root is not None:
         section.root = str(Path(data_root).expanduser().resolve())
-    for key in ("root", "split_file"):  # data shipped with or beside the recipe
+    for key in RELATIVE_DATA_PATHS:
         value = getattr(section, key)
         if value and not Path(value).expanduser().is_absolute():
             setattr(section, key, str((path.parent / value).resolve()))

@@ -56,7 +56,9 @@ def load_model(folder: str | Path, device: torch.device | str = "cpu") -> tuple[
     config_path, weights_path = folder / CONFIG_FILE, folder / WEIGHTS_FILE
     for path in (config_path, weights_path):
         if not path.is_file():
-            raise CheckpointError(f"{folder}: missing {path.name} (a model folder holds {CONFIG_FILE} and {WEIGHTS_FILE})")
+            raise CheckpointError(
+                f"{folder}: missing {path.name} (a model folder holds {CONFIG_FILE} and {WEIGHTS_FILE})"
+            )
     try:
         config = ModelConfig.load(config_path)
     except (ConfigError, TypeError) as error:
@@ -80,7 +82,8 @@ def load_model(folder: str | Path, device: torch.device | str = "cpu") -> tuple[
     for name, tensor in tensors.items():
         if tuple(tensor.shape) != tuple(expected[name].shape):
             raise CheckpointError(
-                f"{weights_path}: tensor {name} has shape {tuple(tensor.shape)}, the config needs {tuple(expected[name].shape)}"
+                f"{weights_path}: tensor {name} has shape {tuple(tensor.shape)}, "
+                f"the config needs {tuple(expected[name].shape)}"
             )
         if tensor.is_floating_point():
             tensors[name] = tensor.float()

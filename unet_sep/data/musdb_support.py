@@ -9,7 +9,9 @@ public attribute raises :class:`FFmpegMissingError` (one line: what needs ffmpeg
 and musdb then import and score as usual, and whatever would decode a ``.stem.mp4`` says why it cannot.
 
 Every use of museval, musdb and stempeg in the package goes through :func:`import_museval`,
-:func:`import_musdb`, :func:`import_stempeg` and :func:`musdb_setup`.
+:func:`import_musdb`, :func:`import_stempeg`, :func:`musdb_setup` and :func:`read_stem_stream`. They are
+optional packages (the ``train`` and ``eval`` extras), imported through :func:`unet_sep.extras.import_extra`
+when first needed, so a missing one is one line naming the extra to install.
 """
 
 from __future__ import annotations
@@ -23,6 +25,10 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any, NoReturn
 
+import numpy as np
+
+from unet_sep.extras import MissingExtraError, import_extra
+
 __all__ = [
     "FFMPEG_PROGRAMS",
     "FFmpegMissingError",
@@ -32,6 +38,7 @@ __all__ = [
     "import_stempeg",
     "missing_ffmpeg_programs",
     "musdb_setup",
+    "read_stem_stream",
 ]
 
 logger = logging.getLogger(__name__)
@@ -79,9 +86,7 @@ def import_stempeg() -> ModuleType:
             return module
         missing = missing_ffmpeg_programs()
         if not missing:
-            import stempeg
-
-            return stempeg
+            return import_extra("stempeg", "train,eval", "reading MUSDB18 .stem.mp4 files")
         message = ffmpeg_missing_message(missing)
         logger.debug("stempeg not imported: %s", message)
         module = _StempegStandIn(message)
@@ -91,18 +96,23 @@ def import_stempeg() -> ModuleType:
 
 def import_musdb() -> ModuleType:
     """The ``musdb`` package, importable without ffmpeg (see :func:`import_stempeg`)."""
-    import_stempeg()
-    import musdb
-
-    return musdb
+    _stempeg_if_installed()
+    return import_extra("musdb", "train,eval", "reading MUSDB18")
 
 
 def import_museval() -> ModuleType:
     """The ``museval`` package (BSSEval v4 scoring and its JSON stores), importable without ffmpeg."""
-    import_stempeg()
-    import museval
+    _stempeg_if_installed()
+    return import_extra("museval", "eval", "scoring with BSS Eval (museval)")
 
-    return museval
+
+def _stempeg_if_installed() -> None:
+    """:func:`import_stempeg` before musdb or museval import it; when stempeg is absent, so is musdb (stempeg
+    comes with it), and the import that follows names the package to install."""
+    try:
+        import_stempeg()
+    except MissingExtraError:
+        pass
 
 
 @functools.lru_cache(maxsize=None)
@@ -110,8 +120,23 @@ def musdb_setup() -> dict[str, Any]:
     """musdb's data set description (its ``configs/mus.yaml``, what ``musdb.DB`` reads): ``sources`` (source ->
     file name in MUSDB18-HQ), ``mixture``, ``stem_ids`` (source -> stream of a ``.stem.mp4``) and
     ``validation_tracks`` (the official validation split of the training subset)."""
-    import yaml
+    musdb = import_musdb()
+    import yaml  # a dependency of musdb
 
-    path = Path(import_musdb().__path__[0]) / "configs" / "mus.yaml"
+    path = Path(musdb.__path__[0]) / "configs" / "mus.yaml"
     with path.open(encoding="utf-8") as handle:
         return yaml.safe_load(handle)
+
+
+def read_stem_stream(path: Path, stream: int) -> tuple[np.ndarray, int]:
+    """Stream ``stream`` of a multi-stream ``.stem.mp4`` as float32 ``[channels, samples]`` and its rate, read
+    through stempeg (ffmpeg) as musdb reads it. Raises :class:`FFmpegMissingError` without ffmpeg/ffprobe, and
+    whatever stempeg or ffmpeg raise on a file they cannot decode."""
+    stempeg = import_stempeg()
+    audio, rate = stempeg.read_stems(
+        str(path), stem_id=stream, dtype=np.float32, ffmpeg_format="f32le", always_3d=True
+    )
+    audio = np.asarray(audio, dtype=np.float32)
+    if audio.ndim == 3:
+        audio = audio[0]
+    return np.ascontiguousarray(audio.T), int(round(float(rate)))

@@ -1,5 +1,6 @@
-"""The batched file pipeline: results independent of batching, segments of several songs in one U-Net batch,
-no padded segments thrown away, and torchrun sharding of `unet-sep separate` over 2 gloo processes."""
+"""The batched file pipeline: results independent of batching, segments of several songs in one U-Net batch, each
+input opened once (its length reported when it is), a bad file failing alone, and torchrun sharding of
+`unet-sep separate` over 2 gloo processes."""
 
 from __future__ import annotations
 
@@ -11,12 +12,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
-import torch
 
 from tests.conftest import music_like
-from unet_sep.dsp.measures import snr_db
 from unet_sep import Separator
-from unet_sep.separate.segments import SegmentPlan
+from unet_sep.dsp.measures import snr_db
+from unet_sep.errors import SettingError
+from unet_sep.separate import reader
+from unet_sep.separate.files import FileOptions
 
 # Lengths (s), rates and channel counts of the songs: different lengths end segments at different places.
 SONGS = [(3.1, 44100, 2), (7.4, 44100, 2), (1.2, 44100, 1), (12.6, 48000, 2), (0.4, 22050, 2), (5.0, 44100, 2),
@@ -39,22 +41,23 @@ def _read(folder: Path, song: Path, stem: str) -> np.ndarray:
     return audio
 
 
-class _CountingNet:
-    """Wraps the U-Nets and records the batch size of every call."""
+def _count_batches(separator: Separator) -> list[int]:
+    """Record the size of every batch the separator's U-Nets run from now on."""
+    runner = separator.runner
+    sizes: list[int] = []
+    forward = runner.forward
 
-    def __init__(self, net) -> None:
-        self.net = net
-        self.batches: list[int] = []
+    def counting(batch):
+        sizes.append(batch.shape[0])
+        return forward(batch)
 
-    def __call__(self, batch: torch.Tensor) -> torch.Tensor:
-        self.batches.append(batch.shape[0])
-        return self.net(batch)
+    runner.forward = counting
+    return sizes
 
 
 def test_a_song_alone_and_in_a_batch_of_8_gives_the_same_stems(tmp_path, tiny_model, songs):
     together = Separator.from_pretrained(tiny_model, device="cpu", batch_size=8)
-    counting = _CountingNet(together._network())
-    together._runner = counting
+    batches = _count_batches(together)
     events = together.separate_files(songs, tmp_path / "together", fmt="wav", bit_depth="float")
     assert [e.kind for e in events] == ["done"] * len(songs), [str(e.error) for e in events]
 
@@ -62,13 +65,12 @@ def test_a_song_alone_and_in_a_batch_of_8_gives_the_same_stems(tmp_path, tiny_mo
     alone_calls = 0
     for song in songs:
         alone = Separator.from_pretrained(tiny_model, device="cpu", batch_size=1)
-        counter = _CountingNet(alone._network())
-        alone._runner = counter
+        counted = _count_batches(alone)
         result = alone.separate_file(song, tmp_path / "alone", fmt="wav", bit_depth="float")
         assert not result.skipped
-        alone_calls += len(counter.batches)
-    assert sum(counting.batches) == alone_calls  # the same segments ...
-    assert max(counting.batches) == 8 and len(counting.batches) <= -(-alone_calls // 8) + 2  # ... in full batches
+        alone_calls += len(counted)
+    assert sum(batches) == alone_calls  # the same segments ...
+    assert max(batches) == 8 and len(batches) <= -(-alone_calls // 8) + 2  # ... in full batches
 
     for song in songs:
         for stem in together.stems:
@@ -89,6 +91,44 @@ def test_stems_of_the_pipeline_sum_to_the_input(tmp_path, tiny_model, songs):
         assert snr_db(mixture, total) > 60.0
 
 
+def test_each_input_is_opened_once_and_reports_its_length_then(tmp_path, tiny_model, songs, monkeypatch):
+    opened: list[Path] = []
+    real_open = reader.open_audio
+
+    def counting_open(path):
+        opened.append(Path(path))
+        return real_open(path)
+
+    monkeypatch.setattr(reader, "open_audio", counting_open)
+    separator = Separator.from_pretrained(tiny_model, device="cpu")
+    (tmp_path / "out" / songs[1].stem).mkdir(parents=True)
+    for stem in separator.stems:  # songs[1] is done already: skipped, never opened
+        (tmp_path / "out" / songs[1].stem / f"{stem}.wav").write_bytes(b"")
+    seen = []
+    events = separator.separate_files(songs[:4], tmp_path / "out", on_event=seen.append, offset=0.5, duration=2.0)
+    assert [e.kind for e in events] == ["done", "skipped", "done", "done"]
+    assert sorted(opened) == sorted([songs[0], songs[2], songs[3]])
+    for index in (0, 2, 3):
+        mine = [e for e in seen if e.index == index]
+        assert mine[0].kind == "started" and mine[-1].kind == "done"
+        assert [e.kind for e in mine].count("started") == 1
+        info = sf.info(songs[index])
+        assert mine[0].sample_rate == info.samplerate
+        assert mine[0].total == min(info.frames - round(0.5 * info.samplerate), round(2.0 * info.samplerate))
+        assert mine[-1].done == mine[0].total
+    assert not any(e.kind == "started" for e in seen if e.index == 1)
+
+
+def test_file_options_are_checked_when_made(tmp_path):
+    assert FileOptions(tmp_path, fmt=".FLAC").fmt == "flac"
+    for values, name in [(dict(offset=-1.0), "offset"), (dict(duration=0.0), "duration"),
+                         (dict(sample_rate=5), "sample_rate"), (dict(fmt="aiff"), "fmt"),
+                         (dict(template="/abs/{stem}.{ext}"), "template")]:
+        with pytest.raises(SettingError) as caught:
+            FileOptions(tmp_path, **values)
+        assert caught.value.setting == name
+
+
 def test_one_bad_file_in_the_batch_fails_alone(tmp_path, tiny_model, songs):
     broken = tmp_path / "broken.wav"
     broken.write_bytes(b"RIFF\x00\x00\x00\x00WAVEjunk")
@@ -104,49 +144,6 @@ def test_one_bad_file_in_the_batch_fails_alone(tmp_path, tiny_model, songs):
     assert not (tmp_path / "out" / "broken").exists() and not (tmp_path / "out" / "nan").exists()
     leftovers = [p for p in (tmp_path / "out").rglob("*") if p.name.startswith(".")]
     assert not leftovers
-
-
-@pytest.mark.parametrize("total", [1, 37, 511, 512, 513, 900, 1291, 1300, 5000, 12345])
-def test_overlapped_segments_waste_less_than_one_stride_of_padding(total):
-    plan = SegmentPlan.create(512, 0.25, 64)
-    starts = plan.starts(total)
-    assert starts[0] == 0 and all(s % 64 == 0 for s in starts)
-    assert all(b > a for a, b in zip(starts, starts[1:]))
-    assert all(b - a <= plan.hop for a, b in zip(starts, starts[1:]))  # overlap never below the nominal one
-    assert starts[-1] + 512 >= total  # every frame covered
-    if total >= 512:
-        assert plan.padded_frames(total) < 64
-    old_count = 1 + max(0, -(-(total - 512) // plan.hop))  # back-to-back hops with a padded last segment
-    assert plan.count(total) == old_count
-    spleeter = SegmentPlan.create(512, 0.25, 64, "spleeter")
-    assert spleeter.starts(total) == list(range(0, total, 512))  # Spleeter pads its last segment, as it does
-
-
-def test_engine_runs_the_planned_segments(tiny_model):
-    """The streaming engine runs exactly the planned starts, whatever the block sizes."""
-    separator = Separator.from_pretrained(tiny_model, device="cpu", batch_size=3)
-    audio = music_like(20.0, 44100, 2, seed=4)
-    starts_seen: list[int] = []
-    engine = separator.engine(1)
-    original_take = engine.take
-
-    def take(count):
-        batch, starts = original_take(count)
-        starts_seen.extend(starts)
-        return batch, starts
-
-    engine.take = take
-    for lo in range(0, audio.shape[1], 70001):
-        engine.feed(audio[None, :, lo : lo + 70001])
-        while engine.ready() >= 3:
-            separator.run_batch([engine], 3)
-        engine.drain()
-    engine.close()
-    while engine.ready():
-        separator.run_batch([engine], 3)
-    engine.drain()
-    assert engine.done
-    assert starts_seen == separator.plan.starts(engine.total_frames)
 
 
 def _torchrun(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
@@ -178,23 +175,3 @@ def test_torchrun_two_ranks_share_the_inputs_and_rerun_skips(tmp_path, tiny_mode
     summaries = [line for line in second.stderr.splitlines() if line.startswith("separated ")]
     assert len(summaries) == 1 and summaries[0].startswith("separated 1 file(s)"), second.stderr
     assert "skipped 4 already done" in summaries[0], summaries
-
-
-def test_reduced_precision_stays_close_to_fp32(tiny_model):
-    audio = music_like(6.0, 44100, 2, seed=11)
-    reference = Separator.from_pretrained(tiny_model, device="cpu").separate(audio, 44100)
-    reduced = Separator.from_pretrained(tiny_model, device="cpu", precision="bf16").separate(audio, 44100)
-    for stem, expected in reference.items():
-        assert reduced[stem].dtype == np.float32 and reduced[stem].shape == expected.shape
-        assert 25.0 < snr_db(expected, reduced[stem]) < 90.0  # close, and really computed in bf16
-    with pytest.raises(ValueError, match="precision"):
-        Separator.from_pretrained(tiny_model, device="cpu", precision="fp8")
-
-
-def test_cli_rejects_an_unknown_precision_in_one_line(tmp_path, tiny_model, songs):
-    command = [sys.executable, "-m", "unet_sep", "separate", str(songs[0]), "--out", str(tmp_path),
-               "--model", str(tiny_model), "--precision", "fp8"]
-    result = subprocess.run(command, capture_output=True, text=True, timeout=120)
-    assert result.returncode == 2
-    lines = [line for line in result.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1 and "precision" in lines[0] and "Traceback" not in result.stderr

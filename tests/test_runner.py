@@ -1,0 +1,95 @@
+"""The network runner: engines run exactly the planned segments in batches of the chosen size, full batches only
+until the input ends, and reduced precision stays close to fp32."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from tests.conftest import music_like
+from unet_sep import Separator
+from unet_sep.dsp.measures import snr_db
+from unet_sep.errors import SettingError
+from unet_sep.separate.runner import NetworkRunner
+from unet_sep.weights.checkpoint import load_model
+
+
+def test_engine_runs_the_planned_segments(tiny_model):
+    """The streaming engine runs exactly the planned starts, whatever the block sizes."""
+    runner = Separator.from_pretrained(tiny_model, device="cpu", batch_size=3).runner
+    audio = music_like(20.0, 44100, 2, seed=4)
+    starts_seen: list[int] = []
+    engine = runner.engine(1)
+    original_take = engine.take
+
+    def take(count):
+        batch, starts = original_take(count)
+        starts_seen.extend(starts)
+        return batch, starts
+
+    engine.take = take
+    for lo in range(0, audio.shape[1], 70001):
+        engine.feed(audio[None, :, lo : lo + 70001])
+        while engine.ready() >= 3:
+            runner.run_batch([engine], 3)
+        engine.drain()
+    engine.close()
+    while engine.ready():
+        runner.run_batch([engine], 3)
+    engine.drain()
+    assert engine.done
+    assert starts_seen == runner.plan.starts(engine.total_frames)
+
+
+def test_run_ready_runs_full_batches_until_the_end(tiny_model):
+    """Across two engines: only full batches while input may still come, the rest once it has ended; the engines
+    are asked for again before every batch."""
+    runner = Separator.from_pretrained(tiny_model, device="cpu", batch_size=4).runner
+    sizes: list[int] = []
+    forward = runner.forward
+
+    def counting(batch):
+        sizes.append(batch.shape[0])
+        return forward(batch)
+
+    runner.forward = counting
+    engines = [runner.engine(1), runner.engine(1)]
+    for seed, engine in enumerate(engines):
+        engine.feed(music_like(40.0, 44100, 2, seed=seed)[None])  # about 4 segments each
+    asked = []
+
+    def current():
+        asked.append(len(engines))
+        return engines
+
+    ran = list(runner.run_ready(current))
+    assert ran and all(n == 4 for n in ran) and sizes == ran
+    assert sum(engine.ready() for engine in engines) < 4
+    assert len(asked) == len(ran) + 1
+    for engine in engines:
+        engine.close()
+    total = sum(engine.ready() for engine in engines)
+    final = list(runner.run_ready(lambda: engines, final=True))
+    assert sum(final) == total and all(n <= 4 for n in final)
+    assert all(engine.ready() == 0 for engine in engines)
+
+
+def test_settings_are_checked_where_they_are_used(tiny_model):
+    config, net = load_model(tiny_model)
+    for settings, name in [(dict(precision="fp8"), "precision"), (dict(batch_size=0), "batch_size"),
+                           (dict(mask_extension="mirror"), "mask_extension"), (dict(overlap=0.9), "overlap"),
+                           (dict(segmentation="chunks"), "segmentation"), (dict(device="banana"), "device")]:
+        with pytest.raises(SettingError) as caught:
+            NetworkRunner(net, config, **{"device": "cpu", **settings})
+        assert caught.value.setting == name
+
+
+def test_reduced_precision_stays_close_to_fp32(tiny_model):
+    audio = music_like(6.0, 44100, 2, seed=11)
+    reference = Separator.from_pretrained(tiny_model, device="cpu").separate(audio, 44100)
+    reduced = Separator.from_pretrained(tiny_model, device="cpu", precision="bf16").separate(audio, 44100)
+    for stem, expected in reference.items():
+        assert reduced[stem].dtype == np.float32 and reduced[stem].shape == expected.shape
+        assert 25.0 < snr_db(expected, reduced[stem]) < 90.0  # close, and really computed in bf16
+    with pytest.raises(ValueError, match="precision"):
+        Separator.from_pretrained(tiny_model, device="cpu", precision="fp8")

@@ -1,0 +1,99 @@
+"""The methods an evaluation compares: the model, ``--compare`` entries (models or stored museval results) and
+the two baselines, each as a :class:`~unet_sep.evaluate.evaluation.Method` with a unique, file-safe name."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from pathlib import Path
+from typing import Any
+
+from unet_sep.config import CONFIG_FILE, WEIGHTS_FILE
+from unet_sep.errors import ConfigError
+from unet_sep.evaluate.evaluation import BASELINES, MIXTURE, ORACLE, EvaluationError, Method
+from unet_sep.evaluate.score import find_result_files, load_track_json
+
+__all__ = ["baseline_methods", "compare_method", "is_model_folder", "load_separator"]
+
+MAX_LABEL = 80
+
+
+def label(text: str) -> str:
+    """``text`` as a method name that is also a file-safe folder name (at most 80 characters)."""
+    return (re.sub(r"[^A-Za-z0-9._+-]+", "_", text).strip("._") or "model")[:MAX_LABEL]
+
+
+def unique(name: str, taken: set[str]) -> str:
+    """``name``, or ``name-2``, ``name-3``, ... : not yet in ``taken`` (then added to it) nor a baseline's name."""
+    candidate, n = name, 2
+    while candidate in taken or candidate in BASELINES:
+        candidate = f"{name}-{n}"
+        n += 1
+    taken.add(candidate)
+    return candidate
+
+
+def load_separator(name: str, device: str) -> tuple[Any, str, str]:
+    """(Separator, label, fingerprint) for a registered model name or a model folder; the fingerprint hashes
+    its config and weights files, so a retrained model under the same name is scored again."""
+    from unet_sep.separate.separator import Separator
+    from unet_sep.weights.checkpoint import CheckpointError
+    from unet_sep.weights.download import sha256_of
+    from unet_sep.weights.entries import ModelNotFoundError
+    from unet_sep.weights.registry import registered_models, resolve_model
+
+    try:
+        folder = Path(resolve_model(name))
+        separator = Separator.from_pretrained(folder, device=device)
+        digest = hashlib.sha256("".join(sha256_of(folder / f) for f in (CONFIG_FILE, WEIGHTS_FILE)).encode())
+    except (ModelNotFoundError, CheckpointError, ConfigError, RuntimeError, ValueError, OSError) as error:
+        raise EvaluationError(f"model {name}: {' '.join(str(error).split())}") from error
+    name_shown = name if name in registered_models() else folder.resolve().name
+    return separator, label(name_shown), digest.hexdigest()[:16]
+
+
+def is_model_folder(path: Path) -> bool:
+    return path.is_dir() and (path / CONFIG_FILE).is_file()
+
+
+def compare_method(entry: str, stems: list[str], device: str, tracks: list[str], taken: set[str]) -> Method:
+    """A ``--compare`` entry: another model (name or folder), or a folder of another method's museval per-track
+    JSON (read for the ``tracks`` it has)."""
+    path = Path(entry).expanduser()
+    if path.is_dir() and not is_model_folder(path):
+        return _stored_method(entry, path, tracks, taken)
+    separator, name, fingerprint = load_separator(entry, device)
+    foreign = [s for s in separator.stems if s not in stems]
+    if foreign:
+        raise EvaluationError(
+            f"--compare {entry}: its stem(s) {', '.join(foreign)} are not among the evaluated stems "
+            f"({', '.join(stems)})"
+        )
+    return Method(unique(name, taken), "model", list(separator.stems), entry, separator=separator,
+                  fingerprint=fingerprint)
+
+
+def _stored_method(entry: str, path: Path, tracks: list[str], taken: set[str]) -> Method:
+    files = find_result_files(path)
+    if not files:
+        raise EvaluationError(f"--compare {entry}: neither a model folder nor a folder of museval per-track JSON")
+    first = next(iter(files.values()))
+    try:
+        load_track_json(first)
+    except ValueError as error:
+        raise EvaluationError(f"--compare {entry}: {error}") from error
+    usable = {t: files[t] for t in tracks if t in files}
+    if not usable:
+        example = ", ".join(sorted(files)[:3])
+        raise EvaluationError(
+            f"--compare {entry}: holds results for none of the {len(tracks)} tracks evaluated (it has {example}, ...)"
+        )
+    return Method(unique(label(path.resolve().name), taken), "stored", [], str(path), files=usable)
+
+
+def baseline_methods(stems: list[str], n_fft: int, hop_length: int) -> list[Method]:
+    """The oracle ratio mask at the model's STFT, then the mixture as every estimate."""
+    return [
+        Method(ORACLE, ORACLE, stems, f"power IRM, n_fft {n_fft}, hop {hop_length}"),
+        Method(MIXTURE, MIXTURE, stems, "the mixture as every estimate"),
+    ]

@@ -1,0 +1,300 @@
+"""Separating many files at once: a three-stage pipeline around one :class:`~unet_sep.separate.runner.NetworkRunner`.
+
+    reader threads                 the calling thread                      writer thread
+    decode -> check -> model rate  -> [bounded queue] -> STFT, U-Net batches -> [bounded queue] ->
+                                      across songs, masks, iSTFT                back to the input's rate,
+                                                                                 residual, encode, rename
+
+- Readers (``readers`` threads, :mod:`unet_sep.separate.reader`) each take the next file, open it once, decode it
+  in blocks, check it and resample it to the model's rate. Decoding and resampling of the next files run while
+  the model computes.
+- The calling thread (:class:`ModelStage`) holds one :class:`~unet_sep.separate.stream.SeparationStream` per file
+  in flight and sends the ready segments of all of them through the U-Nets together, ``batch_size`` at a time, so
+  short songs and song ends fill batches too. Only full batches run until the readers are done.
+- The writer thread (:mod:`unet_sep.separate.writer`) resamples the stems back, shares out the residual above the
+  model's band, encodes, and commits each stem by renaming its temporary file.
+
+Both queues are bounded (``queue_blocks`` blocks), and a reader starts a file only when it is done with the
+last one, so memory stays flat however many files are given. A file that fails (decoding, encoding, bad
+samples) is reported and removed; the others go on. On ``KeyboardInterrupt`` every unfinished output is
+removed before the exception leaves :meth:`FilePipeline.run`.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+from pathlib import Path
+from typing import Any, Callable, Iterable, Iterator
+
+from unet_sep.atomic import remove_stale_temporaries
+from unet_sep.separate.files import QUEUE_END, FileEvent, FileJob, FileOptions
+from unet_sep.separate.inputs import InputFile
+from unet_sep.separate.outputs import OutputPathError, OutputStems, output_paths, plan_outputs
+from unet_sep.separate.reader import InputReader
+from unet_sep.separate.runner import NetworkRunner
+from unet_sep.separate.stream import SeparationStream
+from unet_sep.separate.writer import StemWriter
+
+logger = logging.getLogger(__name__)
+
+
+class SeparationInterrupted(KeyboardInterrupt):
+    """Ctrl-C (or SIGTERM, where the caller maps it to KeyboardInterrupt) during :meth:`FilePipeline.run`;
+    ``unfinished`` are the inputs whose partial outputs were removed."""
+
+    def __init__(self, unfinished: list[Path]) -> None:
+        super().__init__()
+        self.unfinished = unfinished
+
+
+class FilePipeline:
+    """Separate many files with one model, batching segments across songs (see the module's doc).
+
+    Args:
+        runner: the model's U-Nets and how they run (device, batch size, segmentation, precision).
+        options: output folder, template, format and what to cut.
+        readers: decoding threads (default 2).
+        queue_blocks: blocks each queue holds at most (bounds memory).
+
+    Raises :class:`~unet_sep.errors.SettingError` for ``stems`` or ``two_stems`` the model does not have and for
+    a template that cannot work for any input.
+    """
+
+    def __init__(self, runner: NetworkRunner, options: FileOptions, readers: int = 2, queue_blocks: int = 8) -> None:
+        self.runner = runner
+        self.options = options
+        self.outputs = OutputStems.choose(runner.stems, options.stems, options.two_stems)
+        self.readers = max(1, int(readers))
+        self.queue_blocks = max(2, int(queue_blocks))
+        try:  # a template that cannot work for any input fails here, not once per file
+            self._paths_of(InputFile(Path("song.wav")))
+        except OutputPathError:
+            pass
+
+    def _paths_of(self, source: InputFile) -> dict[str, Path]:
+        options = self.options
+        return output_paths(source, options.out_dir, options.template, options.fmt, self.outputs.names,
+                            self.runner.config.name or "model")
+
+    def run(
+        self,
+        paths: Iterable[str | Path | InputFile],
+        on_event: Callable[[FileEvent], None] | None = None,
+        shard: tuple[int, int] = (0, 1),
+    ) -> list[FileEvent]:
+        """Separate ``paths``; returns one final event per input (done, skipped or failed), in input order.
+
+        Before any work, every input's outputs are planned (:func:`~unet_sep.separate.outputs.plan_outputs`: an
+        input whose outputs clash with another's or with an input fails at once), and temporary files that
+        killed runs left in the output folder are removed. ``shard=(rank, world)`` separates only every
+        ``world``-th input from ``rank`` on (torchrun), while the plan still covers them all. ``on_event`` is
+        called on the calling thread for every event, "started" and "progress" included; event indices are
+        positions in ``paths``. Each input is opened once, by a reader: its "started" event carries its length.
+        """
+        sources = [InputFile.of(p) for p in paths]
+        plan = plan_outputs(sources, self._paths_of)
+        rank, world = shard
+        final: dict[int, FileEvent] = {}
+        jobs = []
+        for index in range(rank, len(sources), world):
+            planned = plan[index]
+            if isinstance(planned, OutputPathError):
+                final[index] = FileEvent("failed", index, sources[index].path, error=planned)
+                if on_event is not None:
+                    on_event(final[index])
+            else:
+                jobs.append(FileJob(index, sources[index].path, planned))
+        self._remove_leftovers()
+        if jobs:
+            self._run_jobs(jobs, final, on_event)
+        return [final[i] for i in sorted(final)]
+
+    def _remove_leftovers(self) -> None:
+        """Temporary files that killed runs left under the output folder (see :mod:`unet_sep.atomic`): one walk of
+        the folder per run."""
+        out_dir = self.options.out_dir
+        removed = remove_stale_temporaries(out_dir)
+        if removed:
+            logger.warning("removed %d temporary file(s) that killed runs left under %s", len(removed), out_dir)
+
+    def _run_jobs(self, jobs: list[FileJob], final: dict[int, FileEvent],
+                  on_event: Callable[[FileEvent], None] | None) -> None:
+        """The three stages over ``jobs``; final events land in ``final``."""
+        to_model: queue.Queue = queue.Queue(maxsize=self.queue_blocks)
+        to_writer: queue.Queue = queue.Queue(maxsize=self.queue_blocks)
+        events: queue.Queue = queue.Queue()
+        aborted: list[Path] = []  # inputs whose outputs the writer removed on an interrupt
+        stop = threading.Event()
+        pending: queue.SimpleQueue = queue.SimpleQueue()
+        for job in jobs:
+            pending.put(job)
+        reader = InputReader(self.runner, self.options)
+        readers = [threading.Thread(target=reader.run, args=(pending, to_model, stop), name=f"unet-sep-reader-{i}",
+                                    daemon=True) for i in range(min(self.readers, len(jobs)))]
+        writer = threading.Thread(target=StemWriter(self.runner, self.options, self.outputs).run,
+                                  args=(to_writer, events, aborted), name="unet-sep-writer", daemon=True)
+
+        def dispatch() -> None:
+            while True:
+                try:
+                    event = events.get_nowait()
+                except queue.Empty:
+                    return
+                if event.final:
+                    final[event.index] = event
+                if on_event is not None:
+                    on_event(event)
+
+        for thread in readers + [writer]:
+            thread.start()
+        try:
+            ModelStage(self.runner, to_writer, dispatch).run(len(readers), to_model)
+            _put_waiting(to_writer, QUEUE_END, dispatch)
+            while writer.is_alive():
+                writer.join(timeout=0.05)
+                dispatch()
+            dispatch()
+        except BaseException as error:
+            stop.set()
+            _drain(to_model)
+            for thread in readers:
+                thread.join()
+            _drain(to_writer)
+            to_writer.put(QUEUE_END)
+            writer.join()
+            if isinstance(error, KeyboardInterrupt):
+                raise SeparationInterrupted(aborted) from error
+            raise
+        finally:
+            for thread in readers:
+                thread.join()
+
+
+class ModelStage:
+    """The calling thread's part of the pipeline: an engine per file in flight, fed from the readers' messages,
+    whose ready segments :meth:`NetworkRunner.run_ready <unet_sep.separate.runner.NetworkRunner.run_ready>` runs
+    in shared batches; after every batch each engine's final samples go to the writer.
+
+    ``dispatch`` hands out the writer's events; it is called whenever this thread waits.
+    """
+
+    def __init__(self, runner: NetworkRunner, to_writer: queue.Queue, dispatch: Callable[[], None]) -> None:
+        self.runner = runner
+        self.to_writer = to_writer
+        self.dispatch = dispatch
+        self.engines: dict[int, tuple[FileJob, SeparationStream]] = {}  # in the order the files started
+
+    def run(self, n_readers: int, to_model: queue.Queue) -> None:
+        """Handle the readers' messages until every reader is done and every file has left."""
+        readers_left = n_readers
+        while readers_left > 0 or self.engines:
+            try:
+                message = to_model.get(timeout=0.05) if readers_left > 0 else None
+            except queue.Empty:
+                self.dispatch()
+                continue
+            if message is None:  # every reader is done: run what is left
+                self.run_ready(final=True)
+                for job, engine in list(self.engines.values()):  # cannot happen unless a stage misbehaved
+                    logger.warning("%s: dropped unfinished", job.path)
+                    self._fail(job, RuntimeError("the file's input ended early"))
+                continue
+            if message is QUEUE_END:
+                readers_left -= 1
+                if readers_left == 0:
+                    self.run_ready(final=True)
+                continue
+            self._handle(message)
+            self.run_ready(final=readers_left == 0)
+            self.dispatch()
+
+    def _handle(self, message: tuple) -> None:
+        kind, job = message[0], message[1]
+        if kind == "start":
+            self.engines[job.index] = (job, self.runner.engine(message[2]))
+            self._send(("start", job, message[3]))
+        elif kind == "block" and job.index in self.engines and not job.failed.is_set():
+            _, engine = self.engines[job.index]
+            self._send(("input", job, message[2]))
+            try:
+                engine.feed(message[3])
+            except Exception as error:
+                self._fail(job, error)
+        elif kind == "end" and job.index in self.engines and not job.failed.is_set():
+            _, engine = self.engines[job.index]
+            try:
+                engine.feed(message[2])
+                engine.close()
+            except Exception as error:
+                self._fail(job, error)
+        elif kind in ("skip", "error"):
+            if kind == "error" and job.index in self.engines:
+                self._fail(job, message[2])
+            else:
+                self._send(message)
+
+    def run_ready(self, final: bool) -> None:
+        """Run full batches (with ``final``: everything ready), sending each file's final samples on after every
+        batch; then send on the files whose last segments ran already."""
+        for job, _ in list(self.engines.values()):  # files the writer gave up on
+            if job.failed.is_set():
+                self.engines.pop(job.index, None)
+        batches = self.runner.run_ready(self._live_engines, final)
+        while self._next_batch(batches):
+            for job, engine in self._live():
+                self._emit(job, engine)
+        for job, engine in list(self.engines.values()):
+            if engine.finished and engine.ready() == 0:
+                self._emit(job, engine)
+
+    def _next_batch(self, batches: Iterator[int]) -> bool:
+        """Run the next batch; False when none is ready or it failed (then the files in it fail)."""
+        try:
+            return next(batches, 0) > 0
+        except Exception as error:  # a failure inside the U-Nets (out of memory, a bug): these files fail
+            logger.info("U-Net batch failed", exc_info=True)
+            for job, _ in self._live():
+                self._fail(job, error)
+            return False
+
+    def _live(self) -> list[tuple[FileJob, SeparationStream]]:
+        return [(job, engine) for job, engine in self.engines.values() if not job.failed.is_set()]
+
+    def _live_engines(self) -> list[SeparationStream]:
+        return [engine for _, engine in self._live()]
+
+    def _emit(self, job: FileJob, engine: SeparationStream) -> None:
+        stems, weights = engine.drain()
+        finished = engine.done
+        if stems.shape[-1] or finished:
+            self._send(("output", job, stems, weights, finished))
+        if finished:
+            del self.engines[job.index]
+
+    def _fail(self, job: FileJob, error: BaseException) -> None:
+        job.failed.set()
+        self.engines.pop(job.index, None)
+        self._send(("abort", job, error))
+
+    def _send(self, item: Any) -> None:
+        _put_waiting(self.to_writer, item, self.dispatch)
+
+
+def _put_waiting(target: queue.Queue, item: Any, dispatch: Callable[[], None]) -> None:
+    """Put into a bounded queue, handing out events while it is full (the writer may be waiting on us)."""
+    while True:
+        try:
+            target.put(item, timeout=0.05)
+            return
+        except queue.Full:
+            dispatch()
+
+
+def _drain(target: queue.Queue) -> None:
+    while True:
+        try:
+            target.get_nowait()
+        except queue.Empty:
+            return

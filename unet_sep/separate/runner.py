@@ -1,0 +1,156 @@
+"""The U-Nets on their device: streaming engines for signals, and their ready segments run in shared batches.
+
+A :class:`NetworkRunner` is what :class:`~unet_sep.separate.separator.Separator` and the file pipeline
+(:mod:`unet_sep.separate.pipeline`) have in common: the network in its device, memory layout, precision and
+(optionally) compiled form, the segment plan and the batch size. It makes one
+:class:`~unet_sep.separate.stream.SeparationStream` per signal and the stages that bring a signal to the model's
+rate and channels and back (:mod:`unet_sep.separate.stages`); :meth:`NetworkRunner.run_ready` is the one loop
+that sends the ready segments of any number of engines through the U-Nets, a batch at a time.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Iterator, Sequence
+
+import torch
+
+from unet_sep.config import MASK_EXTENSIONS, PRECISIONS, ModelConfig
+from unet_sep.device import separation_device
+from unet_sep.errors import SettingError
+from unet_sep.model.stems import StemsNet, freeze_for_inference
+from unet_sep.separate.segments import SegmentPlan
+from unet_sep.separate.stages import InputStage, OutputStage
+from unet_sep.separate.stream import SeparationStream
+
+_AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+class NetworkRunner:
+    """A model's U-Nets ready to run on segments (the settings are those of
+    :class:`~unet_sep.separate.separator.Separator`).
+
+    Raises :class:`~unet_sep.errors.SettingError` naming the first setting that cannot be used (``precision``,
+    ``device``, ``segmentation``, ``overlap``, ``batch_size``, ``mask_extension``) and
+    :class:`~unet_sep.errors.ConfigError` for an invalid ``config``.
+    """
+
+    def __init__(
+        self,
+        net: StemsNet,
+        config: ModelConfig,
+        device: str | torch.device = "auto",
+        segmentation: str = "overlap",
+        overlap: float = 0.25,
+        batch_size: int | None = None,
+        mask_extension: str | None = None,
+        channels_last: bool | None = None,
+        optimize: bool = False,
+        precision: str = "fp32",
+        compile: bool = False,
+    ) -> None:
+        config.validate()
+        if precision not in PRECISIONS:
+            raise SettingError("precision", f"{precision!r} is not a precision; choose from {', '.join(PRECISIONS)}")
+        self.config = config
+        self.device = separation_device(device)
+        self.precision = precision
+        self.compile = compile
+        self.channels_last = self.device.type in ("cpu", "cuda") if channels_last is None else channels_last
+        self.net = net.to(self.device, memory_format=self._layout).eval()
+        self.optimize = optimize and not compile
+        self._network: Callable[[torch.Tensor], torch.Tensor] | None = None
+        self.plan = SegmentPlan.create(config.segment_frames, overlap, 2 ** config.unet.depth, segmentation)
+        if batch_size is not None and batch_size < 1:
+            raise SettingError("batch_size", f"must be a positive number of segments, got {batch_size}")
+        self.batch_size = batch_size or (2 if self.device.type == "cpu" else 8)
+        self.mask_extension = mask_extension or config.mask_extension
+        if self.mask_extension not in MASK_EXTENSIONS:
+            raise SettingError("mask_extension", f"{self.mask_extension!r} is not a mask extension; "
+                                                 f"choose from {', '.join(MASK_EXTENSIONS)}")
+
+    @property
+    def stems(self) -> list[str]:
+        return list(self.config.stems)
+
+    @property
+    def sample_rate(self) -> int:
+        return self.config.sample_rate
+
+    @property
+    def _layout(self) -> torch.memory_format:
+        return torch.channels_last if self.channels_last else torch.contiguous_format
+
+    # ---- one signal's parts -------------------------------------------------------------------------
+    def input_stage(self, batch: int, in_channels: int, in_rate: int) -> InputStage:
+        """Checks blocks ``[batch, in_channels, n]`` at ``in_rate`` and brings them to the model's rate and channels."""
+        return InputStage(batch, in_channels, in_rate, self.sample_rate, self.config.n_channels)
+
+    def output_stage(self, batch: int, in_channels: int, in_rate: int) -> OutputStage:
+        """Brings an engine's stems back to ``in_rate`` and the input's channels, sharing out the residual above the
+        model's band unless masks are extended with zeros (Spleeter's way)."""
+        return OutputStage(batch, in_channels, in_rate, self.sample_rate, self.config.n_channels, len(self.stems),
+                           share=self.mask_extension != "zeros")
+
+    def engine(self, groups: int) -> SeparationStream:
+        """A fresh engine for one signal of ``groups`` channel groups, run by these U-Nets."""
+        return SeparationStream(self.config, self.plan, groups, mask_extension=self.mask_extension, device=self.device,
+                                channels_last=self.channels_last)
+
+    # ---- running segments ---------------------------------------------------------------------------
+    def run_ready(self, engines: Callable[[], Sequence[SeparationStream]], final: bool = False) -> Iterator[int]:
+        """Run the ready segments of ``engines()`` through the U-Nets, ``batch_size`` at a time, while a full batch
+        is ready (with ``final``, when no more input is coming: while any segment is).
+
+        Yields the number of segments after each batch, so a caller can drain the engines between batches;
+        ``engines`` is asked again before every batch (the set of signals in flight may change).
+        """
+        while True:
+            current = engines()
+            ready = sum(engine.ready() for engine in current)
+            if ready == 0 or (ready < self.batch_size and not final):
+                return
+            yield self.run_batch(current, self.batch_size)
+
+    @torch.inference_mode()
+    def run_batch(self, engines: Sequence[SeparationStream], limit: int) -> int:
+        """Take up to ``limit`` ready segments from ``engines`` (in order), run them through the U-Nets as one
+        batch and give every engine its estimates; returns the number of segments run."""
+        taken = []
+        count = 0
+        for engine in engines:
+            want = min(engine.ready(), limit - count)
+            if want > 0:
+                batch, starts = engine.take(want)
+                taken.append((engine, batch, starts))
+                count += len(starts)
+        if not taken:
+            return 0
+        inputs = torch.cat([batch for _, batch, _ in taken]) if len(taken) > 1 else taken[0][1]
+        estimates = self.forward(inputs)
+        offset = 0
+        for engine, batch, starts in taken:
+            engine.give(estimates[:, offset : offset + batch.shape[0]], starts)
+            offset += batch.shape[0]
+        return count
+
+    def forward(self, batch: torch.Tensor) -> torch.Tensor:
+        """The U-Nets on one batch ``[N, C, T, F]`` -> ``[S, N, C, T, F]``, in the chosen precision (float32 out)."""
+        network = self.network()
+        if self.precision == "fp32":
+            return network(batch)
+        with torch.autocast(self.device.type, dtype=_AUTOCAST_DTYPES[self.precision]):
+            return network(batch).float()
+
+    def network(self) -> Callable[[torch.Tensor], torch.Tensor]:
+        """The U-Nets as run on segments, built on first use: the module itself (the default), its
+        TorchScript-frozen form (``optimize``) or its ``torch.compile`` form (``compile``)."""
+        if self._network is None:
+            if self.compile:
+                self._network = torch.compile(self.net, dynamic=False)
+            elif self.optimize:
+                example = torch.rand(1, self.config.n_channels, self.plan.frames, self.config.frequency_bins,
+                                     device=self.device).contiguous(memory_format=self._layout)
+                self._network = freeze_for_inference(self.net, example)
+            else:
+                self._network = self.net
+        return self._network
