@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
+from machine import cpu_name  # benchmarks/machine.py
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -40,16 +41,6 @@ sys.path.insert(0, str(ROOT))
 from unet_sep.weights.tf_checkpoint import read_tf_checkpoint  # noqa: E402
 
 Crc = Callable[[bytes], int]
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def handwritten(revision: str) -> Crc | None:
@@ -135,7 +126,7 @@ def main() -> None:
                   if fast or "random" not in name}
         assert len({tuple(v) for v in values.values()}) == 1, f"{name}: the implementations disagree"
 
-    print(f"CPU: {cpu_model()}; Python {platform.python_version()}; best of {args.repeats}")
+    print(f"CPU: {cpu_name()}; Python {platform.python_version()}; best of {args.repeats}")
     print(f"{'workload':<24}{'implementation':<30}{'MB/s':>10}")
     for name, buffers in loads.items():
         size = sum(len(b) for b in buffers)

@@ -28,7 +28,6 @@ import argparse
 import functools
 import json
 import os
-import platform
 import resource
 import shutil
 import statistics
@@ -40,6 +39,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from machine import cpu_name  # benchmarks/machine.py
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -146,16 +146,6 @@ def make_songs(folder: Path, count: int, seconds: float) -> list[Path]:
         sf.write(path, (0.8 * stereo / np.abs(stereo).max()).astype(np.float32), rate, format="MP3")
         paths.append(path)
     return paths
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
 
 
 def main() -> None:
