@@ -1,1 +1,2 @@
-"""Training: recipes, datasets (MUSDB18, folders of stems), augmentation and the training loop."""
+"""Training: recipes (recipe.py), the excerpt sampler and augmentation (sampler.py, augment.py), and the Trainer
+(loop.py) with its checkpoints, validation, metrics and resume rules. The data sets are :mod:`unet_sep.data`."""
