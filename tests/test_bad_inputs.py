@@ -274,9 +274,9 @@ def test_error_lines_written_while_a_decoder_is_muted_are_not_lost():
     written at that moment must still arrive. Here the muting and the line are forced to coincide."""
     script = (
         "import sys\n"
-        "from unet_sep.cli import _python_stderr_apart\n"
+        "from unet_sep.cli.common import python_stderr_apart\n"
         "from unet_sep.audio.native_stderr import quiet_native_stderr\n"
-        "_python_stderr_apart()\n"
+        "python_stderr_apart()\n"
         "with quiet_native_stderr():\n"
         "    print('error: first.wav: file is empty (0 bytes)', file=sys.stderr)\n"
         "    import os; os.write(2, b'native chatter\\n')\n"

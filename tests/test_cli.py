@@ -8,8 +8,8 @@ import soundfile as sf
 from typer.testing import CliRunner
 
 from conftest import music_like
-from unet_sep.dsp.measures import snr_db
 from unet_sep.cli import app
+from unet_sep.dsp.measures import snr_db
 
 
 def run(*args):
@@ -70,7 +70,8 @@ def test_other_containers_through_pyav(tmp_path, tiny_model):
     with av.open(str(path), "w") as container:
         stream = container.add_stream("aac", rate=48000, layout="stereo")
         for i in range(0, audio.shape[1], 1024):
-            frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(audio[:, i : i + 1024]), format="fltp", layout="stereo")
+            frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(audio[:, i : i + 1024]), format="fltp",
+                                               layout="stereo")
             frame.sample_rate = 48000
             for packet in stream.encode(frame):
                 container.mux(packet)
@@ -79,7 +80,8 @@ def test_other_containers_through_pyav(tmp_path, tiny_model):
     from unet_sep.audio import read_audio
 
     decoded, rate = read_audio(path)
-    code, output = run("separate", path, "--out", tmp_path / "out", "--model", tiny_model, "--bit-depth", "float", "--quiet")
+    code, output = run("separate", path, "--out", tmp_path / "out", "--model", tiny_model, "--bit-depth", "float",
+                       "--quiet")
     assert code == 0, output
     vocals, vrate = sf.read(tmp_path / "out" / "clip" / "vocals.wav", dtype="float32")
     accompaniment, _ = sf.read(tmp_path / "out" / "clip" / "accompaniment.wav", dtype="float32")
@@ -169,14 +171,14 @@ def test_each_input_is_opened_once(tmp_path, tiny_model, monkeypatch):
 
 def test_progress_bars_follow_the_events(tmp_path):
     """The overall bar's total and count come from the run's events (tests/test_progress.py has the arithmetic)."""
-    from unet_sep.cli import _Progress
+    from unet_sep.cli.progress import ProgressBars
     from unet_sep.separate.files import FileEvent
 
     paths = {}
     for index, size in {0: 1000, 1: 3000}.items():
         paths[index] = tmp_path / f"{index}.wav"
         paths[index].write_bytes(b"\0" * size)
-    progress = _Progress(2, paths, enabled=True)  # the bars go to the captured stderr
+    progress = ProgressBars(2, paths, enabled=True)  # the bars go to the captured stderr
     assert progress.overall.total == 0
     progress.add(FileEvent("started", 0, paths[0], total=20 * 8000, sample_rate=8000))
     assert progress.overall.total == pytest.approx(80)  # 20 s in 1000 bytes: the other file is estimated at 60 s

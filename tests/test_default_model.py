@@ -12,9 +12,9 @@ import pytest
 import soundfile as sf
 
 from conftest import SHARED
-from unet_sep.dsp.measures import snr_db
 from unet_sep import Separator
 from unet_sep.audio import read_audio
+from unet_sep.dsp.measures import snr_db
 from unet_sep.weights.entries import PACKAGE_DIR
 from unet_sep.weights.registry import default_model_name, resolve_model
 
@@ -66,5 +66,5 @@ def test_separates_held_out_singers():
         gains.append((snr_db(vocals, stems["vocals"]) - snr_db(vocals, mixture),
                       snr_db(accompaniment, stems["accompaniment"]) - snr_db(accompaniment, mixture)))
     gains = np.array(gains)
-    assert gains.min() > 3.0, dict(zip(HELD_OUT_CLIPS, gains.tolist()))
+    assert gains.min() > 3.0, dict(zip(HELD_OUT_CLIPS, gains.tolist(), strict=True))
     assert gains.mean(axis=0).min() > 7.0, gains.mean(axis=0)

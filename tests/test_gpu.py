@@ -9,8 +9,8 @@ import soundfile as sf
 import torch
 
 from tests.conftest import music_like
-from unet_sep.dsp.measures import snr_db
 from unet_sep import Separator
+from unet_sep.dsp.measures import snr_db
 
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device on this machine")
 MPS_AVAILABLE = getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()

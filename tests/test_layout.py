@@ -18,7 +18,7 @@ LAYERS = {
     "config": 2,
     "dsp": 3, "audio": 3,
     "model": 4,
-    "data": 5, "musdb_support": 5,
+    "data": 5,
     "weights": 6,
     "separate": 7,
     "train": 8,

@@ -29,20 +29,29 @@ def source(tmp_path_factory) -> Path:
 
 
 CASES = {
-    "sample-rate-negative": (["--sample-rate", "-5"], "error: --sample-rate: must be a whole number of Hz from 8000 to 192000, got -5"),
-    "sample-rate-zero": (["--sample-rate", "0"], "error: --sample-rate: must be a whole number of Hz from 8000 to 192000, got 0"),
-    "sample-rate-huge": (["--sample-rate", "10000000"], "error: --sample-rate: must be a whole number of Hz from 8000 to 192000, got 10000000"),
-    "device-banana": (["--device", "banana"], "error: --device: 'banana' is not a device; choose from auto, cpu, cuda, cuda:N or mps"),
+    "sample-rate-negative": (["--sample-rate", "-5"],
+                             "error: --sample-rate: must be a whole number of Hz from 8000 to 192000, got -5"),
+    "sample-rate-zero": (["--sample-rate", "0"],
+                         "error: --sample-rate: must be a whole number of Hz from 8000 to 192000, got 0"),
+    "sample-rate-huge": (["--sample-rate", "10000000"],
+                         "error: --sample-rate: must be a whole number of Hz from 8000 to 192000, got 10000000"),
+    "device-banana": (["--device", "banana"],
+                      "error: --device: 'banana' is not a device; choose from auto, cpu, cuda, cuda:N or mps"),
     "device-meta": (["--device", "meta"], "error: --device: 'meta': unet-sep runs on auto, cpu, cuda, cuda:N or mps"),
-    "mask-extension": (["--mask-extension", "foo"], "error: --mask-extension: 'foo' is not a mask extension; choose from zeros, average, last"),
-    "segmentation": (["--segmentation", "chunks"], "error: --segmentation: 'chunks' is not a segmentation; choose from overlap, spleeter"),
+    "mask-extension": (["--mask-extension", "foo"],
+                       "error: --mask-extension: 'foo' is not a mask extension; choose from zeros, average, last"),
+    "segmentation": (["--segmentation", "chunks"],
+                     "error: --segmentation: 'chunks' is not a segmentation; choose from overlap, spleeter"),
     "overlap": (["--overlap", "0.9"], "error: --overlap: must be a fraction of the segment from 0 to 0.75, got 0.9"),
     "precision": (["--precision", "fp8"], "error: --precision: 'fp8' is not a precision; choose from fp32, bf16, fp16"),
     "format": (["--format", "aiff"], "error: --format: unknown output format 'aiff'; choose from wav, flac, ogg, mp3"),
-    "bit-depth": (["--format", "flac", "--bit-depth", "float"], "error: --bit-depth: flac cannot store bit depth float; choose from 16, 24"),
+    "bit-depth": (["--format", "flac", "--bit-depth", "float"],
+                  "error: --bit-depth: flac cannot store bit depth float; choose from 16, 24"),
     "batch-size": (["--batch-size", "0"], "error: --batch-size: must be a positive number of segments, got 0"),
     "offset": (["--offset", "-1"], "error: --offset: must be a number of seconds >= 0, got -1.0"),
-    "template-field": (["--template", "{album}/{stem}.{ext}"], "error: --template: '{album}/{stem}.{ext}' has unknown field(s) {album}; fields: {dir}, {track}, {trackext}, {stem}, {ext}, {model}"),
+    "template-field": (["--template", "{album}/{stem}.{ext}"],
+                       "error: --template: '{album}/{stem}.{ext}' has unknown field(s) {album}; fields: {dir}, "
+                       "{track}, {trackext}, {stem}, {ext}, {model}"),
 }
 
 
@@ -91,7 +100,8 @@ def test_models_list_says_rate_band_and_where(tmp_path):
     cached.mkdir(parents=True)
     (cached / "config.json").write_text("{}")
     (cached / "model.safetensors").write_bytes(b"")
-    rows = {line.split()[0]: line for line in run("models", env=env).stdout.splitlines() if line.startswith("spleeter:")}
+    rows = {line.split()[0]: line for line in run("models", env=env).stdout.splitlines()
+            if line.startswith("spleeter:")}
     assert "on disk" in rows["spleeter:4stems"] and "download" in rows["spleeter:5stems"]
 
 
@@ -107,7 +117,8 @@ def test_device_errors_of_train_and_evaluate(tmp_path, tiny_model, command):
         args = ["evaluate", "--model", tiny_model, "--stems-dir", tmp_path / "stems", "--out", tmp_path / "eval"]
     result = run(*args, "--device", "banana")
     assert result.returncode == 2, result.stderr
-    assert result.stderr.strip() == "error: --device: 'banana' is not a device; choose from auto, cpu, cuda, cuda:N or mps"
+    assert result.stderr.strip() == ("error: --device: 'banana' is not a device; choose from auto, cpu, cuda, cuda:N "
+                                     "or mps")
     assert not (tmp_path / "run").exists() and not (tmp_path / "eval").exists()
 
 

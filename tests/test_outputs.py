@@ -15,8 +15,8 @@ import pytest
 import soundfile as sf
 
 from conftest import music_like
-from unet_sep.dsp.measures import snr_db
 from unet_sep.atomic import is_stale_temporary, temporary_path
+from unet_sep.dsp.measures import snr_db
 
 RATE = 44100
 BUNDLED = "mir1k-vocals-accompaniment"
@@ -238,7 +238,8 @@ def test_mp3_above_full_scale_gives_float_stems_that_add_up_without_clipping(tmp
     assert "clipped" not in result.stderr, result.stderr
     mixture, _ = sf.read(example_mp3, dtype="float32")
     assert np.abs(mixture).max() > 1.0  # the case that clipped 16-bit stems
-    stems = [sf.read(tmp_path / "out" / "audio_example" / f"{s}.wav", dtype="float32")[0] for s in ("vocals", "accompaniment")]
+    stems = [sf.read(tmp_path / "out" / "audio_example" / f"{s}.wav", dtype="float32")[0]
+             for s in ("vocals", "accompaniment")]
     assert sf.info(tmp_path / "out" / "audio_example" / "vocals.wav").subtype == "FLOAT"
     assert snr_db(mixture, stems[0] + stems[1]) > 100
 
@@ -270,7 +271,8 @@ def test_ogg_bitrate_orders_the_sizes(tmp_path, tiny_model):
     sizes = []
     for bitrate in (64, 128, 320):
         out = tmp_path / f"out{bitrate}"
-        result = cli(tiny_model, source, "--out", out, "--format", "ogg", "--bitrate", bitrate, "--stems", "accompaniment")
+        result = cli(tiny_model, source, "--out", out, "--format", "ogg", "--bitrate", bitrate, "--stems",
+                     "accompaniment")
         assert result.returncode == 0, result.stderr
         sizes.append(_kbps(out / "song" / "accompaniment.ogg", 4.0))
     assert sizes[0] < sizes[1] < sizes[2], sizes

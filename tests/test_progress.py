@@ -61,7 +61,7 @@ def test_a_missing_file_counts_nothing(tmp_path):
 def test_each_file_type_is_estimated_at_its_own_rate(tmp_path):
     """A compressed and an uncompressed format hold very different seconds per byte."""
     paths = {0: tmp_path / "a.mp3", 1: tmp_path / "b.wav", 2: tmp_path / "c.mp3", 3: tmp_path / "d.WAV"}
-    for path, size in zip(paths.values(), (100, 1000, 300, 2000)):
+    for path, size in zip(paths.values(), (100, 1000, 300, 2000), strict=True):
         path.write_bytes(b"\0" * size)
     run = RunProgress(paths)
     run.add(_event("started", 0, total=10))  # mp3: 0.1 s per byte, and every other type too while none is open

@@ -13,8 +13,9 @@ def test_overlapped_segments_waste_less_than_one_stride_of_padding(total):
     plan = SegmentPlan.create(512, 0.25, 64)
     starts = plan.starts(total)
     assert starts[0] == 0 and all(s % 64 == 0 for s in starts)
-    assert all(b > a for a, b in zip(starts, starts[1:]))
-    assert all(b - a <= plan.hop for a, b in zip(starts, starts[1:]))  # overlap never below the nominal one
+    assert all(b > a for a, b in zip(starts, starts[1:], strict=False))
+    # overlap never below the nominal one
+    assert all(b - a <= plan.hop for a, b in zip(starts, starts[1:], strict=False))
     assert starts[-1] + 512 >= total  # every frame covered
     if total >= 512:
         assert plan.padded_frames(total) < 64

@@ -5,8 +5,8 @@ import pytest
 import torch
 
 from conftest import make_model, music_like
-from unet_sep.dsp.measures import snr_db
 from unet_sep import Separator
+from unet_sep.dsp.measures import snr_db
 from unet_sep.dsp.stft import istft, stft
 from unet_sep.separate.stages import InvalidAudioError
 from unet_sep.weights.checkpoint import load_model

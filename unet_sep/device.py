@@ -56,7 +56,8 @@ def _mps_runs_separation() -> bool:
         window = torch.hann_window(1024, device=device)
         spec = torch.stft(signal, 1024, 256, window=window, return_complex=True)
         torch.istft(spec * spec.abs(), 1024, 256, window=window)
-        torch.nn.functional.conv2d(torch.rand(1, 2, 16, 16, device=device), torch.rand(4, 2, 5, 5, device=device), stride=2)
+        torch.nn.functional.conv2d(torch.rand(1, 2, 16, 16, device=device), torch.rand(4, 2, 5, 5, device=device),
+                                   stride=2)
         return True
     except Exception:  # any failure means: not usable here
         return False

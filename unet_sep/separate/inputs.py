@@ -14,7 +14,6 @@ from typing import Iterable
 from unet_sep.audio.formats import AUDIO_EXTENSIONS
 
 
-
 @dataclass(frozen=True)
 class InputFile:
     """One input file.

@@ -75,10 +75,12 @@ def check_template(template: str) -> None:
         raise SettingError("template", f"{template!r} is not a valid template: {error}") from error
     unknown = [name for name in fields if name not in TEMPLATE_FIELDS]
     if unknown:
-        raise SettingError("template", f"{template!r} has unknown field(s) {', '.join('{' + n + '}' for n in unknown)}; "
+        raise SettingError("template", f"{template!r} has unknown field(s) "
+                           f"{', '.join('{' + n + '}' for n in unknown)}; "
                            f"fields: {', '.join('{' + n + '}' for n in TEMPLATE_FIELDS)}")
     if Path(template).is_absolute() or template.startswith("~"):
-        raise SettingError("template", f"{template!r} is an absolute path; a template is a path under the output folder")
+        raise SettingError("template",
+                           f"{template!r} is an absolute path; a template is a path under the output folder")
 
 
 def output_paths(source: InputFile, out_dir: Path, template: str, fmt: str, stems: Sequence[str],
@@ -98,7 +100,8 @@ def output_paths(source: InputFile, out_dir: Path, template: str, fmt: str, stem
         text = template.format(stem=stem, **values)
         target = out_dir.joinpath(*[part for part in text.split("/") if part not in ("", ".")])
         if not _below(_normalised(target), lexical_root):
-            raise SettingError("template", f"{template!r} puts stem {stem} at {target}, outside the output folder {out_dir}")
+            raise SettingError("template", f"{template!r} puts stem {stem} at {target}, outside the output folder "
+                                           f"{out_dir}")
         if not _below(target.resolve(), real_root):
             raise OutputPathError(f"output {target} for stem {stem} resolves to {target.resolve()}, outside the "
                                   f"output folder {out_dir} (through a symbolic link)", source.path)

@@ -197,7 +197,7 @@ class ModelStage:
                 continue
             if message is None:  # every reader is done: run what is left
                 self.run_ready(final=True)
-                for job, engine in list(self.engines.values()):  # cannot happen unless a stage misbehaved
+                for job, _engine in list(self.engines.values()):  # cannot happen unless a stage misbehaved
                     logger.warning("%s: dropped unfinished", job.path)
                     self._fail(job, RuntimeError("the file's input ended early"))
                 continue

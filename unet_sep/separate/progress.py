@@ -1,4 +1,5 @@
-"""How far a run over files is, in seconds of audio, from the events of :class:`~unet_sep.separate.pipeline.FilePipeline`.
+"""How far a run over files is, in seconds of audio, from the events of
+:class:`~unet_sep.separate.pipeline.FilePipeline`.
 
 The pipeline opens each input once, and its "started" event then says how long the input is. Until an input is
 opened, its length is estimated from its file size at the seconds per byte of the opened inputs of its type (its

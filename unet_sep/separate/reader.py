@@ -60,7 +60,8 @@ class InputReader:
             reader = open_audio(job.path)
             info = job.info = reader.info
             if info.frames_exact and options.offset * info.sample_rate >= info.frames:
-                raise AudioDecodeError(f"offset {options.offset:g} s is past the end of the file ({info.duration:.2f} s)")
+                raise AudioDecodeError(f"offset {options.offset:g} s is past the end of the file "
+                                       f"({info.duration:.2f} s)")
             job.total = options.planned_frames(info)
             job.started = time.perf_counter()
             front = self.runner.input_stage(1, info.channels, info.sample_rate)

@@ -56,7 +56,8 @@ class NetworkRunner:
         self.precision = precision
         self.compile = compile
         self.channels_last = self.device.type in ("cpu", "cuda") if channels_last is None else channels_last
-        self.net = net.to(self.device, memory_format=self._layout).eval()
+        # Module.to takes memory_format (torch documents it); torch's overloads of it leave it out.
+        self.net = net.to(self.device, memory_format=self._layout).eval()  # type: ignore[call-overload]
         self.optimize = optimize and not compile
         self._network: Callable[[torch.Tensor], torch.Tensor] | None = None
         self.plan = SegmentPlan.create(config.segment_frames, overlap, 2 ** config.unet.depth, segmentation)

@@ -43,7 +43,8 @@ class SegmentPlan:
         if segmentation == "spleeter":
             return cls(frames, frames, multiple, fit_end=False)
         if segmentation != "overlap":
-            raise SettingError("segmentation", f"{segmentation!r} is not a segmentation; choose from {', '.join(SEGMENTATIONS)}")
+            raise SettingError("segmentation",
+                               f"{segmentation!r} is not a segmentation; choose from {', '.join(SEGMENTATIONS)}")
         if not 0.0 <= overlap <= 0.75:
             raise SettingError("overlap", f"must be a fraction of the segment from 0 to 0.75, got {overlap}")
         hop = int(round(frames * (1.0 - overlap) / multiple)) * multiple

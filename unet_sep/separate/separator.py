@@ -85,7 +85,8 @@ class Separator:
 
     @classmethod
     def from_pretrained(cls, name_or_path: str | Path, device: str | torch.device = "auto", **options) -> "Separator":
-        """Load a registered model name or a model folder (see ``unet-sep models``); ``options`` as the constructor's."""
+        """Load a registered model name or a model folder (see ``unet-sep models``); ``options`` as the
+        constructor's."""
         folder = resolve_model(name_or_path)
         config, net = load_model(folder)
         return cls(net, config, device=device, **options)
@@ -120,17 +121,18 @@ class Separator:
         """
         shape = tuple(waveform.shape)
         if len(shape) not in (1, 2, 3):
-            raise InvalidAudioError(f"expected [samples], [channels, samples] or [batch, channels, samples], got shape {shape}")
+            raise InvalidAudioError(f"expected [samples], [channels, samples] or [batch, channels, samples], got shape "
+                                    f"{shape}")
         if len(shape) > 1:
             check_layout(shape, samples=shape[-1])
-        is_torch = isinstance(waveform, torch.Tensor)
-        if is_torch:
-            tensor = waveform.detach().cpu()
+        tensor_in = waveform if isinstance(waveform, torch.Tensor) else None
+        if tensor_in is not None:
+            tensor = tensor_in.detach().cpu()
             array = (tensor.float() if tensor.dtype == torch.bfloat16 else tensor).numpy()
         else:
             array = np.asarray(waveform)
         try:
-            audio = to_float32(array).reshape((1,) * (3 - array.ndim) + array.shape)
+            audio: np.ndarray = to_float32(array).reshape((1,) * (3 - array.ndim) + array.shape)
         except TypeError as error:
             raise InvalidAudioError(str(error)) from error
         if audio.shape[-1] == 0:
@@ -142,7 +144,8 @@ class Separator:
             out, clipped = from_float32(stems[i].reshape(array.shape), array.dtype)
             if clipped:
                 logger.warning("%s: %d samples clipped to the range of %s", stem, clipped, array.dtype)
-            result[stem] = torch.from_numpy(out).to(waveform.device, waveform.dtype) if is_torch else out
+            result[stem] = (torch.from_numpy(out).to(tensor_in.device, tensor_in.dtype) if tensor_in is not None
+                            else out)
         return result
 
     # ---- streaming ---------------------------------------------------------------------------------
@@ -194,7 +197,8 @@ class Separator:
         """Where :meth:`separate_file` writes each stem of ``path`` (see :mod:`unet_sep.separate.outputs`)."""
         check_template(template)
         selected = OutputStems.choose(self.stems, None if stems is None else list(stems), two_stems)
-        return output_paths(InputFile.of(path), Path(out_dir), template, fmt, selected.names, self.config.name or "model")
+        return output_paths(InputFile.of(path), Path(out_dir), template, fmt, selected.names,
+                            self.config.name or "model")
 
     def separate_file(
         self,
@@ -232,7 +236,7 @@ class Separator:
                 progress(event.done, event.total)
 
         (event,) = FilePipeline(self.runner, options, readers=1).run([path], on_event=report)
-        if event.kind == "failed":
+        if event.error is not None:  # only a "failed" event carries one, and it always does
             raise event.error
         return FileResult(Path(path), event.outputs, skipped=event.kind == "skipped", seconds=event.seconds)
 

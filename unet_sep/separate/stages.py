@@ -62,7 +62,8 @@ class InputStage:
     def check(self, block: np.ndarray) -> np.ndarray:
         """The block as float32, or :class:`InvalidAudioError` for a wrong shape or NaN/inf samples."""
         if block.ndim != 3 or block.shape[:2] != (self.batch, self.in_channels):
-            raise InvalidAudioError(f"block of shape {block.shape} does not match [{self.batch}, {self.in_channels}, n]")
+            raise InvalidAudioError(f"block of shape {block.shape} does not match "
+                                    f"[{self.batch}, {self.in_channels}, n]")
         finite = np.isfinite(block)
         if not finite.all():
             bad = int(np.flatnonzero(~finite.all(axis=(0, 1)))[0])
@@ -112,8 +113,9 @@ class OutputStage:
 
     def push(self, stems: np.ndarray, weights: np.ndarray | None, final: bool = False) -> list[np.ndarray]:
         """Engine output ``[S, G, C, m]`` (and weights) -> the stem blocks that are now complete."""
-        parts = (stems, weights)[: self.layers]
-        both = np.stack(parts).reshape(self.layers * self.n_stems * self.groups * self.model_channels, -1)
+        parts = [stems] if weights is None else [stems, weights]
+        both = np.stack(parts[: self.layers])
+        both = both.reshape(self.layers * self.n_stems * self.groups * self.model_channels, -1)
         out = self._resampler.process(both)
         if final:
             out = np.concatenate([out, self._resampler.flush()], axis=-1)

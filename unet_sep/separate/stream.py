@@ -36,7 +36,6 @@ from unet_sep.dsp.stft import (
 )
 from unet_sep.separate.segments import SegmentPlan
 
-
 # Frames synthesised per step of _advance.
 _SYNTH_FRAMES = 256
 
@@ -233,12 +232,10 @@ class SeparationStream:
 
     def drain(self) -> tuple[np.ndarray, np.ndarray | None]:
         """The stem samples (and extension weights) that no pending segment can change any more."""
-        if self.finished and self.total_frames is None:
-            return self._empty()
-        if self.finished and not self._final_starts:
-            return self._advance(self.total_frames)
         if self.finished:
-            return self._advance(self._final_starts[0])
+            if self.total_frames is None:
+                return self._empty()
+            return self._advance(self._final_starts[0] if self._final_starts else self.total_frames)
         upcoming = self.next_start
         if self.plan.fit_end:  # the end segment, not planned yet, starts no earlier than this
             upcoming = min(upcoming, self.plan.end_start(self.frames_done))

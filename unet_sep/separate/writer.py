@@ -27,21 +27,24 @@ from unet_sep.separate.stages import OutputStage
 
 
 class _OpenOutputs:
-    """The writer's state of one input being written."""
+    """The writer's state of one input being written: ``back`` brings the stems to the input's rate and channels,
+    ``resampler`` them to the output rate (``out_rate``), the writers encode them."""
 
-    def __init__(self, job: FileJob) -> None:
+    def __init__(self, job: FileJob, info: AudioInfo, back: OutputStage, out_rate: int) -> None:
         self.job = job
+        self.info = info
+        self.back = back
+        self.out_rate = out_rate
+        self.resampler = StreamResampler(info.sample_rate, out_rate, len(job.outputs) * info.channels)
         self.writers: dict[str, AtomicAudioWriter] = {}
         self.created_dirs: list[Path] = []
-        self.back: OutputStage | None = None
-        self.resampler: StreamResampler | None = None
         self.written = 0  # samples per stem at the output rate
         self.emitted = 0  # samples per stem at the input's rate
 
     def event(self, kind: str, **values) -> FileEvent:
         job = self.job
         return FileEvent(kind, job.index, job.path, job.outputs, done=self.emitted, total=max(job.total, self.emitted),
-                         sample_rate=job.info.sample_rate, **values)
+                         sample_rate=self.info.sample_rate, **values)
 
     def write(self, block: np.ndarray, channels: int) -> None:
         if block.shape[-1] == 0:
@@ -107,10 +110,13 @@ class StemWriter:
         elif job.failed.is_set():
             return
         elif kind == "start":
-            state = open_outputs[job.index] = _OpenOutputs(job)
+            info = message[2]
             events.put(FileEvent("started", job.index, job.path, job.outputs, total=job.total,
-                                 sample_rate=message[2].sample_rate))
-            self._open(state, message[2])
+                                 sample_rate=info.sample_rate))
+            state = open_outputs[job.index] = _OpenOutputs(
+                job, info, self.runner.output_stage(1, info.channels, info.sample_rate),
+                int(self.options.sample_rate or info.sample_rate))
+            self._open(state)
         elif kind == "input":
             open_outputs[job.index].back.add_input(message[2])
         elif kind == "output":
@@ -124,19 +130,18 @@ class StemWriter:
             else:
                 events.put(state.event("progress"))
 
-    def _open(self, state: _OpenOutputs, info: AudioInfo) -> None:
-        options, outputs = self.options, state.job.outputs
-        out_rate = int(options.sample_rate or info.sample_rate)
+    def _open(self, state: _OpenOutputs) -> None:
+        """Create the output folders and the writers (temporary files) of one input."""
+        options, outputs, info = self.options, state.job.outputs, state.info
         for target in outputs.values():
             state.created_dirs.extend(_make_parents(target.parent))
         depth = options.bit_depth or default_bit_depth(options.fmt, info.subtype)
         for stem, target in outputs.items():
-            state.writers[stem] = AtomicAudioWriter(target, out_rate, info.channels, options.fmt, depth, options.bitrate)
-        state.back = self.runner.output_stage(1, info.channels, info.sample_rate)
-        state.resampler = StreamResampler(info.sample_rate, out_rate, len(outputs) * info.channels)
+            state.writers[stem] = AtomicAudioWriter(target, state.out_rate, info.channels, options.fmt, depth,
+                                                    options.bitrate)
 
     def _emit(self, state: _OpenOutputs, blocks: list[np.ndarray], final: bool) -> None:
-        channels = state.job.info.channels
+        channels = state.info.channels
         for block in blocks:  # [S, 1, C, n]
             state.emitted += block.shape[-1]
             chosen = np.tensordot(self.outputs.mix, block[:, 0], axes=1)  # the written stems (or sums of stems)

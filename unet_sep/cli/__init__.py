@@ -1,0 +1,64 @@
+"""The ``unet-sep`` command: thin wrappers that parse options, call the API and print.
+
+One module per command (:mod:`~unet_sep.cli.separate`, :mod:`~unet_sep.cli.train`,
+:mod:`~unet_sep.cli.evaluate`, :mod:`~unet_sep.cli.models`), what they share in :mod:`~unet_sep.cli.common`. The
+commands are plain functions registered on ``app`` here, in the order ``unet-sep --help`` lists them; nothing
+imports this package back.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+
+from unet_sep import __version__
+from unet_sep.cli import evaluate, models, separate, train
+from unet_sep.cli.common import UsageCommand, print_error, python_stderr_apart
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    rich_markup_mode=None,
+    help="Split music into stems (vocals, accompaniment, drums, bass, ...) with spectrogram U-Nets.",
+)
+models_app = typer.Typer(add_completion=False, rich_markup_mode=None, help="List and manage separation models.")
+app.add_typer(models_app, name="models")
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"unet-sep {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                 help="Print the version and exit."),
+) -> None:
+    """Split music into stems with spectrogram U-Nets."""
+
+
+app.command(cls=UsageCommand)(separate.separate)
+app.command(cls=UsageCommand)(train.train)
+app.command(cls=UsageCommand)(evaluate.evaluate)
+models_app.callback(invoke_without_command=True)(models.list_models)
+models_app.command("import-spleeter", cls=UsageCommand)(models.import_spleeter)
+
+
+def main() -> None:
+    """Console-script entry point."""
+    python_stderr_apart()
+    try:
+        app(prog_name="unet-sep")
+    except KeyboardInterrupt:  # Ctrl-C outside a command (typer turns one inside a command into exit 130)
+        sys.stderr.write("interrupted\n")
+        sys.exit(130)
+    except ImportError as error:
+        from unet_sep.extras import MissingExtraError
+
+        if not isinstance(error, MissingExtraError):
+            raise
+        print_error(str(error))  # an optional extra (train, eval) that this command needs is not installed
+        sys.exit(1)

@@ -1,0 +1,80 @@
+"""What the ``unet-sep`` commands share: logging, one-line errors, option names, the usage line, SIGTERM handled
+as Ctrl-C, and Python's own stderr kept apart from file descriptor 2."""
+
+from __future__ import annotations
+
+import io
+import logging
+import os
+import sys
+from typing import TYPE_CHECKING
+
+import typer
+import typer.core
+
+if TYPE_CHECKING:
+    from unet_sep.errors import SettingError
+
+
+class UsageCommand(typer.core.TyperCommand):
+    """Usage lines in the usual notation: ``unet-sep separate [OPTIONS] INPUT...`` (this typer writes required
+    arguments in braces, ``{INPUT}...``)."""
+
+    def collect_usage_pieces(self, ctx) -> list[str]:
+        pieces = [self.options_metavar] if self.options_metavar else []
+        for param in self.get_params(ctx):
+            if isinstance(param, typer.core.TyperArgument):
+                name = param.display_name_raw.upper() + ("..." if param.nargs != 1 else "")
+                pieces.append(name if param.required else f"[{name}]")
+        return pieces
+
+
+def print_error(message: str) -> None:
+    """``error: <message>`` on stderr."""
+    typer.echo(f"error: {message}", err=True)
+
+
+# The command-line spelling of the API's settings where it is not "--" + the name with dashes.
+OPTION_NAMES = {"fmt": "--format", "out_dir": "--out", "compile": "--compile"}
+
+
+def setting_error_exit(error: SettingError) -> typer.Exit:
+    """Print a :class:`~unet_sep.errors.SettingError` in one line naming the option; the exit (2) to raise."""
+    option = OPTION_NAMES.get(error.setting, "--" + error.setting.replace("_", "-"))
+    print_error(f"{option}: {error.reason}")
+    return typer.Exit(2)
+
+
+def setup_logging(verbose: bool) -> None:
+    """Our own handler on the package logger, so our messages reach stderr whatever libraries do to the root logger."""
+    package = logging.getLogger("unet_sep")
+    package.setLevel(logging.INFO if verbose else logging.WARNING)
+    for old in [h for h in package.handlers if getattr(h, "_unet_sep", False)]:
+        package.removeHandler(old)  # a second command in the same process (tests): its stderr may be closed
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    handler._unet_sep = True  # type: ignore[attr-defined]
+    package.addHandler(handler)
+    package.propagate = False
+
+
+def raise_keyboard_interrupt(signum, frame):
+    """A signal handler: SIGTERM is handled like Ctrl-C (clean up, then leave)."""
+    raise KeyboardInterrupt
+
+
+def python_stderr_apart() -> None:
+    """Point ``sys.stderr`` at a duplicate of file descriptor 2.
+
+    While a native decoder opens a file, ``unet_sep.audio.native_stderr`` sends file descriptor 2 to /dev/null
+    (the decoder prints warnings there); this command's own messages written meanwhile from another thread (an
+    error line, a progress bar, a log record) then still reach the terminal instead of being lost.
+    """
+    try:
+        sys.stderr.flush()
+        duplicate = os.dup(sys.stderr.fileno())
+    except (AttributeError, OSError, ValueError):  # no real stderr (captured by a test runner): nothing to do
+        return
+    encoding = getattr(sys.stderr, "encoding", None) or "utf-8"
+    sys.stderr = io.TextIOWrapper(io.FileIO(duplicate, "w"), encoding=encoding, errors="backslashreplace",
+                                  line_buffering=True)

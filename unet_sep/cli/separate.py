@@ -1,0 +1,233 @@
+"""``unet-sep separate``: the files given, through the file pipeline, with progress bars and one summary line."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, List, Optional
+
+import typer
+
+from unet_sep.cli.common import print_error, raise_keyboard_interrupt, setting_error_exit, setup_logging
+from unet_sep.cli.progress import ProgressBars
+from unet_sep.config import MASK_EXTENSIONS, PRECISIONS
+from unet_sep.separate.outputs import DEFAULT_TEMPLATE
+
+if TYPE_CHECKING:
+    from unet_sep.separate.files import FileEvent, FileOptions
+    from unet_sep.separate.pipeline import FilePipeline
+    from unet_sep.separate.ranks import SeparationRanks
+
+log = logging.getLogger("unet_sep")
+
+
+def _spelled(choices: tuple[str, ...]) -> str:
+    """``("a", "b", "c")`` -> ``"a, b or c"`` (for help texts)."""
+    return f"{', '.join(choices[:-1])} or {choices[-1]}" if len(choices) > 1 else "".join(choices)
+
+
+def separate(
+    inputs: List[str] = typer.Argument(..., metavar="INPUT", show_default=False,
+                                       help="Audio files, folders (searched recursively) or glob patterns."),
+    out: Path = typer.Option(..., "--out", "-o", help="Folder to write the stems to (folders and globs never pick up "
+                                                      "files under it)."),
+    model: Optional[str] = typer.Option(None, "--model", "-m", help="A registered model name (see `unet-sep models`) "
+                                        "or a model folder. Default: the bundled model."),
+    stems: Optional[str] = typer.Option(None, "--stems",
+                                        help="Comma-separated stems to write, e.g. vocals (default: all)."),
+    two_stems: Optional[str] = typer.Option(None, "--two-stems", metavar="STEM", help="Write STEM and no_STEM, the sum "
+                                            "of all other stems (e.g. --two-stems vocals: vocals and no_vocals)."),
+    fmt: str = typer.Option("wav", "--format", "-f", help="Output format: wav, flac, ogg or mp3."),
+    bit_depth: Optional[str] = typer.Option(None, "--bit-depth", help="16, 24 or float (wav); 16 or 24 (flac). "
+                                            "Default: the input's: 16- and 24-bit PCM keep their depth, anything else "
+                                            "(float, mp3, aac, ...) is written as float wav or 24-bit flac, so the "
+                                            "stems add up to the input without clipping."),
+    bitrate: Optional[int] = typer.Option(None, "--bitrate", "-b", metavar="KBPS", help="mp3: constant bit rate in "
+                                          "kbit/s (32-320 at 32-48 kHz; 8-160 at 16-24 kHz); ogg: the Vorbis quality "
+                                          "of this nominal rate (64-500). Default: the encoder's (VBR, about 140 "
+                                          "kbit/s for mp3 at 44.1 kHz)."),
+    template: str = typer.Option(DEFAULT_TEMPLATE, "--template", help="Output path under --out; fields {dir} (the "
+                                 "input's folder under the folder or glob given), {track}, {trackext}, {stem}, {ext}, "
+                                 "{model}."),
+    offset: float = typer.Option(0.0, "--offset", help="Start this many seconds into each input."),
+    duration: Optional[float] = typer.Option(None, "--duration", help="Separate only this many seconds (default: to "
+                                             "the end; nothing is cut silently)."),
+    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:N or mps."),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Segments per U-Net batch (default: 2 on the "
+                                             "CPU, 8 on a GPU)."),
+    overlap: float = typer.Option(0.25, "--overlap", help="Overlap between segments, as a fraction of a segment from "
+                                  "0 to 0.75 (cross-faded)."),
+    segmentation: str = typer.Option("overlap", "--segmentation", help="overlap (default) or spleeter (back-to-back "
+                                     "segments, Spleeter's exact output)."),
+    mask_extension: Optional[str] = typer.Option(None, "--mask-extension", help=f"Masks above the model's band: "
+                                                 f"{_spelled(MASK_EXTENSIONS)} (zeros: nothing above the band, as "
+                                                 "Spleeter). Default: the model's own (bundled model: average; "
+                                                 "Spleeter models: last)."),
+    sample_rate: Optional[int] = typer.Option(None, "--sample-rate", metavar="HZ", help="Write stems at this rate, "
+                                              "8000 to 192000 Hz (default: each input's own rate)."),
+    threads: Optional[int] = typer.Option(None, "--threads", min=1, help="CPU threads for torch (default: the cores "
+                                          "this process may use, shared out among torchrun's local ranks)."),
+    readers: int = typer.Option(2, "--readers", min=1,
+                                help="Threads decoding the next inputs while the model computes."),
+    precision: str = typer.Option("fp32", "--precision",
+                                  help=f"U-Net arithmetic: {_spelled(PRECISIONS)} (autocast; for GPUs)."),
+    compile_net: bool = typer.Option(False, "--compile",
+                                     help="Run the U-Nets through torch.compile (slow first call)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace existing outputs (default: skip inputs whose "
+                                   "stems all exist)."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Log more detail."),
+) -> None:
+    """Separate audio files into stems.
+
+    Example: unet-sep separate song.mp3 album/ "live/*.flac" --out stems/ --stems vocals --format flac
+
+    Many GPUs or machines: torchrun --nproc-per-node N -m unet_sep separate INPUT... --out DIR shares the inputs
+    out among the ranks (one device each); re-running skips the files whose stems exist.
+    """
+    setup_logging(verbose)
+    options = _file_options(out, template, fmt, bit_depth, bitrate, stems, two_stems, offset, duration, overwrite,
+                            sample_rate)
+    model_options = dict(segmentation=segmentation, overlap=overlap, batch_size=batch_size,
+                         mask_extension=mask_extension, precision=precision, compile=compile_net)
+    from unet_sep.separate.ranks import SeparationRanks
+
+    ranks = SeparationRanks()
+    try:
+        _separate(ranks, inputs, options, model, ranks.device(device), model_options, threads, readers, quiet)
+    finally:
+        ranks.close()
+
+
+def _file_options(out: Path, template: str, fmt: str, bit_depth: Optional[str], bitrate: Optional[int],
+                  stems: Optional[str], two_stems: Optional[str], offset: float, duration: Optional[float],
+                  overwrite: bool, sample_rate: Optional[int]) -> FileOptions:
+    """Where and how the stems are written; a setting that cannot be used exits 2 with one line."""
+    from unet_sep.errors import SettingError
+    from unet_sep.separate.files import FileOptions
+
+    selected = None if stems is None else [name.strip() for name in stems.split(",") if name.strip()]
+    try:
+        return FileOptions(out, template, fmt, bit_depth, bitrate, selected, two_stems, offset, duration, overwrite,
+                           sample_rate)
+    except SettingError as error:
+        raise setting_error_exit(error) from None
+
+
+def _load_pipeline(model: Optional[str], device: str, model_options: dict, options: FileOptions,
+                   readers: int) -> tuple[str, FilePipeline]:
+    """The model and the file pipeline around it; option and model errors exit 2 with one line."""
+    from unet_sep.config import ConfigError
+    from unet_sep.errors import SettingError
+    from unet_sep.separate.pipeline import FilePipeline
+    from unet_sep.separate.separator import Separator
+    from unet_sep.weights.checkpoint import CheckpointError
+    from unet_sep.weights.entries import ModelNotFoundError
+    from unet_sep.weights.registry import default_model_name
+
+    model_name = model or default_model_name()
+    if model_name is None:
+        print_error("no model given and no bundled default model is installed; pass --model NAME_OR_FOLDER "
+                    "(see `unet-sep models`)")
+        raise typer.Exit(2)
+    try:
+        separator = Separator.from_pretrained(model_name, device=device, **model_options)
+        return model_name, FilePipeline(separator.runner, options, readers=readers)
+    except SettingError as error:
+        raise setting_error_exit(error) from None
+    except (ModelNotFoundError, CheckpointError, ConfigError, RuntimeError, ValueError) as error:
+        print_error(str(error))
+        raise typer.Exit(2) from None
+
+
+def _failure_text(error: BaseException | None) -> str:
+    """One line for a failed file (the caller names the file)."""
+    from unet_sep.errors import FileError
+
+    if isinstance(error, FileError):
+        return error.reason
+    if isinstance(error, (ValueError, OSError)):
+        return str(error)
+    log.info("unexpected error", exc_info=error)  # a bug, but one file's: one line, and the batch goes on
+    return f"unexpected {type(error).__name__}: {' '.join(str(error).split())} (use --verbose for details)"
+
+
+def _separate(ranks: SeparationRanks, inputs: list[str], options: FileOptions, model: Optional[str], device: str,
+              model_options: dict, threads: Optional[int], readers: int, quiet: bool) -> None:
+    import torch
+
+    from unet_sep.separate.inputs import expand_inputs
+
+    torch.set_num_threads(threads or ranks.cpu_threads())
+    files, input_errors = expand_inputs(inputs, exclude=[options.out_dir])
+    lead = ranks.rank == 0  # messages about the whole batch come from one rank
+    if lead:
+        for message in input_errors:
+            print_error(message)
+    model_name, pipeline = _load_pipeline(model, device, model_options, options, readers)
+    if not files and not ranks.group:
+        raise typer.Exit(1)
+
+    here = {i: files[i].path for i in range(ranks.rank, len(files), ranks.world)}  # this rank's share
+    previous = signal.signal(signal.SIGTERM, raise_keyboard_interrupt)
+    progress = ProgressBars(len(files), here, enabled=not quiet and sys.stderr.isatty() and lead)
+    done: list[float] = []
+    skipped: list[Path] = []
+    failed: list[Path] = []
+    started = time.perf_counter()
+    interrupted = False
+    runner = pipeline.runner
+    log.info("model %s: stems %s at %d Hz on %s", model_name, ", ".join(runner.stems), runner.sample_rate,
+             runner.device)
+
+    def on_event(event: FileEvent) -> None:
+        progress.add(event)
+        if event.kind == "skipped":
+            skipped.append(event.path)
+            progress.write(f"skipped {event.path}: outputs exist (use --overwrite to replace them)")
+        elif event.kind == "failed":
+            failed.append(event.path)
+            progress.write(f"error: {event.path}: {_failure_text(event.error)}")
+        elif event.kind == "done":
+            done.append(event.done / event.sample_rate if event.sample_rate else 0.0)
+            if not quiet:
+                progress.write(f"{event.path} -> {', '.join(str(p) for p in event.outputs.values())}")
+
+    try:
+        pipeline.run(files, on_event=on_event, shard=ranks.shard)
+    except KeyboardInterrupt as error:
+        progress.close()
+        for path in getattr(error, "unfinished", []):
+            print_error(f"{path}: interrupted; its partial outputs were removed")
+        interrupted = True
+    finally:
+        progress.close()
+        signal.signal(signal.SIGTERM, previous)
+
+    mine = {"done": len(done), "audio": sum(done), "skipped": len(skipped),
+            "failed": len(failed) + (len(input_errors) if lead else 0), "wall": time.perf_counter() - started,
+            "interrupted": interrupted}
+    everyone = ranks.gather(mine) if not interrupted else [mine]
+    if lead:
+        typer.echo(_separate_summary(everyone, ranks.world), err=True)
+    if interrupted:
+        raise typer.Exit(130)
+    if any(r["failed"] for r in everyone):
+        raise typer.Exit(1)
+
+
+def _separate_summary(everyone: list[dict], world: int) -> str:
+    """The run's one summary line, over every rank's counts."""
+    total = {key: sum(r[key] for r in everyone) for key in ("done", "audio", "skipped", "failed")}
+    wall = max(r["wall"] for r in everyone)
+    speed = f", {total['audio'] / wall:.1f}x real time" if total["done"] and wall > 0 else ""
+    where = f" on {world} ranks" if world > 1 else ""
+    summary = f"separated {total['done']} file(s) ({total['audio']:.1f} s of audio) in {wall:.1f} s{where}{speed}"
+    if total["skipped"]:
+        summary += f"; skipped {total['skipped']} already done"
+    if total["failed"]:
+        summary += f"; {total['failed']} failed"
+    return summary
