@@ -52,3 +52,17 @@ def music_like(seconds: float, rate: int, channels: int = 2, seed: int = 0) -> n
     bursts = rng.standard_normal((channels, t.size)) * (np.sin(2 * np.pi * 2 * t) > 0.6)
     audio = 0.15 * tone[None] * rng.uniform(0.6, 1.0, (channels, 1)) + 0.1 * bursts
     return audio.astype(np.float32)
+
+
+def count_batches(separator) -> list[int]:
+    """Record the size of every batch the separator's U-Nets run from now on (the list fills as they run)."""
+    runner = separator.runner
+    sizes: list[int] = []
+    forward = runner.forward
+
+    def counting(batch):
+        sizes.append(batch.shape[0])
+        return forward(batch)
+
+    runner.forward = counting
+    return sizes

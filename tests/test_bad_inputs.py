@@ -442,16 +442,13 @@ def test_input_vanishing_during_the_batch(tmp_path, model):
     out = tmp_path / "out"
     args = [sys.executable, "-m", "unet_sep", "separate", str(slow), str(victim), str(after), "--out", str(out),
             "--model", str(model_dir), "--quiet", "--readers", "1"]
-    process = subprocess.Popen(args, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
-    try:
+
+    def delete_the_victim(process: subprocess.Popen) -> None:
         wait_for_partial(process, out / "slow")
         victim.unlink()
-        _, err = process.communicate(timeout=120)
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
-    result = subprocess.CompletedProcess(args, process.returncode, "", err)
+
+    result = run_while(args, delete_the_victim, timeout=120)
+    err = result.stderr
 
     assert result.returncode == 1, err
     check_stderr(result, [victim])
@@ -510,6 +507,19 @@ def test_model_and_option_errors_exit_2(tmp_path, model, case):
 # ---- Ctrl-C and SIGTERM while writing ----------------------------------------------------------------
 
 
+def run_while(args: list[str], act, timeout: float) -> subprocess.CompletedProcess:
+    """Run ``args``, call ``act(process)`` while it runs, then wait for it (killed if it outlives ``timeout``)."""
+    process = subprocess.Popen(args, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
+    try:
+        act(process)
+        _, err = process.communicate(timeout=timeout)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    return subprocess.CompletedProcess(args, process.returncode, "", err)
+
+
 def wait_for_partial(process: subprocess.Popen, folder: Path, timeout: float = 60.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -541,17 +551,14 @@ def test_interrupt_while_writing(tmp_path, model, long_wav, signum):
     out = tmp_path / "out"
     args = [sys.executable, "-m", "unet_sep", "separate", str(done_first), str(long_wav), "--out", str(out),
             "--model", str(model_dir), "--quiet"]
-    process = subprocess.Popen(args, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
-    try:
+
+    def interrupt(process: subprocess.Popen) -> None:
         wait_for_partial(process, out / "long")
         wait_for_stems(process, out / "done_first", stems)  # decoded side by side: let the short one finish
         process.send_signal(signum)
-        _, err = process.communicate(timeout=60)
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
-    result = subprocess.CompletedProcess(args, process.returncode, "", err)
+
+    result = run_while(args, interrupt, timeout=60)
+    err = result.stderr
 
     expected = (130,) if signum == signal.SIGINT else (130, 143)
     assert result.returncode in expected, err

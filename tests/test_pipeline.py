@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from tests.conftest import music_like
+from tests.conftest import count_batches, music_like
 from unet_sep import Separator
 from unet_sep.dsp.measures import snr_db
 from unet_sep.errors import SettingError
@@ -41,23 +41,9 @@ def _read(folder: Path, song: Path, stem: str) -> np.ndarray:
     return audio
 
 
-def _count_batches(separator: Separator) -> list[int]:
-    """Record the size of every batch the separator's U-Nets run from now on."""
-    runner = separator.runner
-    sizes: list[int] = []
-    forward = runner.forward
-
-    def counting(batch):
-        sizes.append(batch.shape[0])
-        return forward(batch)
-
-    runner.forward = counting
-    return sizes
-
-
 def test_a_song_alone_and_in_a_batch_of_8_gives_the_same_stems(tmp_path, tiny_model, songs):
     together = Separator.from_pretrained(tiny_model, device="cpu", batch_size=8)
-    batches = _count_batches(together)
+    batches = count_batches(together)
     events = together.separate_files(songs, tmp_path / "together", fmt="wav", bit_depth="float")
     assert [e.kind for e in events] == ["done"] * len(songs), [str(e.error) for e in events]
 
@@ -65,7 +51,7 @@ def test_a_song_alone_and_in_a_batch_of_8_gives_the_same_stems(tmp_path, tiny_mo
     alone_calls = 0
     for song in songs:
         alone = Separator.from_pretrained(tiny_model, device="cpu", batch_size=1)
-        counted = _count_batches(alone)
+        counted = count_batches(alone)
         result = alone.separate_file(song, tmp_path / "alone", fmt="wav", bit_depth="float")
         assert not result.skipped
         alone_calls += len(counted)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tests.conftest import music_like
+from tests.conftest import count_batches, music_like
 from unet_sep import Separator
 from unet_sep.dsp.measures import snr_db
 from unet_sep.errors import SettingError
@@ -44,15 +44,9 @@ def test_engine_runs_the_planned_segments(tiny_model):
 def test_run_ready_runs_full_batches_until_the_end(tiny_model):
     """Across two engines: only full batches while input may still come, the rest once it has ended; the engines
     are asked for again before every batch."""
-    runner = Separator.from_pretrained(tiny_model, device="cpu", batch_size=4).runner
-    sizes: list[int] = []
-    forward = runner.forward
-
-    def counting(batch):
-        sizes.append(batch.shape[0])
-        return forward(batch)
-
-    runner.forward = counting
+    separator = Separator.from_pretrained(tiny_model, device="cpu", batch_size=4)
+    runner = separator.runner
+    sizes = count_batches(separator)
     engines = [runner.engine(1), runner.engine(1)]
     for seed, engine in enumerate(engines):
         engine.feed(music_like(40.0, 44100, 2, seed=seed)[None])  # about 4 segments each
