@@ -63,8 +63,10 @@ def test_config_validation_and_round_trip(tmp_path):
     assert ModelConfig.load(tmp_path / "c.json") == config
     with pytest.raises(ConfigError, match="multiple"):
         ModelConfig(frequency_bins=1000).validate()
-    with pytest.raises(ConfigError, match="unknown key"):
-        ModelConfig.from_dict({"stemz": ["a"]})
+    with pytest.raises(ConfigError, match=r"^unknown key stemz \(did you mean stems\?\); the top level has stems, "):
+        ModelConfig.from_dict({"stemz": ["a"]})  # a model config is not a recipe: the message must not call it one
+    with pytest.raises(ConfigError, match=r"^unet.filters must be a list of integers, got \"8\""):
+        ModelConfig.from_dict({"unet": {"filters": "8"}})
     with pytest.raises(ConfigError, match="mask_extension"):
         ModelConfig(mask_extension="mirror").validate()
 

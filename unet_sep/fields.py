@@ -102,7 +102,7 @@ def unknown_key(cls: type, section: str, name: str) -> ConfigError:
     names = list(field_hints(cls))
     close = difflib.get_close_matches(name, names, n=1)
     hint = f" (did you mean {dotted(section, close[0])}?)" if close else ""
-    where = f"section {section}" if section else "a recipe"
+    where = f"section {section}" if section else "the top level"
     return ConfigError(f"unknown key {dotted(section, name)}{hint}; {where} has {', '.join(names)}")
 
 
@@ -118,11 +118,11 @@ def check_value(annotation: Any, value: Any, key: str) -> Any:
 
 
 def build_section(cls: type, values: Any, section: str) -> Any:
-    """The dataclass ``cls`` from the JSON object ``values`` (section ``section`` of the recipe, "" for the whole),
+    """The dataclass ``cls`` from the JSON object ``values`` (section ``section`` of a file, "" for the whole),
     with every value checked against its field's annotation; missing keys keep their defaults."""
     hints = field_hints(cls)
     if not isinstance(values, dict):
-        where = section or "a recipe"
+        where = section or "the top level"
         raise ConfigError(f"{where} must be an object with the keys {', '.join(hints)}, got {show_value(values)}")
     for name in values:
         if name not in hints:
