@@ -3,18 +3,24 @@
 A model on disk is a folder holding ``config.json`` (this module's :class:`ModelConfig`) and
 ``model.safetensors``. Everything the signal path needs to reproduce a model's output is in the config:
 the STFT, the U-Net architecture, the stems, the sample rate and the mask settings.
+
+``config.json`` carries the version of its format (:data:`FORMAT_KEY`). A config of an older format is brought
+to the current one in memory when read, one step of :data:`MIGRATIONS` per version; one of a newer format than
+this code knows is refused with both versions named, before any of its keys is read.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from unet_sep import __version__
 from unet_sep.errors import ConfigError
-from unet_sep.fields import build_section, read_json
+from unet_sep.fields import build_section, read_json, show_value
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
@@ -90,6 +96,34 @@ class UNetConfig:
             raise ConfigError(f"unet.dropout_layers must be in 0..{self.depth - 1}, got {self.dropout_layers}")
 
 
+def _from_format_0(fields: dict[str, Any]) -> dict[str, Any]:
+    """Format 0 is every config.json written before the format had a version; format 1 only adds the version."""
+    return fields
+
+
+# MIGRATIONS[v] turns the fields of a config.json of format version v into those of version v + 1: a function of
+# the JSON object without its version key, which returns a new object (or its argument, unchanged).
+MIGRATIONS: tuple[Callable[[dict[str, Any]], dict[str, Any]], ...] = (_from_format_0,)
+FORMAT_VERSION = len(MIGRATIONS)  # the format version of the config.json this code writes: 1
+FORMAT_KEY = "format_version"  # its key in config.json; absent from the files of format 0
+
+
+def migrate_config(data: dict[str, Any]) -> dict[str, Any]:
+    """The fields of the config.json object ``data``, of any format version up to :data:`FORMAT_VERSION`, as the
+    current format has them (without the version key). A :class:`ConfigError` when its version is newer than
+    this code reads, or not a version; ``data`` itself is left unchanged."""
+    version = data.get(FORMAT_KEY, 0)
+    if type(version) is not int or version < 0:
+        raise ConfigError(f"{FORMAT_KEY} must be an integer >= 0, got {show_value(version)}")
+    if version > FORMAT_VERSION:
+        raise ConfigError(f"model format version {version} is newer than unet-sep {__version__} reads "
+                          f"(format version {FORMAT_VERSION}): upgrade unet-sep")
+    fields = {key: value for key, value in data.items() if key != FORMAT_KEY}
+    for migration in MIGRATIONS[version:]:
+        fields = migration(fields)
+    return fields
+
+
 @dataclass
 class ModelConfig:
     """Everything that defines a separation model.
@@ -163,21 +197,31 @@ class ModelConfig:
             raise ConfigError(f"separation_exponent must be > 0, got {self.separation_exponent}")
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        """The config as ``config.json`` holds it: the format version (:data:`FORMAT_KEY`), then every field."""
+        return {FORMAT_KEY: FORMAT_VERSION, **dataclasses.asdict(self)}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "ModelConfig":
-        """Build a config from a dict, every value checked against its field's type; unknown keys are refused."""
-        config = build_section(cls, data, "")
+        """Build a config from a ``config.json`` object: one of an older format version is migrated first and
+        one of a newer version refused (:func:`migrate_config`), then every value is checked against its
+        field's type and unknown keys are refused."""
+        fields = migrate_config(data) if isinstance(data, dict) else data
+        config = build_section(cls, fields, "")
         config.validate()
         return config
 
     def save(self, path: str | Path) -> None:
-        """Write the config as indented JSON."""
+        """Write the config as indented JSON, in the current format version."""
         Path(path).write_text(json.dumps(self.to_dict(), indent=2) + "\n", encoding="utf-8")
 
     @classmethod
     def load(cls, path: str | Path) -> "ModelConfig":
-        """Read a config written by :meth:`save`."""
-        return cls.from_dict(read_json(path, "model config"))
+        """Read a config written by :meth:`save`, by this or an earlier version; a :class:`ConfigError` names the
+        file."""
+        path = Path(path)
+        try:
+            return cls.from_dict(read_json(path, "model config"))
+        except ConfigError as error:
+            message = str(error)
+            raise ConfigError(message if message.startswith(f"{path}: ") else f"{path}: {message}") from None
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Mapping
 
 import torch
 from safetensors import SafetensorError
@@ -48,8 +49,26 @@ def save_model(folder: str | Path, net: StemsNet, config: ModelConfig, dtype: to
     return folder
 
 
+def shape_mismatch(found: Mapping[str, tuple[int, ...]], expected: Mapping[str, tuple[int, ...]]) -> str | None:
+    """How the tensors ``found`` differ from those ``expected`` (names, then shapes), or None when they match."""
+    missing = sorted(set(expected) - set(found))
+    unexpected = sorted(set(found) - set(expected))
+    if missing or unexpected:
+        parts = [f"missing {len(missing)} tensor(s), e.g. {missing[0]}"] if missing else []
+        parts += [f"{len(unexpected)} unexpected tensor(s), e.g. {unexpected[0]}"] if unexpected else []
+        return f"does not match its config ({'; '.join(parts)})"
+    for name in expected:
+        if tuple(found[name]) != tuple(expected[name]):
+            return f"tensor {name} has shape {tuple(found[name])}, the config needs {tuple(expected[name])}"
+    return None
+
+
 def load_model(folder: str | Path, device: torch.device | str = "cpu") -> tuple[ModelConfig, StemsNet]:
-    """Load a model folder (or its ``config.json``) into an eval-mode :class:`StemsNet` in float32."""
+    """Load a model folder (or its ``config.json``) into an eval-mode :class:`StemsNet` in float32.
+
+    A ``config.json`` of an earlier format version is migrated in memory; one of a newer version than this code
+    reads is a :class:`CheckpointError` naming the file and both versions (:func:`unet_sep.config.migrate_config`).
+    """
     folder = Path(folder)
     if folder.is_file() and folder.name == CONFIG_FILE:
         folder = folder.parent
@@ -69,22 +88,11 @@ def load_model(folder: str | Path, device: torch.device | str = "cpu") -> tuple[
     except (SafetensorError, OSError, ValueError) as error:
         raise CheckpointError(f"{weights_path}: not a readable safetensors file ({error})") from error
     net = StemsNet(config)
-    expected = net.state_dict()
-    missing = sorted(set(expected) - set(tensors))
-    unexpected = sorted(set(tensors) - set(expected))
-    if missing or unexpected:
-        parts = []
-        if missing:
-            parts.append(f"missing {len(missing)} tensor(s), e.g. {missing[0]}")
-        if unexpected:
-            parts.append(f"{len(unexpected)} unexpected tensor(s), e.g. {unexpected[0]}")
-        raise CheckpointError(f"{weights_path}: does not match its config ({'; '.join(parts)})")
+    mismatch = shape_mismatch({name: tuple(t.shape) for name, t in tensors.items()},
+                              {name: tuple(t.shape) for name, t in net.state_dict().items()})
+    if mismatch:
+        raise CheckpointError(f"{weights_path}: {mismatch}")
     for name, tensor in tensors.items():
-        if tuple(tensor.shape) != tuple(expected[name].shape):
-            raise CheckpointError(
-                f"{weights_path}: tensor {name} has shape {tuple(tensor.shape)}, "
-                f"the config needs {tuple(expected[name].shape)}"
-            )
         if tensor.is_floating_point():
             tensors[name] = tensor.float()
     net.load_state_dict(tensors)
