@@ -9,7 +9,6 @@ that are not targets (``mixture`` files are never summed in). Without a split fi
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 from typing import Any
@@ -18,6 +17,7 @@ from unet_sep.audio.formats import AUDIO_EXTENSIONS
 from unet_sep.data.source import DataFormat, DataSettings
 from unet_sep.data.tracks import ACCOMPANIMENT, RESERVED_STEMS, DatasetError, Part, TrackSpec
 from unet_sep.errors import ConfigError
+from unet_sep.fields import read_json
 
 __all__ = ["FolderFormat", "stem_files"]
 
@@ -111,12 +111,7 @@ def split_track_names(split_file: str, group: str | None, split_name: str, root:
         path = root / path
     if not path.is_file():
         raise ConfigError(f"split file {split_file} not found (looked in the working directory and {root})")
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise ConfigError(f"split file {path}: not readable JSON ({error})") from error
-    if not isinstance(data, dict):
-        raise ConfigError(f"split file {path}: expected a JSON object of splits")
+    data = read_json(path, "split file", shape="a JSON object of splits")
     splits, where = _group(data, group, path)
     # "train+valid" is the union of the file's "train" and "valid" lists, unless the file names a split so
     parts = [split_name] if split_name in splits else split_name.split("+")

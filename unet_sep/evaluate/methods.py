@@ -40,6 +40,7 @@ def load_separator(name: str, device: str) -> tuple[Any, str, str]:
     from unet_sep.weights.checkpoint import CheckpointError
     from unet_sep.weights.download import sha256_of
     from unet_sep.weights.entries import ModelNotFoundError
+    from unet_sep.weights.hub import is_hub_ref
     from unet_sep.weights.registry import registered_models, resolve_model
 
     try:
@@ -48,7 +49,10 @@ def load_separator(name: str, device: str) -> tuple[Any, str, str]:
         digest = hashlib.sha256("".join(sha256_of(folder / f) for f in (CONFIG_FILE, WEIGHTS_FILE)).encode())
     except (ModelNotFoundError, CheckpointError, ConfigError, RuntimeError, ValueError, OSError) as error:
         raise EvaluationError(f"model {name}: {' '.join(str(error).split())}") from error
-    name_shown = name if name in registered_models() else folder.resolve().name
+    if is_hub_ref(name):
+        name_shown = name.removeprefix("hf://")  # ORG/REPO[@REVISION], not the cache's commit-hash folder
+    else:
+        name_shown = name if name in registered_models() else folder.resolve().name
     return separator, label(name_shown), digest.hexdigest()[:16]
 
 

@@ -2,7 +2,8 @@
 
 A name resolves to a model folder (``config.json`` + ``model.safetensors``). Anything that is not a
 registered name is treated as a path to such a folder. The names come from the model providers of
-:mod:`unet_sep.weights.providers`.
+:mod:`unet_sep.weights.providers`; ``hf://ORG/REPO[@REVISION]`` is a model on the Hugging Face Hub
+(:mod:`unet_sep.weights.hub`).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from unet_sep.atomic import atomic_folder, remove_stale_temporaries, remove_stal
 from unet_sep.config import CONFIG_FILE, WEIGHTS_FILE
 from unet_sep.weights.download import fetch_download
 from unet_sep.weights.entries import ModelEntry, ModelNotFoundError, cache_dir
+from unet_sep.weights.hub import fetch_hub_model, is_hub_ref
 from unet_sep.weights.providers import PROVIDERS, Provider
 
 
@@ -31,7 +33,10 @@ def default_model_name() -> str | None:
 
 
 def resolve_model(name_or_path: str | Path, offline: bool = False, providers: Sequence[Provider] = PROVIDERS) -> Path:
-    """The model folder for a registered name or a path; downloads (once) when needed and allowed."""
+    """The model folder for a registered name, a path or a Hub model (``hf://ORG/REPO[@REVISION]``); downloads
+    (once) when needed and allowed."""
+    if is_hub_ref(name_or_path):
+        return fetch_hub_model(str(name_or_path), offline)
     text = str(name_or_path)
     entries = registered_models(providers)
     if text in entries:
