@@ -13,6 +13,8 @@ from types import ModuleType
 EXTRAS = {
     "train": ("musdb", "tensorboard", "matplotlib"),
     "eval": ("musdb", "museval", "matplotlib"),
+    "hub": ("huggingface_hub",),
+    "onnx": ("onnx", "onnxruntime"),
 }
 
 

@@ -34,8 +34,9 @@ def separate(
                                        help="Audio files, folders (searched recursively) or glob patterns."),
     out: Path = typer.Option(..., "--out", "-o", help="Folder to write the stems to (folders and globs never pick up "
                                                       "files under it)."),
-    model: Optional[str] = typer.Option(None, "--model", "-m", help="A registered model name (see `unet-sep models`) "
-                                        "or a model folder. Default: the bundled model."),
+    model: Optional[str] = typer.Option(None, "--model", "-m", help="A registered model name (see `unet-sep models`), "
+                                        "a model folder, hf://ORG/REPO[@REVISION] on the Hugging Face Hub, or a .onnx "
+                                        "file from `unet-sep models export`. Default: the bundled model."),
     stems: Optional[str] = typer.Option(None, "--stems",
                                         help="Comma-separated stems to write, e.g. vocals (default: all)."),
     two_stems: Optional[str] = typer.Option(None, "--two-stems", metavar="STEM", help="Write STEM and no_STEM, the sum "
@@ -76,6 +77,10 @@ def separate(
                                   help=f"U-Net arithmetic: {_spelled(PRECISIONS)} (autocast; for GPUs)."),
     compile_net: bool = typer.Option(False, "--compile",
                                      help="Run the U-Nets through torch.compile (slow first call)."),
+    backend: Optional[str] = typer.Option(None, "--backend", help="What runs the U-Nets: torch or onnxruntime (the "
+                                          "U-Nets exported to ONNX once, kept in the cache, and run by ONNX Runtime; "
+                                          "fp32; needs unet-sep[onnx]). Default: torch; onnxruntime for a .onnx "
+                                          "--model."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace existing outputs (default: skip inputs whose "
                                    "stems all exist)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
@@ -92,7 +97,7 @@ def separate(
     options = _file_options(out, template, fmt, bit_depth, bitrate, stems, two_stems, offset, duration, overwrite,
                             sample_rate)
     model_options = dict(segmentation=segmentation, overlap=overlap, batch_size=batch_size,
-                         mask_extension=mask_extension, precision=precision, compile=compile_net)
+                         mask_extension=mask_extension, precision=precision, compile=compile_net, backend=backend)
     from unet_sep.separate.ranks import SeparationRanks
 
     ranks = SeparationRanks()

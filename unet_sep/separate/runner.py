@@ -10,6 +10,7 @@ that sends the ready segments of any number of engines through the U-Nets, a bat
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Callable, Iterator, Sequence
 
 import torch
@@ -18,11 +19,35 @@ from unet_sep.config import MASK_EXTENSIONS, PRECISIONS, ModelConfig
 from unet_sep.device import separation_device
 from unet_sep.errors import SettingError
 from unet_sep.model.stems import StemsNet, freeze_for_inference
+from unet_sep.separate.onnx_network import OnnxNetwork, require_onnxruntime
 from unet_sep.separate.segments import SegmentPlan
 from unet_sep.separate.stages import InputStage, OutputStage
 from unet_sep.separate.stream import SeparationStream
+from unet_sep.weights.onnx_export import onnx_model_bytes
 
 _AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+BACKENDS = ("torch", "onnxruntime")
+
+
+def check_network_settings(precision: str = "fp32", backend: str = "torch", compile: bool = False,
+                           optimize: bool = False) -> None:
+    """A :class:`~unet_sep.errors.SettingError` for an unknown ``precision`` or ``backend``, or a setting the
+    backend cannot honour (onnxruntime runs the exported U-Nets in fp32, without ``compile`` or ``optimize``); for
+    onnxruntime, :class:`~unet_sep.extras.MissingExtraError` when it is not installed."""
+    if precision not in PRECISIONS:
+        raise SettingError("precision", f"{precision!r} is not a precision; choose from {', '.join(PRECISIONS)}")
+    if backend not in BACKENDS:
+        raise SettingError("backend", f"{backend!r} is not a backend; choose from {', '.join(BACKENDS)}")
+    if backend != "onnxruntime":
+        return
+    if precision != "fp32":
+        raise SettingError("precision", f"{precision!r} is for the torch backend; onnxruntime runs the exported "
+                                        "U-Nets in fp32")
+    if compile:
+        raise SettingError("compile", "torch.compile is for the torch backend, not onnxruntime")
+    if optimize:
+        raise SettingError("optimize", "TorchScript optimisation is for the torch backend, not onnxruntime")
+    require_onnxruntime()
 
 
 class NetworkRunner:
@@ -30,13 +55,16 @@ class NetworkRunner:
     :class:`~unet_sep.separate.separator.Separator`).
 
     Raises :class:`~unet_sep.errors.SettingError` naming the first setting that cannot be used (``precision``,
-    ``device``, ``segmentation``, ``overlap``, ``batch_size``, ``mask_extension``) and
-    :class:`~unet_sep.errors.ConfigError` for an invalid ``config``.
+    ``backend``, ``compile``, ``optimize``, ``onnx_path``, ``device``, ``segmentation``, ``overlap``,
+    ``batch_size``, ``mask_extension``) and :class:`~unet_sep.errors.ConfigError` for an invalid ``config``.
+    With ``backend="onnxruntime"`` the U-Nets are those of the ONNX file ``onnx_path`` (then ``net`` may be None),
+    or ``net`` exported in memory (:mod:`unet_sep.separate.onnx_network`); the session is made here, so a
+    problem with the file shows before any input is read.
     """
 
     def __init__(
         self,
-        net: StemsNet,
+        net: StemsNet | None,
         config: ModelConfig,
         device: str | torch.device = "auto",
         segmentation: str = "overlap",
@@ -47,17 +75,29 @@ class NetworkRunner:
         optimize: bool = False,
         precision: str = "fp32",
         compile: bool = False,
+        backend: str = "torch",
+        onnx_path: str | Path | None = None,
     ) -> None:
         config.validate()
-        if precision not in PRECISIONS:
-            raise SettingError("precision", f"{precision!r} is not a precision; choose from {', '.join(PRECISIONS)}")
+        check_network_settings(precision, backend, compile, optimize)
+        onnx = backend == "onnxruntime"
+        if onnx_path is not None and not onnx:
+            raise SettingError("onnx_path", "an ONNX file is run by the onnxruntime backend only")
+        if net is None and onnx_path is None:
+            raise SettingError("backend", f"the {backend} backend needs the network (net) or an ONNX file (onnx_path)")
         self.config = config
         self.device = separation_device(device)
         self.precision = precision
         self.compile = compile
-        self.channels_last = self.device.type in ("cpu", "cuda") if channels_last is None else channels_last
-        # Module.to takes memory_format (torch documents it); torch's overloads of it leave it out.
-        self.net = net.to(self.device, memory_format=self._layout).eval()  # type: ignore[call-overload]
+        self.backend = backend
+        self.onnx_path = None if onnx_path is None else Path(onnx_path)
+        # ONNX Runtime takes contiguous arrays: channels-last segments would only add a copy.
+        default_layout = self.device.type in ("cpu", "cuda") and not onnx
+        self.channels_last = default_layout if channels_last is None else channels_last
+        if net is not None:
+            # Module.to takes memory_format (torch documents it); torch's overloads of it leave it out.
+            net = net.to(self.device, memory_format=self._layout).eval()  # type: ignore[call-overload]
+        self.net = net
         self.optimize = optimize and not compile
         self._network: Callable[[torch.Tensor], torch.Tensor] | None = None
         self.plan = SegmentPlan.create(config.segment_frames, overlap, 2 ** config.unet.depth, segmentation)
@@ -68,6 +108,8 @@ class NetworkRunner:
         if self.mask_extension not in MASK_EXTENSIONS:
             raise SettingError("mask_extension", f"{self.mask_extension!r} is not a mask extension; "
                                                  f"choose from {', '.join(MASK_EXTENSIONS)}")
+        if onnx:
+            self._network = OnnxNetwork(self.onnx_path or self._exported(), self.device)
 
     @property
     def stems(self) -> list[str]:
@@ -80,6 +122,11 @@ class NetworkRunner:
     @property
     def _layout(self) -> torch.memory_format:
         return torch.channels_last if self.channels_last else torch.contiguous_format
+
+    def _exported(self) -> bytes:
+        """The runner's module exported to ONNX, in memory."""
+        assert self.net is not None  # checked above: no ONNX file, so a module
+        return onnx_model_bytes(self.net, self.config)
 
     # ---- one signal's parts -------------------------------------------------------------------------
     def input_stage(self, batch: int, in_channels: int, in_rate: int) -> InputStage:
@@ -144,8 +191,10 @@ class NetworkRunner:
 
     def network(self) -> Callable[[torch.Tensor], torch.Tensor]:
         """The U-Nets as run on segments, built on first use: the module itself (the default), its
-        TorchScript-frozen form (``optimize``) or its ``torch.compile`` form (``compile``)."""
+        TorchScript-frozen form (``optimize``) or its ``torch.compile`` form (``compile``); with the onnxruntime
+        backend, the ONNX Runtime session made with the runner."""
         if self._network is None:
+            assert self.net is not None  # the torch backend always has its module
             if self.compile:
                 self._network = torch.compile(self.net, dynamic=False)
             elif self.optimize:

@@ -12,15 +12,18 @@ import numpy as np
 import torch
 
 from unet_sep.audio.samples import from_float32, to_float32
-from unet_sep.config import ModelConfig
+from unet_sep.config import CONFIG_FILE, ModelConfig
+from unet_sep.errors import SettingError
 from unet_sep.model.stems import StemsNet
 from unet_sep.separate.files import FileEvent, FileOptions
 from unet_sep.separate.inputs import InputFile
 from unet_sep.separate.outputs import DEFAULT_TEMPLATE, OutputStems, check_template, output_paths
 from unet_sep.separate.pipeline import FilePipeline
-from unet_sep.separate.runner import NetworkRunner
+from unet_sep.separate.runner import NetworkRunner, check_network_settings
 from unet_sep.separate.stages import InvalidAudioError, check_layout
 from unet_sep.weights.checkpoint import load_model
+from unet_sep.weights.entries import ModelNotFoundError
+from unet_sep.weights.onnx_export import cached_onnx_export, read_onnx_config
 from unet_sep.weights.registry import resolve_model
 
 logger = logging.getLogger(__name__)
@@ -40,7 +43,7 @@ class Separator:
     """A separation model ready to use.
 
     Args:
-        net: the per-stem U-Nets.
+        net: the per-stem U-Nets (None when ``onnx_path`` gives them).
         config: the model's configuration.
         device: "auto", "cpu", "cuda", "cuda:N", "mps" or a torch device ("auto": CUDA, then MPS, then the CPU;
             MPS where this PyTorch build cannot run the STFT and U-Nets on it: the CPU, with a warning).
@@ -55,6 +58,10 @@ class Separator:
             section and ``benchmarks/spleeter_speed.py --variants`` compare it with the default).
         precision: "fp32" (default), "bf16" or "fp16": autocast of the U-Nets (masks, STFT and iSTFT stay fp32).
         compile: run the U-Nets through ``torch.compile`` (``optimize`` is then ignored).
+        backend: "torch" (default) or "onnxruntime": the U-Nets exported to ONNX and run by ONNX Runtime (the
+            ``onnx`` extra; STFT, masks and inverse STFT stay in torch; fp32 only, no ``compile`` or ``optimize``).
+        onnx_path: with "onnxruntime", the ONNX file to run (from :func:`~unet_sep.weights.onnx_export.export_onnx`);
+            default: ``net`` exported in memory.
 
     Raises :class:`~unet_sep.errors.SettingError` naming the first setting that cannot be used. The network and
     its settings live in :attr:`runner` (:class:`~unet_sep.separate.runner.NetworkRunner`).
@@ -67,7 +74,7 @@ class Separator:
 
     def __init__(
         self,
-        net: StemsNet,
+        net: StemsNet | None,
         config: ModelConfig,
         device: str | torch.device = "auto",
         segmentation: str = "overlap",
@@ -78,18 +85,42 @@ class Separator:
         optimize: bool = False,
         precision: str = "fp32",
         compile: bool = False,
+        backend: str = "torch",
+        onnx_path: str | Path | None = None,
     ) -> None:
         self.runner = NetworkRunner(net, config, device=device, segmentation=segmentation, overlap=overlap,
                                     batch_size=batch_size, mask_extension=mask_extension, channels_last=channels_last,
-                                    optimize=optimize, precision=precision, compile=compile)
+                                    optimize=optimize, precision=precision, compile=compile, backend=backend,
+                                    onnx_path=onnx_path)
 
     @classmethod
-    def from_pretrained(cls, name_or_path: str | Path, device: str | torch.device = "auto", **options) -> "Separator":
-        """Load a registered model name or a model folder (see ``unet-sep models``); ``options`` as the
-        constructor's."""
+    def from_pretrained(cls, name_or_path: str | Path, device: str | torch.device = "auto", backend: str | None = None,
+                        **options) -> "Separator":
+        """Load a registered model name, a model folder (see ``unet-sep models``) or an ONNX file written by
+        ``unet-sep models export``; ``options`` as the constructor's.
+
+        ``backend`` defaults to "torch", and to "onnxruntime" for an ONNX file. With "onnxruntime" and a name or
+        folder, the U-Nets are exported to ONNX on first use and the export is kept in the cache
+        (:func:`~unet_sep.weights.onnx_export.cached_onnx_export`).
+        """
+        onnx_file = Path(str(name_or_path)).suffix.lower() == ".onnx"
+        if onnx_file and backend not in (None, "onnxruntime"):
+            raise SettingError("backend", f"{name_or_path} is an ONNX file, which only onnxruntime runs")
+        backend = "onnxruntime" if onnx_file else backend or "torch"
+        if backend != "torch":  # checked before reading or exporting (seconds, the first time) the ONNX file
+            check_network_settings(options.get("precision", "fp32"), backend, options.get("compile", False),
+                                   options.get("optimize", False))
+        if onnx_file:
+            if not Path(name_or_path).is_file():
+                raise ModelNotFoundError(f"{name_or_path}: no such ONNX file")
+            config = read_onnx_config(name_or_path)
+            return cls(None, config, device=device, backend=backend, onnx_path=name_or_path, **options)
         folder = resolve_model(name_or_path)
+        if backend == "onnxruntime":
+            return cls(None, ModelConfig.load(folder / CONFIG_FILE), device=device, backend=backend,
+                       onnx_path=cached_onnx_export(folder), **options)
         config, net = load_model(folder)
-        return cls(net, config, device=device, **options)
+        return cls(net, config, device=device, backend=backend, **options)
 
     @property
     def config(self) -> ModelConfig:
