@@ -11,7 +11,7 @@ import pytest
 from musdb_tree import SOURCES, make_musdb_tree, musdb_config, musdb_validation_names, read_file, synthetic_sources
 from unet_sep.audio import resample
 from unet_sep.data.config import DataConfig
-from unet_sep.data.load import list_tracks, load_tracks, validation_tracks
+from unet_sep.data.load import list_tracks, load_tracks
 from unet_sep.data.musdb_support import import_musdb, import_stempeg, missing_ffmpeg_programs
 from unet_sep.data.tracks import DatasetError, Part
 from unet_sep.errors import ConfigError
@@ -71,7 +71,7 @@ def test_musdb_tree_is_what_musdb_reads(musdb_root):
     for split, expected in names.items():
         tracks = load_tracks(config, split, RATE, 2)
         assert [t.name for t in tracks] == expected
-    assert [t.name for t in validation_tracks(config, RATE, 2)] == names["valid"]
+    assert [t.name for t in load_tracks(config, "valid", RATE, 2)] == names["valid"]
 
 
 def test_musdb_vocals_accompaniment_and_four_stems(musdb_root):

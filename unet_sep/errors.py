@@ -51,3 +51,8 @@ class FileError(Exception):
 
     def __reduce__(self):  # keep the path when the error crosses a process boundary
         return type(self), (self.reason, self.path)
+
+
+def one_line(error: object) -> str:
+    """``error``'s message on one line (white space folded), or its type's name when it has none."""
+    return " ".join(str(error).split()) or type(error).__name__

@@ -34,3 +34,10 @@ def import_extra(module: str, extra: str, purpose: str) -> ModuleType:
         choices = " or ".join(f"'unet-sep[{name}]'" for name in extra.split(","))
         raise MissingExtraError(f"{purpose} needs {package}, which is not installed: pip install {choices}",
                                 name=package) from None
+
+
+def import_pyplot(extra: str, purpose: str) -> ModuleType:
+    """``matplotlib.pyplot`` on the file-only Agg backend (plots are written, never shown), through
+    :func:`import_extra`."""
+    import_extra("matplotlib", extra, purpose).use("Agg")
+    return import_extra("matplotlib.pyplot", extra, purpose)

@@ -19,7 +19,7 @@ import numpy as np
 
 from unet_sep.audio.containers import container_extent, is_streamed_wav, ogg_ends_cleanly
 from unet_sep.audio.native_stderr import quiet_native_stderr
-from unet_sep.errors import FileError
+from unet_sep.errors import FileError, one_line
 
 logger = logging.getLogger(__name__)
 
@@ -101,7 +101,7 @@ class AudioReader:
                     position += block.shape[0]
                     yield np.ascontiguousarray(block.T)
         except (sf.LibsndfileError, RuntimeError) as error:
-            raise AudioDecodeError(f"decoding failed after {position} samples: {_one_line(error)}") from error
+            raise AudioDecodeError(f"decoding failed after {position} samples: {one_line(error)}") from error
         expected = declared if stop is None else min(stop, declared)
         tolerance = max(4608, expected // 200) if is_mp3 else 0
         if position < expected - tolerance:
@@ -138,7 +138,7 @@ class AudioReader:
                     if stop is not None and position >= stop:
                         break
         except av.error.FFmpegError as error:
-            raise AudioDecodeError(f"decoding failed after {position} samples: {_one_line(error)}") from error
+            raise AudioDecodeError(f"decoding failed after {position} samples: {one_line(error)}") from error
         if pending_frames:
             yield np.ascontiguousarray(np.concatenate(pending, axis=1))
 
@@ -147,10 +147,6 @@ def _take(pending: list[np.ndarray], count: int) -> tuple[np.ndarray, list[np.nd
     joined = np.concatenate(pending, axis=1)
     rest = joined[:, count:]
     return np.ascontiguousarray(joined[:, :count]), ([rest] if rest.shape[1] else []), rest.shape[1]
-
-
-def _one_line(error: BaseException) -> str:
-    return " ".join(str(error).split()) or type(error).__name__
 
 
 def _truncated(announced: int, held: int) -> AudioDecodeError:
@@ -174,14 +170,14 @@ def _open_audio(path: Path) -> AudioReader:
     try:
         size = path.stat().st_size
     except OSError as error:
-        raise AudioDecodeError(f"cannot read: {_one_line(error)}") from error
+        raise AudioDecodeError(f"cannot read: {one_line(error)}") from error
     if size == 0:
         raise AudioDecodeError("file is empty (0 bytes)")
     try:
         with path.open("rb"):
             pass
     except OSError as error:
-        raise AudioDecodeError(f"cannot read: {error.strerror or _one_line(error)}") from error
+        raise AudioDecodeError(f"cannot read: {error.strerror or one_line(error)}") from error
 
     reasons: list[str] = []
     info = _probe_soundfile(path, reasons)
@@ -213,7 +209,7 @@ def _probe_soundfile(path: Path, reasons: list[str]) -> AudioInfo | None:
         with quiet_native_stderr():
             sf_info = sf.info(str(path))
     except Exception as error:  # libsndfile reports unknown formats with several exception types
-        reasons.append(f"soundfile: {_one_line(error)}")
+        reasons.append(f"soundfile: {one_line(error)}")
         return None
     return AudioInfo(
         path=path,
@@ -256,7 +252,7 @@ def _probe_pyav(path: Path, reasons: list[str]) -> AudioInfo | None:
             fmt = container.format.name
             subtype = _PYAV_PCM_SUBTYPES.get(stream.codec_context.name, stream.codec_context.name.upper())
     except Exception as error:  # FFmpeg raises many error types for non-media files
-        reasons.append(f"PyAV: {_one_line(error)}")
+        reasons.append(f"PyAV: {one_line(error)}")
         return None
     if rate <= 0:
         reasons.append("PyAV: audio stream without a sample rate")
@@ -286,7 +282,7 @@ def _check_complete(info: AudioInfo) -> None:
             return
         extent = container_extent(info.path, info.format, info.frames)
     except OSError as error:
-        raise AudioDecodeError(f"cannot read: {error.strerror or _one_line(error)}") from error
+        raise AudioDecodeError(f"cannot read: {error.strerror or one_line(error)}") from error
     if extent is not None and extent.announced is not None and extent.held < extent.announced:
         raise _truncated(extent.announced, extent.held)
 

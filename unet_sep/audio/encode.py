@@ -11,7 +11,7 @@ import numpy as np
 import soundfile as sf
 
 from unet_sep.atomic import temporary_path
-from unet_sep.errors import FileError, SettingError
+from unet_sep.errors import FileError, SettingError, one_line
 
 logger = logging.getLogger(__name__)
 
@@ -134,7 +134,7 @@ class AtomicAudioWriter:
             )
         except Exception as error:
             self._remove_tmp()
-            raise AudioEncodeError(f"cannot write {self.path}: {' '.join(str(error).split())}") from error
+            raise AudioEncodeError(f"cannot write {self.path}: {one_line(error)}") from error
 
     def write(self, block: np.ndarray) -> None:
         data = np.ascontiguousarray(block.T, dtype=np.float32)
@@ -146,7 +146,7 @@ class AtomicAudioWriter:
         try:
             self._file.write(data)
         except Exception as error:
-            raise AudioEncodeError(f"cannot write {self.path}: {' '.join(str(error).split())}") from error
+            raise AudioEncodeError(f"cannot write {self.path}: {one_line(error)}") from error
         self.frames += data.shape[0]
 
     def commit(self) -> Path:

@@ -12,6 +12,8 @@ import sys
 import threading
 from typing import Iterator
 
+_STDERR_FD = 2  # the C library's stderr, where native decoders print (not Python's sys.stderr)
+
 
 class StderrSilencer:
     """Send what native code writes to file descriptor 2 to /dev/null inside ``with silencer():``.
@@ -27,7 +29,6 @@ class StderrSilencer:
         self._lock = threading.Lock()
         self._users = 0
         self._saved: int | None = None
-        self._fd = -1
 
     @contextlib.contextmanager
     def __call__(self) -> Iterator[None]:
@@ -45,22 +46,21 @@ class StderrSilencer:
 
     def _redirect(self) -> None:
         try:
-            self._fd = 2  # the C library's stderr, where native decoders print (not Python's sys.stderr)
             sys.stderr.flush()
-            self._saved = os.dup(self._fd)
+            self._saved = os.dup(_STDERR_FD)
         except (AttributeError, OSError, ValueError):  # no real stderr (captured, closed): nothing to silence
             self._saved = None
             return
         devnull = os.open(os.devnull, os.O_WRONLY)
         try:
-            os.dup2(devnull, self._fd)
+            os.dup2(devnull, _STDERR_FD)
         finally:
             os.close(devnull)
 
     def _restore(self) -> None:
         if self._saved is None:
             return
-        os.dup2(self._saved, self._fd)
+        os.dup2(self._saved, _STDERR_FD)
         os.close(self._saved)
         self._saved = None
 

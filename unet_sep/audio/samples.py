@@ -2,11 +2,7 @@
 
 from __future__ import annotations
 
-import logging
-
 import numpy as np
-
-logger = logging.getLogger(__name__)
 
 
 def _integer_scale(dtype: np.dtype) -> tuple[float, float]:

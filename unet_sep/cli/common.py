@@ -35,7 +35,7 @@ def print_error(message: str) -> None:
 
 
 # The command-line spelling of the API's settings where it is not "--" + the name with dashes.
-OPTION_NAMES = {"fmt": "--format", "out_dir": "--out", "compile": "--compile"}
+OPTION_NAMES = {"fmt": "--format", "out_dir": "--out"}
 
 
 def setting_error_exit(error: SettingError) -> typer.Exit:

@@ -8,7 +8,6 @@ evaluation's ``summary.csv``: ``--scores``, or one found in the folder).
 from __future__ import annotations
 
 import csv
-import json
 from pathlib import Path
 from typing import Optional
 
@@ -42,9 +41,19 @@ def push(
     """
     setup_logging(verbose)
     from unet_sep.config import CONFIG_FILE, WEIGHTS_FILE
-    from unet_sep.weights.hub import CARD_FILE, HubError, check_model_folder, check_repo_id, model_card, push_model
+    from unet_sep.weights.hub import (
+        CARD_FILE,
+        HUB_PREFIX,
+        HubError,
+        HubModelRef,
+        check_model_folder,
+        check_repo_id,
+        model_card,
+        push_model,
+    )
 
-    repo_id = repo[len("hf://"):] if repo.startswith("hf://") else repo
+    repo_id = repo.removeprefix(HUB_PREFIX)
+    reference = HubModelRef(repo_id, revision)
     try:
         check_repo_id(repo_id)
         config = check_model_folder(folder, str(folder))
@@ -60,8 +69,7 @@ def push(
     files = (CONFIG_FILE, WEIGHTS_FILE, CARD_FILE)
     if dry_run:
         typer.echo(card, nl=False)
-        typer.echo(f"would upload {', '.join(files)} to hf://{repo_id}" + (f"@{revision}" if revision else ""),
-                   err=True)
+        typer.echo(f"would upload {', '.join(files)} to {reference}", err=True)
         return
     try:
         url = push_model(folder, repo_id, card, revision=revision, private=private, message=message)
@@ -69,7 +77,7 @@ def push(
         print_error(str(error))
         raise typer.Exit(1) from None
     typer.echo(f"uploaded {', '.join(files)}: {url}")
-    typer.echo(f"load it with: unet-sep separate SONG --model hf://{repo_id}" + (f"@{revision}" if revision else ""))
+    typer.echo(f"load it with: unet-sep separate SONG --model {reference}")
 
 
 def _found_scores(folder: Path) -> Path | None:
@@ -103,15 +111,17 @@ def _read_scores(path: Path) -> list[dict[str, str]]:
 def _training_data(folder: Path) -> list[str]:
     """Lines on the training data from the data and training sections of the run's ``recipe.json`` when ``folder``
     is a training run (a data root by its last folder name only: no local paths go into a public card)."""
+    from unet_sep.errors import ConfigError
+    from unet_sep.fields import read_json
     from unet_sep.train.resume import RECIPE_FILE
+    from unet_sep.weights.hub import is_hub_ref
 
     lines: list[str] = []
     try:
-        recipe = json.loads((folder / RECIPE_FILE).read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        recipe = read_json(folder / RECIPE_FILE, RECIPE_FILE)
+    except ConfigError:
         return lines
-    data = recipe.get("data") if isinstance(recipe, dict) else None
-    train = recipe.get("train") if isinstance(recipe, dict) else None
+    data, train = recipe.get("data"), recipe.get("train")
     if isinstance(data, dict):
         root = Path(str(data.get("root") or "")).name or "?"
         split = str(data.get("train_split", "train")) + (f" of group {data['split_group']}"
@@ -120,7 +130,7 @@ def _training_data(folder: Path) -> list[str]:
                      f"{split}, targets {', '.join(map(str, data.get('targets') or []))}")
     if isinstance(train, dict):
         source = str(train.get("init_from") or "")
-        source = source if source.startswith("hf://") else Path(source).name
+        source = source if is_hub_ref(source) else Path(source).name
         start = f", initialised from {source}" if source else ""
         lines.append(f"{RECIPE_FILE}: {train.get('steps', '?')} steps of batch {train.get('batch_size', '?')}, "
                      f"loss {train.get('loss', '?')}, seed {train.get('seed', '?')}{start}")

@@ -14,6 +14,7 @@ import typer
 from unet_sep.cli.common import print_error, raise_keyboard_interrupt, setting_error_exit, setup_logging
 from unet_sep.cli.progress import ProgressBars
 from unet_sep.config import MASK_EXTENSIONS, PRECISIONS
+from unet_sep.errors import one_line
 from unet_sep.separate.outputs import DEFAULT_TEMPLATE
 
 if TYPE_CHECKING:
@@ -157,7 +158,7 @@ def _failure_text(error: BaseException | None) -> str:
     if isinstance(error, (ValueError, OSError)):
         return str(error)
     log.info("unexpected error", exc_info=error)  # a bug, but one file's: one line, and the batch goes on
-    return f"unexpected {type(error).__name__}: {' '.join(str(error).split())} (use --verbose for details)"
+    return f"unexpected {type(error).__name__}: {one_line(error)} (use --verbose for details)"
 
 
 def _separate(ranks: SeparationRanks, inputs: list[str], options: FileOptions, model: Optional[str], device: str,

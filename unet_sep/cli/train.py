@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, List, Optional
@@ -50,11 +49,12 @@ def train(
     import torch
 
     from unet_sep.config import ConfigError
+    from unet_sep.distributed import Ranks
     from unet_sep.train.recipe import load_recipe
 
     if threads:
         torch.set_num_threads(threads)
-    main_process = int(os.environ.get("RANK", "0")) == 0
+    main_process = Ranks.from_env().main
     try:
         loaded = load_recipe(recipe, overrides, data_root)
     except (ConfigError, TypeError, ValueError) as error:

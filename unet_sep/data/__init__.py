@@ -15,7 +15,7 @@ Reading MUSDB needs the optional ``musdb`` package (the ``train`` and ``eval`` e
 
 from unet_sep.data.config import DataConfig
 from unet_sep.data.formats import FORMATS, data_format, recognise_format
-from unet_sep.data.load import list_tracks, load_track, load_tracks, probe_track, validation_tracks
+from unet_sep.data.load import list_tracks, load_track, load_tracks, probe_track
 from unet_sep.data.tracks import ACCOMPANIMENT, DatasetError, Track, TrackSpec, mix
 
 __all__ = [
@@ -32,5 +32,4 @@ __all__ = [
     "mix",
     "probe_track",
     "recognise_format",
-    "validation_tracks",
 ]

@@ -18,11 +18,11 @@ from unet_sep.audio.resample import resample
 from unet_sep.data.cache import DecodeCache
 from unet_sep.data.config import DataConfig
 from unet_sep.data.musdb_support import FFmpegMissingError, read_stem_stream
-from unet_sep.data.tracks import DatasetError, Part, Track, TrackSpec
-from unet_sep.errors import ConfigError
+from unet_sep.data.tracks import DatasetError, Part, Track, TrackSpec, mix
+from unet_sep.errors import ConfigError, one_line
 from unet_sep.extras import MissingExtraError
 
-__all__ = ["list_tracks", "load_track", "load_tracks", "probe_track", "validation_tracks"]
+__all__ = ["list_tracks", "load_track", "load_tracks", "probe_track"]
 
 logger = logging.getLogger(__name__)
 
@@ -51,10 +51,9 @@ def list_tracks(config: DataConfig, split: str, quiet: bool = False) -> list[Tra
     return specs
 
 
-def load_track(spec: TrackSpec, sample_rate: int, channels: int, cache_dir: str | None = None) -> Track:
-    """Decode (or map from the cache) one track listed by :func:`list_tracks`; see :func:`load_tracks`."""
-    cache = DecodeCache(Path(cache_dir).expanduser()) if cache_dir else None
-    return _load_track(spec, sample_rate, channels, cache)[0]
+def load_track(spec: TrackSpec, sample_rate: int, channels: int) -> Track:
+    """Decode one track listed by :func:`list_tracks` (no cache); see :func:`load_tracks`."""
+    return _load_track(spec, sample_rate, channels, None)[0]
 
 
 def load_tracks(config: DataConfig, split: str, sample_rate: int, channels: int) -> list[Track]:
@@ -100,11 +99,6 @@ def load_tracks(config: DataConfig, split: str, sample_rate: int, channels: int)
         time.perf_counter() - started,
     )
     return tracks
-
-
-def validation_tracks(config: DataConfig, sample_rate: int, channels: int) -> list[Track]:
-    """The tracks of the validation split: ``load_tracks(config, "valid", ...)``."""
-    return load_tracks(config, "valid", sample_rate, channels)
 
 
 def probe_track(spec: TrackSpec) -> tuple[int, int]:
@@ -210,10 +204,7 @@ def _decode_target(spec: TrackSpec, target: str, parts: list[Part], sample_rate:
             longest - shortest,
             described,
         )
-    out = np.array(pieces[0][:, :shortest], dtype=np.float32, copy=True)
-    for piece in pieces[1:]:
-        out += piece[:, :shortest]
-    return out
+    return mix({str(index): piece[:, :shortest] for index, piece in enumerate(pieces)})  # parts may share a name
 
 
 def _decode_part(part: Part) -> tuple[np.ndarray, int]:
@@ -229,7 +220,7 @@ def _decode_part(part: Part) -> tuple[np.ndarray, int]:
     except MissingExtraError:
         raise
     except Exception as error:  # stempeg/ffmpeg raise Warning, RuntimeError, ffmpeg.Error, ...
-        raise DatasetError(f"{part.describe()}: cannot decode ({' '.join(str(error).split())})") from error
+        raise DatasetError(f"{part.describe()}: cannot decode ({one_line(error)})") from error
 
 
 def _convert(decoded: tuple[np.ndarray, int], sample_rate: int, channels: int, part: Part) -> np.ndarray:

@@ -22,6 +22,7 @@ import numpy as np
 from unet_sep.data.config import DataConfig
 from unet_sep.data.load import load_track
 from unet_sep.data.tracks import TrackSpec, mix
+from unet_sep.errors import one_line
 from unet_sep.evaluate.score import (
     IRM_EXPONENT,
     MUSEVAL_MODE,
@@ -168,7 +169,7 @@ class Evaluation:
                     raise
                 except Exception as error:  # one track's problem: report it in one line and go on
                     logger.info("%s: evaluation failed", spec.name, exc_info=True)
-                    message = " ".join(str(error).split()) or type(error).__name__
+                    message = one_line(error)
                     result.failed.append((spec.name, message))
                     notify(f"error: {spec.name}: {message}")
                 else:

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from unet_sep.config import CONFIG_FILE, WEIGHTS_FILE
-from unet_sep.errors import ConfigError
+from unet_sep.errors import ConfigError, one_line
 from unet_sep.evaluate.evaluation import BASELINES, MIXTURE, ORACLE, EvaluationError, Method
 from unet_sep.evaluate.score import find_result_files, load_track_json
 
@@ -48,7 +48,7 @@ def load_separator(name: str, device: str) -> tuple[Any, str, str]:
         separator = Separator.from_pretrained(folder, device=device)
         digest = hashlib.sha256("".join(sha256_of(folder / f) for f in (CONFIG_FILE, WEIGHTS_FILE)).encode())
     except (ModelNotFoundError, CheckpointError, ConfigError, RuntimeError, ValueError, OSError) as error:
-        raise EvaluationError(f"model {name}: {' '.join(str(error).split())}") from error
+        raise EvaluationError(f"model {name}: {one_line(error)}") from error
     if is_hub_ref(name):
         name_shown = name.removeprefix("hf://")  # ORG/REPO[@REVISION], not the cache's commit-hash folder
     else:

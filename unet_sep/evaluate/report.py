@@ -21,7 +21,7 @@ from unet_sep.evaluate.score import (
     sisec_medians,
     track_medians,
 )
-from unet_sep.extras import import_extra
+from unet_sep.extras import import_pyplot
 
 logger = logging.getLogger(__name__)
 
@@ -128,8 +128,7 @@ def write_tracks_csv(results: Results, path: Path, mir1k: bool = False) -> Path:
 def sdr_boxplot(results: Results, path: Path, stems: Sequence[str] = (), title: str | None = None) -> Path:
     """One panel per stem, one box per method side by side: the distribution of track SDRs (each track's
     median over its 1 s windows), the values whose median is the table's SDR."""
-    import_extra("matplotlib", "eval", "the SDR box plot").use("Agg")
-    plt = import_extra("matplotlib.pyplot", "eval", "the SDR box plot")
+    plt = import_pyplot("eval", "the SDR box plot")
     stems = ordered_stems(results, stems)
     methods = list(results)
     figure, axes = plt.subplots(

@@ -25,7 +25,7 @@ from unet_sep.data.formats import FORMATS, data_format, recognise_format
 from unet_sep.data.load import list_tracks
 from unet_sep.data.source import DataFormat
 from unet_sep.data.tracks import TrackSpec
-from unet_sep.errors import ConfigError
+from unet_sep.errors import ConfigError, one_line
 from unet_sep.evaluate.evaluation import EvaluationError
 from unet_sep.extras import MissingExtraError
 from unet_sep.fields import check_value, field_hints, unknown_key, value_from_text
@@ -148,7 +148,7 @@ class DataSelection:
         except MissingExtraError:
             raise
         except Exception as error:  # ConfigError, DatasetError, OSError, or whatever musdb raises on a bad tree
-            raise EvaluationError(" ".join(str(error).split()) or type(error).__name__) from error
+            raise EvaluationError(one_line(error)) from error
 
 
 def _check_shorthands(given: dict[str, Any], data_options: set[str]) -> None:

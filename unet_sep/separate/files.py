@@ -104,7 +104,6 @@ class FileJob:
         self.index = index
         self.path = path
         self.outputs = outputs
-        self.info: AudioInfo | None = None
         self.total = 0  # input samples the reader will send (0: unknown)
         self.started = 0.0  # perf_counter() when the reader opened it
         self.failed = threading.Event()  # set by any stage; the others then drop the file

@@ -58,7 +58,7 @@ class InputReader:
                 send(("skip", job))
                 return
             reader = open_audio(job.path)
-            info = job.info = reader.info
+            info = reader.info
             if info.frames_exact and options.offset * info.sample_rate >= info.frames:
                 raise AudioDecodeError(f"offset {options.offset:g} s is past the end of the file "
                                        f"({info.duration:.2f} s)")

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from unet_sep.atomic import atomic_path
-from unet_sep.extras import MissingExtraError, import_extra
+from unet_sep.extras import MissingExtraError, import_extra, import_pyplot
 
 logger = logging.getLogger(__name__)
 
@@ -136,12 +136,10 @@ def plot_curves(metrics_csv: Path, validation_csv: Path, path: Path) -> None:
     """The training loss and, when there is ``validation_csv``, the validation SDR per stem (with the mixture
     baseline dashed), as the PNG ``path``; a warning instead when matplotlib is not installed."""
     try:
-        matplotlib = import_extra("matplotlib", "train", "the loss-curve plot (curves.png)")
+        plt = import_pyplot("train", "the loss-curve plot (curves.png)")
     except MissingExtraError as error:
         logger.warning("%s; no %s", error, path)
         return
-    matplotlib.use("Agg")
-    plt = import_extra("matplotlib.pyplot", "train", "the loss-curve plot (curves.png)")
     with metrics_csv.open(newline="") as handle:
         rows = list(csv.DictReader(handle))
     valid = []

@@ -183,14 +183,6 @@ class Recipe:
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "Recipe":
-        """Build and validate a recipe from its JSON form; a value of the wrong type or an unknown key is a
-        :class:`ConfigError` naming its dotted key."""
-        recipe = build_section(cls, data, "")
-        recipe.validate()
-        return recipe
-
 
 def recipe_differences(old: dict[str, Any], new: dict[str, Any], section: str = "") -> dict[str, tuple[Any, Any]]:
     """The dotted keys whose values differ between two recipes in JSON form, with (old, new) values; a key one
@@ -269,7 +261,8 @@ def merge_recipes(base: dict[str, Any], changes: dict[str, Any]) -> dict[str, An
 
 
 def _anchor_data_paths(data: dict[str, Any], folder: Path) -> None:
-    """Resolve the relative data paths (:data:`RELATIVE_DATA_PATHS`) of a base recipe against its own folder."""
+    """Resolve the relative data paths (:data:`RELATIVE_DATA_PATHS`) of a recipe's JSON form against ``folder``,
+    the folder of the file that gives them."""
     section = data.get("data")
     if not isinstance(section, dict):
         return
@@ -315,6 +308,7 @@ def load_recipe(path: str | Path, overrides: list[str] | None = None, data_root:
             raise ConfigError(f"{path}: a recipe folder must hold exactly one .json recipe (found {len(candidates)})")
         path = candidates[0]
     data = apply_overrides(read_recipe(path), overrides or [])
+    _anchor_data_paths(data, path.parent)
     try:
         recipe = build_section(Recipe, data, "")  # the overrides are checked already: an error here is the file's
     except ConfigError as error:
@@ -322,10 +316,6 @@ def load_recipe(path: str | Path, overrides: list[str] | None = None, data_root:
     section = recipe.data
     if data_root is not None:
         section.root = str(Path(data_root).expanduser().resolve())
-    for key in RELATIVE_DATA_PATHS:
-        value = getattr(section, key)
-        if value and not Path(value).expanduser().is_absolute():
-            setattr(section, key, str((path.parent / value).resolve()))
     if section.cache_dir:  # a cache is the user's: relative to where the command runs
         section.cache_dir = str(Path(section.cache_dir).expanduser().resolve())
     start = recipe.train.init_from

@@ -50,16 +50,15 @@ def bundled_models() -> list[ModelEntry]:
     return [_bundled_entry(folder) for folder in folders]
 
 
+def _entry(config: ModelConfig, name: str, **source: Any) -> ModelEntry:
+    """The registry entry of a native model: what its config says, and where it comes from (``source``)."""
+    return ModelEntry(name=name, description=str(config.provenance.get("description", "")), stems=tuple(config.stems),
+                      sample_rate=config.sample_rate, band_hz=config.band_hz, **source)
+
+
 def _bundled_entry(folder: Path) -> ModelEntry:
     config = ModelConfig.load(folder / CONFIG_FILE)
-    return ModelEntry(
-        name=config.name or folder.name,
-        description=str(config.provenance.get("description", "")),
-        stems=tuple(config.stems),
-        sample_rate=config.sample_rate,
-        band_hz=config.band_hz,
-        bundled=str(folder.relative_to(PACKAGE_DIR)),
-    )
+    return _entry(config, config.name or folder.name, bundled=str(folder.relative_to(PACKAGE_DIR)))
 
 
 def remote_models(listing: Path | None = None) -> list[ModelEntry]:
@@ -88,16 +87,8 @@ def _remote_entry(item: Any, section: str, listing: Path) -> ModelEntry:
         raise ConfigError(f"{listing}: {section}: {error}") from error
     if not re.fullmatch(r"[0-9a-fA-F]{64}", remote.sha256):
         raise ConfigError(f"{listing}: {section}.sha256 must be 64 hex digits, got {remote.sha256!r}")
-    return ModelEntry(
-        name=remote.name,
-        description=str(config.provenance.get("description", "")),
-        stems=tuple(config.stems),
-        sample_rate=config.sample_rate,
-        band_hz=config.band_hz,
-        url=remote.url,
-        sha256=remote.sha256.lower(),
-        convert=functools.partial(install_weights, config),
-    )
+    return _entry(config, remote.name, url=remote.url, sha256=remote.sha256.lower(),
+                  convert=functools.partial(install_weights, config))
 
 
 def install_weights(config: ModelConfig, weights: Path, destination: Path) -> None:

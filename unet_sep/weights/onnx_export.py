@@ -27,9 +27,11 @@ import torch
 from unet_sep import __version__
 from unet_sep.atomic import remove_stale_temporaries, write_bytes_atomic
 from unet_sep.config import CONFIG_FILE, WEIGHTS_FILE, ConfigError, ModelConfig
+from unet_sep.errors import one_line
 from unet_sep.extras import import_extra
 from unet_sep.model.stems import StemsNet
 from unet_sep.weights.checkpoint import CheckpointError, load_model
+from unet_sep.weights.download import sha256_of
 from unet_sep.weights.entries import cache_dir
 
 logger = logging.getLogger(__name__)
@@ -124,7 +126,7 @@ def read_onnx_config(path: str | Path) -> ModelConfig:
     try:
         model = onnx.load_model(str(path), load_external_data=False)
     except Exception as error:  # protobuf's DecodeError, OSError: the file is not a readable ONNX model
-        raise CheckpointError(f"{path}: not a readable ONNX file ({' '.join(str(error).split()) or error!r})") from None
+        raise CheckpointError(f"{path}: not a readable ONNX file ({one_line(error)})") from None
     metadata = {entry.key: entry.value for entry in model.metadata_props}
     if CONFIG_KEY not in metadata:
         raise CheckpointError(f"{path}: an ONNX file without a unet-sep model config in its metadata (export models "
@@ -144,11 +146,8 @@ def cached_onnx_export(folder: str | Path) -> Path:
     :func:`~unet_sep.weights.entries.cache_dir`), named by a digest of the folder's config and weights: a changed
     model gets a new export."""
     folder = Path(folder)
-    digest = hashlib.sha256(f"unet-sep onnx export {EXPORT_VERSION} opset {ONNX_OPSET}\n".encode())
-    for name in (CONFIG_FILE, WEIGHTS_FILE):
-        with open(folder / name, "rb") as handle:
-            while chunk := handle.read(1 << 20):
-                digest.update(chunk)
+    files = "".join(sha256_of(folder / name) for name in (CONFIG_FILE, WEIGHTS_FILE))
+    digest = hashlib.sha256(f"unet-sep onnx export {EXPORT_VERSION} opset {ONNX_OPSET}\n{files}".encode())
     path = cache_dir() / "onnx" / f"{digest.hexdigest()[:24]}.onnx"
     if not path.is_file():
         remove_stale_temporaries(path.parent)  # those of exports that were killed
