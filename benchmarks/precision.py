@@ -19,6 +19,7 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 import torch
@@ -27,7 +28,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from unet_sep import Separator  # noqa: E402
+from unet_sep.config import ModelConfig  # noqa: E402
 from unet_sep.evaluate.score import bss_eval  # noqa: E402
+from unet_sep.model import StemsNet  # noqa: E402
 from unet_sep.weights import spleeter  # noqa: E402
 from unet_sep.weights.registry import default_model_name  # noqa: E402
 
@@ -52,25 +55,35 @@ def whole_sdr(reference: np.ndarray, estimate: np.ndarray) -> float:
     return float(bss_eval({"s": reference}, {"s": estimate}, win=length, hop=length)["s"]["SDR"][0])
 
 
-def mir1k(args: argparse.Namespace, precisions: list[str]) -> None:
-    import soundfile as sf
-
+def mir1k_test_clips(count: int) -> list[str]:
+    """``count`` MIR-1K singers-split test clips, evenly spread (0: all 181); empty, with a note, without MIR-1K."""
     root = SHARED / "mir1k"
     if not (root / "splits.json").is_file():
         print(f"MIR-1K not found at {root}: skipped")
-        return
+        return []
     clips = json.loads((root / "splits.json").read_text())["singers"]["test"]
-    if args.clips:
-        clips = clips[:: max(1, len(clips) // args.clips)][: args.clips]
+    return clips[:: max(1, len(clips) // count)][:count] if count else clips
+
+
+def mir1k_mixture(clip: str) -> tuple[np.ndarray, dict[str, np.ndarray], int]:
+    """A MIR-1K clip mixed at 0 dB, as MIR-1K papers mix it: the mixture, the true stems and the rate."""
+    import soundfile as sf
+
+    vocals, rate = sf.read(SHARED / "mir1k" / clip / "vocals.ogg", dtype="float32")
+    accompaniment, _ = sf.read(SHARED / "mir1k" / clip / "accompaniment.ogg", dtype="float32")
+    accompaniment = accompaniment * np.sqrt(np.mean(vocals**2) / max(np.mean(accompaniment**2), 1e-12))
+    return vocals + accompaniment, {"vocals": vocals, "accompaniment": accompaniment}, rate
+
+
+def mir1k(args: argparse.Namespace, precisions: list[str]) -> None:
+    clips = mir1k_test_clips(args.clips)
+    if not clips:
+        return
     name = default_model_name()
     separators = {p: Separator.from_pretrained(name, device=args.device, precision=p) for p in ["fp32"] + precisions}
     sdr = {p: {s: [] for s in separators["fp32"].stems} for p in separators}
     for clip in clips:
-        vocals, rate = sf.read(root / clip / "vocals.ogg", dtype="float32")
-        accompaniment, _ = sf.read(root / clip / "accompaniment.ogg", dtype="float32")
-        accompaniment = accompaniment * np.sqrt(np.mean(vocals**2) / max(np.mean(accompaniment**2), 1e-12))
-        references = {"vocals": vocals, "accompaniment": accompaniment}
-        mixture = vocals + accompaniment
+        mixture, references, rate = mir1k_mixture(clip)
         for precision, separator in separators.items():
             stems = separator.separate(mixture, rate)
             for stem in separator.stems:
@@ -87,30 +100,40 @@ def mir1k(args: argparse.Namespace, precisions: list[str]) -> None:
         print(line)
 
 
-def spleeter_ref(args: argparse.Namespace, precisions: list[str]) -> None:
+def spleeter_fixtures() -> Iterator[tuple[str, ModelConfig, StemsNet, np.ndarray, dict[str, np.ndarray]]]:
+    """The reference checkpoints of ../shared/data/spleeter-ref that are there (2stems, 4stems, 5stems): name,
+    config and network, their input ``[channels, samples]`` and Spleeter's output ``{stem: [channels, samples]}``."""
     root = SHARED / "spleeter-ref"
     if not (root / "manifest.json").is_file():
-        print(f"Spleeter fixtures not found at {root}: skipped")
         return
     manifest = json.loads((root / "manifest.json").read_text())
     full = np.load(root / "input.npy")
-    print(f"\n../shared/data/spleeter-ref, Spleeter-exact mode, device {args.device}")
-    print(f"{'model':<10}{'stem':<14}{'SDR fp32':>10}"
-          + "".join(f"{'SDR ' + p:>10}{'SNR vs fp32':>13}" for p in precisions))
     for model in ("2stems", "4stems", "5stems"):
         folder = root / model
         if not (folder / "checkpoint").is_file():
             continue
         config, net = spleeter.load_spleeter(folder, folder / "config.json", name=f"spleeter:{model}")
         start, stop = manifest["models"][model]["input_slice"]
-        audio = np.ascontiguousarray(full[start:stop].T, dtype=np.float32)  # [channels, samples]
+        audio = np.ascontiguousarray(full[start:stop].T, dtype=np.float32)
+        yield model, config, net, audio, {stem: np.load(folder / f"out_{stem}.npy").T for stem in config.stems}
+
+
+def spleeter_ref(args: argparse.Namespace, precisions: list[str]) -> None:
+    root = SHARED / "spleeter-ref"
+    if not (root / "manifest.json").is_file():
+        print(f"Spleeter fixtures not found at {root}: skipped")
+        return
+    print(f"\n../shared/data/spleeter-ref, Spleeter-exact mode, device {args.device}")
+    print(f"{'model':<10}{'stem':<14}{'SDR fp32':>10}"
+          + "".join(f"{'SDR ' + p:>10}{'SNR vs fp32':>13}" for p in precisions))
+    for model, config, net, audio, references in spleeter_fixtures():
         outputs = {}
         for precision in ["fp32"] + precisions:
             separator = Separator(net, config, device=args.device, segmentation="spleeter", mask_extension="zeros",
                                   precision=precision)
             outputs[precision] = separator.separate(audio, 44100)
         for stem in config.stems:
-            reference = np.load(folder / f"out_{stem}.npy").T
+            reference = references[stem]
             line = f"{model:<10}{stem:<14}{whole_sdr(reference, outputs['fp32'][stem]):>10.2f}"
             for precision in precisions:
                 line += f"{whole_sdr(reference, outputs[precision][stem]):>10.2f}"

@@ -53,7 +53,9 @@ def test_mask_extension_modes():
     zeros = extend_masks(masks, 20, "zeros")
     average = extend_masks(masks, 20, "average")
     last = extend_masks(masks, 20, "last")
-    for extended in (zeros, average, last):
+    spectrum = torch.randn(1, 2, 20, 5, dtype=torch.complex64)
+    joint = extend_masks(masks, 20, "capped_average", spectrum)
+    for extended in (zeros, average, last, joint):
         assert extended.shape == (2, 1, 2, 20, 5)
         assert torch.equal(extended[..., :8, :], masks)
     assert torch.all(zeros[..., 8:, :] == 0)
@@ -61,5 +63,9 @@ def test_mask_extension_modes():
     assert torch.equal(last[..., 19, :], masks[..., 7, :])
     assert torch.allclose(average.sum(0), torch.ones(1, 2, 20, 5), atol=1e-6)
     assert torch.allclose(last.sum(0), torch.ones(1, 2, 20, 5), atol=1e-6)
+    power = spectrum[..., 4:8, :].abs() ** 2  # the top octave of the 8 bins, weighted by the mixture's power
+    capped = torch.minimum(masks.mean(-2), (masks[..., 4:, :] * power).sum(-2) / power.sum(-2))
+    assert torch.allclose(joint[..., 15, :], capped / capped.sum(0), atol=1e-6)
+    assert torch.allclose(joint.sum(0), torch.ones(1, 2, 20, 5), atol=1e-6)
     with pytest.raises(ValueError):
         extend_masks(masks, 20, "mirror")

@@ -405,3 +405,6 @@ def test_the_card_states_provenance_and_its_data(tiny_model):
     assert "# tiny-random\n\nA tiny test model.\n" in card
     assert "## Training data\n\n- MIR-1K, singers split\n" in card
     assert "## Provenance\n\n- steps: 10\n" in card
+    assert "the ratio-masked mixture; `--wiener-iterations N` adds a multichannel Wiener filter." in card
+    config.wiener_iterations = 2
+    assert "a multichannel Wiener filter refines the masked stems (2 EM iterations;" in model_card(config, "org/tiny")

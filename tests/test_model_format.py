@@ -55,10 +55,11 @@ def _format_0_folder(folder: Path, net: StemsNet) -> Path:
     return folder
 
 
-def test_the_fixture_is_a_format_0_config_of_every_field():
+def test_the_fixture_is_a_format_0_config_of_every_field_of_its_day():
     written = json.loads(FORMAT_0_CONFIG.read_text(encoding="utf-8"))
-    assert FORMAT_KEY not in written
-    assert written == {key: value for key, value in FORMAT_0_MODEL.to_dict().items() if key != FORMAT_KEY}
+    assert FORMAT_KEY not in written and "wiener_iterations" not in written  # format 2 added it
+    today = {key: value for key, value in FORMAT_0_MODEL.to_dict().items() if key != FORMAT_KEY}
+    assert {**written, "wiener_iterations": 0} == today
 
 
 def test_a_folder_of_format_0_loads_migrated_and_separates_as_one_saved_today(tmp_path):
@@ -73,7 +74,8 @@ def test_a_folder_of_format_0_loads_migrated_and_separates_as_one_saved_today(tm
     new = save_model(tmp_path / "new", loaded, config)
     written = json.loads((new / CONFIG_FILE).read_text(encoding="utf-8"))
     assert list(written)[0] == FORMAT_KEY and written.pop(FORMAT_KEY) == FORMAT_VERSION
-    assert written == json.loads(FORMAT_0_CONFIG.read_text(encoding="utf-8"))  # the version is all that changed
+    # Besides the version, only the field format 2 added is new, with the value that means "as before".
+    assert written == {**json.loads(FORMAT_0_CONFIG.read_text(encoding="utf-8")), "wiener_iterations": 0}
 
     mixture = music_like(3.0, 22050, channels=1)
     stems_old = Separator.from_pretrained(old, device="cpu").separate(mixture, 22050)
@@ -85,7 +87,7 @@ def test_a_folder_of_format_0_loads_migrated_and_separates_as_one_saved_today(tm
 
 
 def test_saved_configs_carry_the_format_version_and_round_trip(tmp_path):
-    assert FORMAT_VERSION == 1 == len(config_module.MIGRATIONS)
+    assert FORMAT_VERSION == 2 == len(config_module.MIGRATIONS)
     path = tmp_path / CONFIG_FILE
     FORMAT_0_MODEL.save(path)
     assert json.loads(path.read_text(encoding="utf-8"))[FORMAT_KEY] == FORMAT_VERSION
@@ -166,6 +168,17 @@ def test_migrations_run_in_order_from_the_folder_s_version(monkeypatch):
         assert data == before
     with pytest.raises(ConfigError, match=r"^model format version 3 is newer .* \(format version 2\)"):
         migrate_config({FORMAT_KEY: 3})
+
+
+def test_format_1_keeps_its_mask_extension_and_gets_no_wiener_filter():
+    fields = {key: value for key, value in FORMAT_0_MODEL.to_dict().items() if key != FORMAT_KEY}
+    fields.pop("wiener_iterations")
+    fields.pop("mask_extension")  # format 1 left it to the default of the day, which was "last"
+    config = ModelConfig.from_dict({FORMAT_KEY: 1, **fields})
+    assert config.mask_extension == "last" and config.wiener_iterations == 0
+    assert ModelConfig.from_dict({FORMAT_KEY: 1, **fields, "mask_extension": "zeros"}).mask_extension == "zeros"
+    with pytest.raises(ConfigError, match=r"^wiener_iterations must be in 0\.\.10, got 11$"):
+        ModelConfig.from_dict({**FORMAT_0_MODEL.to_dict(), "wiener_iterations": 11})
 
 
 def test_remote_model_configs_are_migrated_and_refused_alike(tmp_path):

@@ -39,7 +39,8 @@ CASES = {
                       "error: --device: 'banana' is not a device; choose from auto, cpu, cuda, cuda:N or mps"),
     "device-meta": (["--device", "meta"], "error: --device: 'meta': unet-sep runs on auto, cpu, cuda, cuda:N or mps"),
     "mask-extension": (["--mask-extension", "foo"],
-                       "error: --mask-extension: 'foo' is not a mask extension; choose from zeros, average, last"),
+                       "error: --mask-extension: 'foo' is not a mask extension; choose from zeros, average, last, "
+                       "capped_average"),
     "segmentation": (["--segmentation", "chunks"],
                      "error: --segmentation: 'chunks' is not a segmentation; choose from overlap, spleeter"),
     "overlap": (["--overlap", "0.9"], "error: --overlap: must be a fraction of the segment from 0 to 0.75, got 0.9"),

@@ -101,7 +101,7 @@ def test_download_verify_convert_cache(ref: Path, tmp_path: Path, monkeypatch: p
     assert (cache / "downloads" / "2stems.tar.gz").is_file()
     config, net = load_model(folder)
     assert config.name == "spleeter:2stems" and config.stems == ["vocals", "accompaniment"]
-    assert config.unet.filters == [2, 4, 8, 16, 32, 64] and config.mask_extension == "last"
+    assert config.unet.filters == [2, 4, 8, 16, 32, 64] and config.mask_extension == "capped_average"
     _, direct = sp.load_spleeter(ref / "2stems", ref / "2stems" / "config.json")
     for name, tensor in direct.state_dict().items():
         assert torch.equal(net.state_dict()[name], tensor), name

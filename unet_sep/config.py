@@ -27,8 +27,11 @@ WEIGHTS_FILE = "model.safetensors"
 
 CONV_ACTIVATIONS = ("leaky_relu", "relu", "elu")
 MASK_ACTIVATIONS = ("sigmoid", "softmax")
-MASK_EXTENSIONS = ("zeros", "average", "last")
+# How masks are extended above the U-Nets' F bins (unet_sep.dsp.masks.extension_mask says what each does).
+MASK_EXTENSIONS = ("zeros", "average", "last", "capped_average")
 PRECISIONS = ("fp32", "bf16", "fp16")  # the network's arithmetic, in separation and in training
+# Most Wiener (EM) iterations a model or a separation asks for: each costs about as much as the first.
+MAX_WIENER_ITERATIONS = 10
 
 
 @dataclass
@@ -103,8 +106,14 @@ def _from_format_0(fields: dict[str, Any]) -> dict[str, Any]:
 
 # MIGRATIONS[v] turns the fields of a config.json of format version v into those of version v + 1: a function of
 # the JSON object without its version key, which returns a new object (or its argument, unchanged).
-MIGRATIONS: tuple[Callable[[dict[str, Any]], dict[str, Any]], ...] = (_from_format_0,)
-FORMAT_VERSION = len(MIGRATIONS)  # the format version of the config.json this code writes: 1
+def _from_format_1(fields: dict[str, Any]) -> dict[str, Any]:
+    """Format 2 adds ``wiener_iterations`` (absent: 0, the ratio masks alone, as before) and no longer leaves the
+    mask extension to the default of the day: a format-1 config without ``mask_extension`` meant "last"."""
+    return {"mask_extension": "last", **fields}
+
+
+MIGRATIONS: tuple[Callable[[dict[str, Any]], dict[str, Any]], ...] = (_from_format_0, _from_format_1)
+FORMAT_VERSION = len(MIGRATIONS)  # the format version of the config.json this code writes: 2
 FORMAT_KEY = "format_version"  # its key in config.json; absent from the files of format 0
 
 
@@ -139,7 +148,11 @@ class ModelConfig:
         mask_activation: "sigmoid" (one independent mask per stem) or "softmax" (across stems).
         separation_exponent: exponent p of the ratio masks ``o_i**p / sum_j o_j**p``.
         mask_extension: how masks are extended above F: "zeros" (Spleeter), "average" (mean over the F
-            bins), or "last" (the mask of bin F-1). Any but "zeros" keeps the stems summing to the mixture.
+            bins), "last" (the mask of bin F-1) or "capped_average" (the mean mask capped by the stem's share of
+            the energy of the band's top octave, renormalised: nothing above F for a stem either gives nothing).
+            Any but "zeros" keeps the stems summing to the mixture.
+        wiener_iterations: the model's default number of multichannel Wiener (EM) iterations after the masks
+            (0: the ratio masks alone); a separation can ask for another number.
         provenance: free-form facts about where the weights come from (data, commit, date, scores).
     """
 
@@ -150,7 +163,8 @@ class ModelConfig:
     segment_frames: int = 512
     mask_activation: str = "sigmoid"
     separation_exponent: float = 2.0
-    mask_extension: str = "last"
+    mask_extension: str = "capped_average"
+    wiener_iterations: int = 0
     stft: STFTConfig = field(default_factory=STFTConfig)
     unet: UNetConfig = field(default_factory=UNetConfig)
     name: str = ""
@@ -193,6 +207,8 @@ class ModelConfig:
             raise ConfigError("a softmax mask needs at least two stems")
         if self.mask_extension not in MASK_EXTENSIONS:
             raise ConfigError(f"mask_extension must be one of {MASK_EXTENSIONS}, got {self.mask_extension!r}")
+        if not 0 <= self.wiener_iterations <= MAX_WIENER_ITERATIONS:
+            raise ConfigError(f"wiener_iterations must be in 0..{MAX_WIENER_ITERATIONS}, got {self.wiener_iterations}")
         if self.separation_exponent <= 0:
             raise ConfigError(f"separation_exponent must be > 0, got {self.separation_exponent}")
 

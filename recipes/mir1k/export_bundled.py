@@ -13,7 +13,8 @@ For every exponent it separates the validation clips of the ``singers`` split, m
 do, and prints both stems' GNSDR (whole-clip BSSEval v4 through museval, aggregated by the evaluator's own
 ``global_scores``).
 The exponent with the best mean of the two is written into the exported config; so are ``mask_extension:
-average`` and the run's provenance merged with ``--provenance``. The model card (MODEL_CARD.md) in ``--dest``
+capped_average`` (benchmarks/mask_extension.py) and the run's provenance merged with ``--provenance``.
+The model card (MODEL_CARD.md) in ``--dest``
 is left alone: update it by hand with the test-singer figures of ``unet-sep evaluate``.
 """
 
@@ -108,7 +109,7 @@ def main() -> None:
     for exponent in exponents:
         trial = copy.deepcopy(config)
         trial.separation_exponent = exponent
-        trial.mask_extension = "average"
+        trial.mask_extension = "capped_average"
         scores = gnsdr(Separator(net, trial, device="cpu"), clips)
         results[exponent] = scores
         print(f"exponent {exponent:g}: GNSDR vocals {scores['vocals']:.3f} dB, "
@@ -116,7 +117,7 @@ def main() -> None:
     best = max(results, key=lambda e: sum(results[e].values()))
     print(f"chosen exponent: {best:g}")
 
-    config.mask_extension = "average"
+    config.mask_extension = "capped_average"
     config.separation_exponent = best
     previous = json.loads((args.dest / "config.json").read_text()) if (args.dest / "config.json").is_file() else {}
     if previous.get("name"):

@@ -30,6 +30,21 @@ def _spelled(choices: tuple[str, ...]) -> str:
     return f"{', '.join(choices[:-1])} or {choices[-1]}" if len(choices) > 1 else "".join(choices)
 
 
+_MASK_EXTENSION_HELP = (
+    f"Masks above the model's band: {_spelled(MASK_EXTENSIONS)} (zeros: nothing above the band, as Spleeter; "
+    "average: the band's mean mask; last: the mask of its top bin; capped_average: the mean mask, capped by each "
+    "stem's share of the energy of the band's top octave). Default: the model's own (capped_average for the bundled "
+    "and converted Spleeter models)."
+)
+
+
+_WIENER_HELP = ("Multichannel Wiener filter: N EM iterations after the masks, 0 to 10 (0: the ratio masks alone). "
+                "With --segmentation spleeter, 1 is Spleeter's --mwf. Default: the model's own (0 for the bundled "
+                "and Spleeter models).")
+_WINDOW_HELP = ("STFT frames the Wiener filter's statistics span (0: the whole track, memory grows with its "
+                "length). Default: the whole track with --segmentation spleeter, else 1024 frames.")
+
+
 def separate(
     inputs: List[str] = typer.Argument(..., metavar="INPUT", show_default=False,
                                        help="Audio files, folders (searched recursively) or glob patterns."),
@@ -64,10 +79,9 @@ def separate(
                                   "0 to 0.75 (cross-faded)."),
     segmentation: str = typer.Option("overlap", "--segmentation", help="overlap (default) or spleeter (back-to-back "
                                      "segments, Spleeter's exact output)."),
-    mask_extension: Optional[str] = typer.Option(None, "--mask-extension", help=f"Masks above the model's band: "
-                                                 f"{_spelled(MASK_EXTENSIONS)} (zeros: nothing above the band, as "
-                                                 "Spleeter). Default: the model's own (bundled model: average; "
-                                                 "Spleeter models: last)."),
+    mask_extension: Optional[str] = typer.Option(None, "--mask-extension", help=_MASK_EXTENSION_HELP),
+    wiener_iterations: Optional[int] = typer.Option(None, "--wiener-iterations", metavar="N", help=_WIENER_HELP),
+    wiener_window: Optional[int] = typer.Option(None, "--wiener-window", metavar="FRAMES", help=_WINDOW_HELP),
     sample_rate: Optional[int] = typer.Option(None, "--sample-rate", metavar="HZ", help="Write stems at this rate, "
                                               "8000 to 192000 Hz (default: each input's own rate)."),
     threads: Optional[int] = typer.Option(None, "--threads", min=1, help="CPU threads for torch (default: the cores "
@@ -98,7 +112,8 @@ def separate(
     options = _file_options(out, template, fmt, bit_depth, bitrate, stems, two_stems, offset, duration, overwrite,
                             sample_rate)
     model_options = dict(segmentation=segmentation, overlap=overlap, batch_size=batch_size,
-                         mask_extension=mask_extension, precision=precision, compile=compile_net, backend=backend)
+                         mask_extension=mask_extension, precision=precision, compile=compile_net, backend=backend,
+                         wiener_iterations=wiener_iterations, wiener_window=wiener_window)
     from unet_sep.separate.ranks import SeparationRanks
 
     ranks = SeparationRanks()

@@ -1,4 +1,10 @@
-"""Soft masks: ratio masks across stems (Spleeter's formula) and their extension above the model's F bins."""
+"""Soft masks: ratio masks across stems (Spleeter's formula) and their extension above the model's F bins.
+
+Every mode of extension gives all bins above F one mask per stem, frame and channel (:func:`extension_mask`).
+The same value serves twice: as the mask of the STFT bins above F (:func:`extend_masks`), and as the weight by
+which content above the model's own sample rate is shared out between the stems
+(:func:`~unet_sep.separate.stages.share_residual`), so both follow one definition.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +12,12 @@ import torch
 
 # Spleeter's EPSILON: keeps masks defined (and summing to one) where every stem is silent.
 RATIO_EPSILON = 1e-10
+# Added to the mixture's power in the top octave's weighting: where the top octave is silent the weighted mean
+# becomes the plain mean over the octave. Far below any audible bin's power (about 1e-6 at -120 dBFS).
+POWER_FLOOR = 1e-20
+# "capped_average": below this sum over stems of the capped masks, which ratio masks never reach but masks that are
+# zero for every stem can, the extension falls back to the mean mask instead of dividing 0 by 0.
+CAPPED_FLOOR = 1e-30
 
 
 def ratio_masks(estimates: torch.Tensor, exponent: float = 2.0, eps: float = RATIO_EPSILON) -> torch.Tensor:
@@ -20,13 +32,53 @@ def ratio_masks(estimates: torch.Tensor, exponent: float = 2.0, eps: float = RAT
     return (powered + eps / n_stems) / denominator
 
 
-def extend_masks(masks: torch.Tensor, n_bins: int, mode: str) -> torch.Tensor:
-    """Extend masks ``[..., F, frames]`` to ``[..., n_bins, frames]`` along the frequency axis.
+def extension_mask(masks: torch.Tensor, mode: str, spectrum: torch.Tensor | None = None) -> torch.Tensor:
+    """The mask every bin above F gets: masks ``[stems, ..., F, frames]`` -> ``[stems, ..., frames]``.
 
-    Modes: "zeros" (Spleeter: nothing above F survives), "average" (each new bin gets the mean mask over
-    the F bins, per frame and channel), "last" (each new bin repeats the mask of bin F-1). "average" and
-    "last" keep masks that sum to one across stems, so the stems still add up to the mixture.
+    Modes:
+        "zeros": 0 (Spleeter: nothing above F survives).
+        "average": the mean of the mask over the F bins.
+        "last": the mask of bin F-1.
+        "capped_average": the mean of the mask over the F bins, capped by the stem's share of the energy of the
+            band's top octave, bins F/2 to F-1 (:func:`top_octave_share`), and renormalised over stems. A stem
+            gets content above F only as far as both the whole band and the top of it give it to that stem: an
+            instrumental frame's vocals get nothing there, a sibilant that fills the top octave carries on above
+            it. Needs ``spectrum``: the mixture's STFT (complex or magnitude) ``[..., >= F, frames]``,
+            broadcastable against ``masks`` without the stem axis.
+
+    Every mode but "zeros" keeps masks that sum to one across stems wherever ``masks`` do, so the stems still
+    add up to the mixture.
     """
+    if mode == "zeros":
+        return masks.new_zeros(masks.shape[:-2] + masks.shape[-1:])
+    if mode == "average":
+        return masks.mean(dim=-2)
+    if mode == "last":
+        return masks[..., -1, :]
+    if mode == "capped_average":
+        if spectrum is None:
+            raise ValueError("the 'capped_average' mask extension needs the mixture's spectrum")
+        average = masks.mean(dim=-2)
+        capped = torch.minimum(average, top_octave_share(masks, spectrum))
+        total = capped.sum(dim=0, keepdim=True)
+        return torch.where(total > CAPPED_FLOOR, capped / total.clamp_min(CAPPED_FLOOR), average)
+    raise ValueError(f"unknown mask extension {mode!r}")
+
+
+def top_octave_share(masks: torch.Tensor, spectrum: torch.Tensor) -> torch.Tensor:
+    """Each stem's share of the energy of the band's top octave: masks ``[stems, ..., F, frames]`` averaged over
+    bins F/2 to F-1, each weighted by the power of the mixture's ``spectrum [..., >= F, frames]`` there.
+
+    Quiet bins, where ratio masks drift towards 1/stems, count for nothing; a silent octave gives the plain mean.
+    """
+    n_model_bins = masks.shape[-2]
+    low = n_model_bins // 2
+    power = spectrum[..., low:n_model_bins, :].abs().square().to(masks.dtype) + POWER_FLOOR
+    return (masks[..., low:, :] * power).sum(dim=-2) / power.sum(dim=-2)
+
+
+def append_extension(masks: torch.Tensor, extension: torch.Tensor, n_bins: int) -> torch.Tensor:
+    """Masks ``[..., F, frames]`` with ``extension [..., frames]`` repeated on bins F to ``n_bins`` - 1."""
     n_model_bins = masks.shape[-2]
     missing = n_bins - n_model_bins
     if missing < 0:
@@ -35,12 +87,16 @@ def extend_masks(masks: torch.Tensor, n_bins: int, mode: str) -> torch.Tensor:
         return masks
     shape = list(masks.shape)
     shape[-2] = missing
-    if mode == "zeros":
-        extension = masks.new_zeros(shape)
-    elif mode == "average":
-        extension = masks.mean(dim=-2, keepdim=True).expand(shape)
-    elif mode == "last":
-        extension = masks[..., -1:, :].expand(shape)
-    else:
-        raise ValueError(f"unknown mask extension {mode!r}")
-    return torch.cat([masks, extension], dim=-2)
+    return torch.cat([masks, extension.unsqueeze(-2).expand(shape)], dim=-2)
+
+
+def extend_masks(masks: torch.Tensor, n_bins: int, mode: str, spectrum: torch.Tensor | None = None) -> torch.Tensor:
+    """Extend masks ``[stems, ..., F, frames]`` to ``[stems, ..., n_bins, frames]`` along the frequency axis.
+
+    Each bin above F gets :func:`extension_mask` (``mode`` and ``spectrum`` as there).
+    """
+    if n_bins < masks.shape[-2]:
+        raise ValueError(f"masks have {masks.shape[-2]} bins, more than the STFT's {n_bins}")
+    if n_bins == masks.shape[-2]:
+        return masks
+    return append_extension(masks, extension_mask(masks, mode, spectrum), n_bins)

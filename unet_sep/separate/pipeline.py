@@ -213,7 +213,8 @@ class ModelStage:
     def _handle(self, message: tuple) -> None:
         kind, job = message[0], message[1]
         if kind == "start":
-            self.engines[job.index] = (job, self.runner.engine(message[2]))
+            # The segments are planned for the length the reader announced (an estimate for some formats; 0: unknown).
+            self.engines[job.index] = (job, self.runner.engine(message[2], job.total, message[3].sample_rate))
             self._send(("start", job, message[3]))
         elif kind == "block" and job.index in self.engines and not job.failed.is_set():
             _, engine = self.engines[job.index]

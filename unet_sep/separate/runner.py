@@ -17,12 +17,14 @@ import torch
 
 from unet_sep.config import MASK_EXTENSIONS, PRECISIONS, ModelConfig
 from unet_sep.device import separation_device
+from unet_sep.dsp.stft import num_frames
 from unet_sep.errors import SettingError
 from unet_sep.model.stems import StemsNet, freeze_for_inference
 from unet_sep.separate.onnx_network import OnnxNetwork, require_onnxruntime
 from unet_sep.separate.segments import SegmentPlan
 from unet_sep.separate.stages import InputStage, OutputStage
 from unet_sep.separate.stream import SeparationStream
+from unet_sep.separate.wiener_window import WienerSettings
 from unet_sep.weights.onnx_export import onnx_model_bytes
 
 _AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
@@ -56,7 +58,8 @@ class NetworkRunner:
 
     Raises :class:`~unet_sep.errors.SettingError` naming the first setting that cannot be used (``precision``,
     ``backend``, ``compile``, ``optimize``, ``onnx_path``, ``device``, ``segmentation``, ``overlap``,
-    ``batch_size``, ``mask_extension``) and :class:`~unet_sep.errors.ConfigError` for an invalid ``config``.
+    ``batch_size``, ``mask_extension``, ``wiener_iterations``, ``wiener_window``) and
+    :class:`~unet_sep.errors.ConfigError` for an invalid ``config``.
     With ``backend="onnxruntime"`` the U-Nets are those of the ONNX file ``onnx_path`` (then ``net`` may be None),
     or ``net`` exported in memory (:mod:`unet_sep.separate.onnx_network`); the session is made here, so a
     problem with the file shows before any input is read.
@@ -68,7 +71,7 @@ class NetworkRunner:
         config: ModelConfig,
         device: str | torch.device = "auto",
         segmentation: str = "overlap",
-        overlap: float = 0.25,
+        overlap: float | None = None,
         batch_size: int | None = None,
         mask_extension: str | None = None,
         channels_last: bool | None = None,
@@ -77,6 +80,8 @@ class NetworkRunner:
         compile: bool = False,
         backend: str = "torch",
         onnx_path: str | Path | None = None,
+        wiener_iterations: int | None = None,
+        wiener_window: int | None = None,
     ) -> None:
         config.validate()
         check_network_settings(precision, backend, compile, optimize)
@@ -105,6 +110,8 @@ class NetworkRunner:
             raise SettingError("batch_size", f"must be a positive number of segments, got {batch_size}")
         self.batch_size = batch_size or (2 if self.device.type == "cpu" else 8)
         self.mask_extension = mask_extension or config.mask_extension
+        iterations = config.wiener_iterations if wiener_iterations is None else wiener_iterations
+        self.wiener = WienerSettings.create(iterations, wiener_window, segmentation)
         if self.mask_extension not in MASK_EXTENSIONS:
             raise SettingError("mask_extension", f"{self.mask_extension!r} is not a mask extension; "
                                                  f"choose from {', '.join(MASK_EXTENSIONS)}")
@@ -139,10 +146,21 @@ class NetworkRunner:
         return OutputStage(batch, in_channels, in_rate, self.sample_rate, self.config.n_channels, len(self.stems),
                            share=self.mask_extension != "zeros")
 
-    def engine(self, groups: int) -> SeparationStream:
-        """A fresh engine for one signal of ``groups`` channel groups, run by these U-Nets."""
-        return SeparationStream(self.config, self.plan, groups, mask_extension=self.mask_extension, device=self.device,
-                                channels_last=self.channels_last)
+    def plan_for(self, length: int | None = None, sample_rate: int | None = None) -> SegmentPlan:
+        """The segment plan of a signal of ``length`` samples at ``sample_rate`` (default: the model's rate), made
+        for that length (:meth:`SegmentPlan.for_length`; an estimate is fine); :attr:`plan`, the plan of streams,
+        when the length is unknown (None or 0)."""
+        if not length:
+            return self.plan
+        samples = round(length * self.sample_rate / (sample_rate or self.sample_rate))
+        return self.plan.for_length(num_frames(samples, self.config.stft.n_fft, self.config.stft.hop_length))
+
+    def engine(self, groups: int, length: int | None = None, sample_rate: int | None = None) -> SeparationStream:
+        """A fresh engine for one signal of ``groups`` channel groups, run by these U-Nets; ``length`` (samples at
+        ``sample_rate``, when known or estimated) plans its segments (:meth:`plan_for`)."""
+        return SeparationStream(self.config, self.plan_for(length, sample_rate), groups,
+                                mask_extension=self.mask_extension, device=self.device,
+                                channels_last=self.channels_last, wiener=self.wiener)
 
     # ---- running segments ---------------------------------------------------------------------------
     def run_ready(self, engines: Callable[[], Sequence[SeparationStream]], final: bool = False) -> Iterator[int]:

@@ -1,16 +1,27 @@
 """Segmenting a spectrogram stream for the U-Nets: windows, overlap and cross-fade.
 
-The U-Nets see ``T`` STFT frames at a time. In the default *overlapped* mode, segments start every
-``hop`` frames (a multiple of ``2 ** depth``, so every segment sees the same stride grid) and their ratio
-masks are cross-faded with trapezoid weights, which removes the seams a hard cut leaves. The last segment
-is moved back so that it ends at most ``2 ** depth - 1`` frames after the song (still on the stride grid),
-instead of running a mostly padded segment: the U-Nets compute almost no frames that are thrown away. In the
-*Spleeter-exact* mode segments are back to back (``hop = T``), with weight one, and the last one is
+The U-Nets see ``T`` STFT frames at a time. In the default *overlapped* mode, segment starts stay on the U-Net's
+stride grid (multiples of ``2 ** depth``, so every segment sees the same grid) and the segments' ratio masks are
+cross-faded with trapezoid weights, which removes the seams a hard cut leaves. The last segment is moved back so
+that it ends at most ``2 ** depth - 1`` frames after the song (still on the stride grid), instead of running a
+mostly padded segment: the U-Nets compute almost no frames that are thrown away.
+
+How far apart the starts are (``hop``) depends on what is known of the signal's length:
+
+- unknown (a stream): every ``hop`` frames, from the ``overlap`` fraction (:data:`STREAM_OVERLAP` by default);
+- known, or estimated (files, arrays): :meth:`SegmentPlan.for_length` picks, per song, the fewest segments whose
+  overlaps are all at least ``min_overlap`` frames (one stride step by default), with the hop spread evenly, and
+  squares the cross-fade's ramps (``fade_power``): a segment's masks differ from a whole-song pass most at its
+  edges (the U-Nets' zero padding), so the segment whose middle is nearer gets the larger say. The real length
+  still decides the fitted last segment, so a wrong estimate costs at most segments, never output.
+
+In the *Spleeter-exact* mode segments are back to back (``hop = T``), with weight one, and the last one is
 zero-padded, exactly as Spleeter's ``pad_and_partition``.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import torch
@@ -18,6 +29,8 @@ import torch
 from unet_sep.errors import SettingError
 
 SEGMENTATIONS = ("overlap", "spleeter")
+# The overlap of streams of unknown length when none is given, as a fraction of a segment.
+STREAM_OVERLAP = 0.25
 
 
 @dataclass(frozen=True)
@@ -25,38 +38,72 @@ class SegmentPlan:
     """Segment length ``frames`` (T) and the distance ``hop`` between segment starts, both in STFT frames.
 
     ``multiple`` is the U-Net's stride grid (segment starts stay on it); ``fit_end`` moves the last segment
-    back to the end of the signal instead of padding it (the overlapped mode; Spleeter pads).
+    back to the end of the signal instead of padding it (the overlapped mode; Spleeter pads); ``min_overlap`` is
+    the least overlap (frames) a plan made for a known length (:meth:`for_length`) keeps between segments;
+    ``fade_power`` is the power of the cross-fade's ramps (1: linear, as streams have; 2 for songs' plans).
     """
 
     frames: int
     hop: int
     multiple: int = 1
     fit_end: bool = False
+    min_overlap: int = 0
+    fade_power: int = 1
 
     @property
     def overlap(self) -> int:
         return self.frames - self.hop
 
     @classmethod
-    def create(cls, frames: int, overlap: float, multiple: int, segmentation: str = "overlap") -> "SegmentPlan":
-        """Plan for ``segmentation`` ("overlap" or "spleeter"); ``overlap`` is a fraction of T in [0, 0.75]."""
+    def create(cls, frames: int, overlap: float | None, multiple: int, segmentation: str = "overlap") -> "SegmentPlan":
+        """Plan for ``segmentation`` ("overlap" or "spleeter") of a signal of unknown length.
+
+        ``overlap`` is a fraction of T in [0, 0.75], rounded to the stride grid; it gives the hop of streams and
+        the least overlap of plans made for a known length. ``None`` (the default of the separators): streams
+        overlap by :data:`STREAM_OVERLAP`, and plans for a known length by one stride step (``multiple`` frames,
+        the least overlap the grid allows; no overlap when T is a single step).
+        """
         if segmentation == "spleeter":
             return cls(frames, frames, multiple, fit_end=False)
         if segmentation != "overlap":
             raise SettingError("segmentation",
                                f"{segmentation!r} is not a segmentation; choose from {', '.join(SEGMENTATIONS)}")
-        if not 0.0 <= overlap <= 0.75:
+        fraction = STREAM_OVERLAP if overlap is None else overlap
+        if not 0.0 <= fraction <= 0.75:
             raise SettingError("overlap", f"must be a fraction of the segment from 0 to 0.75, got {overlap}")
-        hop = int(round(frames * (1.0 - overlap) / multiple)) * multiple
-        return cls(frames, max(multiple, min(frames, hop)), multiple, fit_end=True)
+        hop = max(multiple, min(frames, int(round(frames * (1.0 - fraction) / multiple)) * multiple))
+        least = min(multiple, frames - multiple) if overlap is None else frames - hop
+        return cls(frames, hop, multiple, fit_end=True, min_overlap=least)
+
+    def for_length(self, total_frames: int) -> "SegmentPlan":
+        """This plan made for a signal expected to have ``total_frames`` frames: the fewest segments on the stride
+        grid whose overlaps are all at least :attr:`min_overlap`, their starts spread evenly (the smallest hop
+        that still gives that count, so the spare overlap goes to every cross-fade), cross-faded with squared ramps.
+
+        The expectation may be wrong (a decoder's estimate, resampling): the segments still start every
+        ``hop`` frames and the real length decides the fitted last one, so every overlap stays at least
+        ``T - hop >= min_overlap`` whatever the real length; only the count can differ. The Spleeter-exact plan
+        is returned as it is.
+        """
+        if not self.fit_end:
+            return self
+        longest = max(self.multiple, (self.frames - self.min_overlap) // self.multiple * self.multiple)
+        span = total_frames - self.frames  # how far the last start is from the first
+        if span <= 0:  # one segment, if the expectation is right
+            return dataclasses.replace(self, hop=longest, fade_power=2)
+        steps = -(-span // longest)  # segments after the first
+        hop = -(-span // (steps * self.multiple)) * self.multiple
+        return dataclasses.replace(self, hop=hop, fade_power=2)
 
     def weights(self, device: torch.device | str | None = None) -> torch.Tensor:
-        """Cross-fade weights ``[T]``: ramps over the overlap at both ends, never zero; all ones without overlap."""
+        """Cross-fade weights ``[T]``: ramps over the overlap at both ends (to the power :attr:`fade_power`), never
+        zero; all ones without overlap."""
         if self.overlap == 0:
             return torch.ones(self.frames, device=device)
         t = torch.arange(self.frames, dtype=torch.float32, device=device)
         ramp = float(self.overlap + 1)
-        return torch.minimum(torch.minimum((t + 1) / ramp, (self.frames - t) / ramp), torch.ones_like(t))
+        trapezoid = torch.minimum(torch.minimum((t + 1) / ramp, (self.frames - t) / ramp), torch.ones_like(t))
+        return trapezoid if self.fade_power == 1 else trapezoid**self.fade_power
 
     def remaining_starts(self, next_start: int, total_frames: int) -> list[int]:
         """Start frames of the segments still to run once the signal is known to have ``total_frames`` frames,

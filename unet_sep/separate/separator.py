@@ -49,9 +49,19 @@ class Separator:
             MPS where this PyTorch build cannot run the STFT and U-Nets on it: the CPU, with a warning).
         segmentation: "overlap" (default: overlapping segments, cross-faded masks) or "spleeter" (back-to-back
             segments, exactly as Spleeter).
-        overlap: overlap between segments as a fraction of the segment length, 0 to 0.75 (overlap mode only).
+        overlap: overlap between segments as a fraction of the segment length, 0 to 0.75 (overlap mode only): the
+            overlap of streams of unknown length, and the least overlap of songs of known length, which get the
+            fewest segments that keep it. Default (None): 0.25 for streams; songs of known length (arrays, files)
+            the fewest segments overlapping by at least one stride step (``2 ** depth`` frames), spread evenly
+            (:meth:`SegmentPlan.for_length <unet_sep.separate.segments.SegmentPlan.for_length>`).
         batch_size: segments per U-Net batch (default 2 on the CPU, 8 elsewhere).
-        mask_extension: override the config's extension of masks above F ("zeros", "average", "last").
+        mask_extension: override the config's extension of masks above F (see ``MASK_EXTENSIONS``).
+        wiener_iterations: multichannel Wiener (EM) iterations after the masks (default: the model config's, 0 for
+            most: the ratio masks alone). With ``segmentation="spleeter"`` this is Spleeter's ``MWF=True`` (1
+            iteration from softmask estimates, statistics over the whole track).
+        wiener_window: frames the filter's statistics are taken over (default: the whole track in Spleeter-exact
+            mode, else :data:`~unet_sep.separate.wiener_window.DEFAULT_WIENER_WINDOW`, so memory stays bounded;
+            0: the whole track).
         channels_last: run the U-Nets in channels-last memory layout (default: on the CPU and CUDA; the numbers
             are the same to float precision).
         optimize: trace and freeze the U-Nets with TorchScript on first use (default: off; the README's speed
@@ -78,7 +88,7 @@ class Separator:
         config: ModelConfig,
         device: str | torch.device = "auto",
         segmentation: str = "overlap",
-        overlap: float = 0.25,
+        overlap: float | None = None,
         batch_size: int | None = None,
         mask_extension: str | None = None,
         channels_last: bool | None = None,
@@ -87,11 +97,14 @@ class Separator:
         compile: bool = False,
         backend: str = "torch",
         onnx_path: str | Path | None = None,
+        wiener_iterations: int | None = None,
+        wiener_window: int | None = None,
     ) -> None:
         self.runner = NetworkRunner(net, config, device=device, segmentation=segmentation, overlap=overlap,
                                     batch_size=batch_size, mask_extension=mask_extension, channels_last=channels_last,
                                     optimize=optimize, precision=precision, compile=compile, backend=backend,
-                                    onnx_path=onnx_path)
+                                    onnx_path=onnx_path, wiener_iterations=wiener_iterations,
+                                    wiener_window=wiener_window)
 
     @classmethod
     def from_pretrained(cls, name_or_path: str | Path, device: str | torch.device = "auto", backend: str | None = None,
@@ -169,7 +182,7 @@ class Separator:
         if audio.shape[-1] == 0:
             stems = np.zeros((len(self.stems),) + audio.shape, dtype=np.float32)
         else:
-            stems = np.concatenate(list(self.stream([audio], int(sample_rate))), axis=-1)
+            stems = np.concatenate(list(self.stream([audio], int(sample_rate), length=audio.shape[-1])), axis=-1)
         result: dict[str, np.ndarray | torch.Tensor] = {}
         for i, stem in enumerate(self.stems):
             out, clipped = from_float32(stems[i].reshape(array.shape), array.dtype)
@@ -185,11 +198,15 @@ class Separator:
         blocks: Iterable[np.ndarray],
         sample_rate: int,
         progress: Callable[[int], None] | None = None,
+        length: int | None = None,
     ) -> Iterator[np.ndarray]:
         """Separate a stream of ``[batch, channels, n]`` float32 blocks at ``sample_rate``.
 
         Yields ``[stems, batch, channels, m]`` blocks at the same rate; all together exactly as many samples
-        as came in. ``progress(n)`` is called with the input samples consumed after each block.
+        as came in. ``progress(n)`` is called with the input samples consumed after each block. ``length``, the
+        samples the stream will bring when known in advance (an estimate is fine: the output is right for any
+        real length), plans the segments for it (fewer segments, see ``overlap``); without it the stream gets
+        the overlap of streams.
         Raises :class:`InvalidAudioError` on NaN or infinite samples, and before any work on blocks whose layout
         is not ``[batch, channels, n]`` (e.g. more channels than real audio has: see :func:`check_layout`).
         """
@@ -204,7 +221,7 @@ class Separator:
         runner = self.runner
         front = runner.input_stage(batch, in_channels, sample_rate)
         back = runner.output_stage(batch, in_channels, sample_rate)
-        engine = runner.engine(front.groups)
+        engine = runner.engine(front.groups, length, sample_rate)
         for block in itertools.chain([first], iterator):
             block = front.check(block)
             back.add_input(block)

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from unet_sep.config import ModelConfig
-from unet_sep.dsp.masks import extend_masks, ratio_masks
+from unet_sep.dsp.masks import append_extension, extension_mask, ratio_masks
 from unet_sep.dsp.stft import (
     analyze_frames,
     hann_window,
@@ -34,7 +34,9 @@ from unet_sep.dsp.stft import (
     synthesize_frames,
     window_envelope,
 )
+from unet_sep.dsp.wiener import softmask
 from unet_sep.separate.segments import SegmentPlan
+from unet_sep.separate.wiener_window import WienerSettings, WienerWindow
 
 # Frames synthesised per step of _advance.
 _SYNTH_FRAMES = 256
@@ -104,6 +106,7 @@ class SeparationStream:
         mask_extension: how masks are extended above F (defaults to the config's).
         device: where the STFT, U-Nets and masks run.
         channels_last: feed the U-Nets channels-last tensors (the net must be in that layout too).
+        wiener: Wiener filtering of the masked stems (:mod:`unet_sep.separate.wiener_window`); none by default.
     """
 
     def __init__(
@@ -114,6 +117,7 @@ class SeparationStream:
         mask_extension: str | None = None,
         device: torch.device | str = "cpu",
         channels_last: bool = False,
+        wiener: WienerSettings | None = None,
     ) -> None:
         self.config = config
         self.plan = plan
@@ -151,6 +155,8 @@ class SeparationStream:
         self.window_squared = self.window**2
         # With zeros above F there is nothing to share out, so no extension weights are computed.
         self.has_weights = self.mask_extension != "zeros"
+        self.wiener = WienerWindow(wiener) if wiener is not None and wiener.active else None
+        self._softmask = self.wiener is not None and self.wiener.settings.softmask
         self.out_start = 0
         self.emitted = 0
         self.finished = False
@@ -212,7 +218,8 @@ class SeparationStream:
     @torch.inference_mode()
     def give(self, estimates: torch.Tensor, starts: list[int]) -> None:
         """Add the U-Nets' estimates ``[S, N * G, C, T, F]`` for the segments at ``starts`` to the cross-fade."""
-        masks = ratio_masks(estimates.float(), self.config.separation_exponent)
+        estimates = estimates.float()
+        masks = softmask(estimates) if self._softmask else ratio_masks(estimates, self.config.separation_exponent)
         g, c = self.shape
         n, t, f = len(starts), masks.shape[-2], masks.shape[-1]
         masks = masks.reshape(self.n_stems, n, g, c, t, f).transpose(-1, -2)  # [S, N, G, C, F, T]
@@ -285,8 +292,10 @@ class SeparationStream:
         if final_upto > self.final_frames:
             # A few hundred frames at a time, so the temporaries (extended masks, masked spectra, inverse
             # FFT frames) stay small whatever the batch size.
-            while self.final_frames < final_upto:
-                self._synthesize(min(final_upto - self.final_frames, _SYNTH_FRAMES))
+            ready_upto, block = self._synthesis_span(final_upto)
+            while self.final_frames < ready_upto:
+                n = min(ready_upto - self.final_frames, block)
+                self._synthesize(n, final_upto - self.final_frames - n)
             # Frames before final_frames (never past the next segment's start) are no longer needed.
             drop = self.final_frames - self.spec_start
             if drop > 0:
@@ -310,14 +319,35 @@ class SeparationStream:
         self.emitted = complete
         return samples.cpu().numpy(), None if weights is None else weights.cpu().numpy()
 
-    def _synthesize(self, n: int) -> None:
-        """Apply the finished masks of the next ``n`` frames and overlap-add the stems into ``out``."""
-        masks = self.mask_sum.data[..., :n] / self.weight_sum.data[:n]
-        weights = self._extension_weights(masks) if self.has_weights else None
-        masks = extend_masks(masks, self.n_bins, self.mask_extension)
+    def _synthesis_span(self, final_upto: int) -> tuple[int, int]:
+        """With masks final up to ``final_upto``: up to which frame stems can be synthesised now, and how many frames
+        at a time. The Wiener filter waits for its look-ahead context, or with whole-track statistics for the end."""
+        if self.wiener is None:
+            return final_upto, _SYNTH_FRAMES
+        at_end = self.finished and final_upto >= (self.total_frames or 0)
+        block = self.wiener.settings.block
+        if block is None:
+            return (final_upto if at_end else self.final_frames), max(1, final_upto - self.final_frames)
+        if at_end:
+            return final_upto, block
+        # Whole blocks only, on a fixed grid: the statistics windows must not depend on how the input came in.
+        whole = max(0, final_upto - self.wiener.lookahead - self.final_frames) // block
+        return self.final_frames + whole * block, block
+
+    def _synthesize(self, n: int, final_after: int = 0) -> None:
+        """Apply the finished masks of the next ``n`` frames and overlap-add the stems into ``out``; the Wiener
+        filter also sees up to its look-ahead of the ``final_after`` frames after them whose masks are final."""
+        ahead = min(final_after, self.wiener.lookahead) if self.wiener is not None else 0
+        masks = self.mask_sum.data[..., : n + ahead] / self.weight_sum.data[: n + ahead]
         lo = self.final_frames - self.spec_start
-        spec = self.spec.data[..., lo : lo + n]
-        stems = synthesize_frames(masks * spec.unsqueeze(0), self.n_fft, self.hop, self.window)
+        spec = self.spec.data[..., lo : lo + n + ahead]
+        # One mask per frame above F (dsp.masks): it masks the bins above F and weighs the share-out above the rate.
+        extension = extension_mask(masks, self.mask_extension, spec)
+        weights = self._extension_weights(extension[..., :n]) if self.has_weights else None
+        spectra = append_extension(masks, extension, self.n_bins) * spec.unsqueeze(0)
+        if self.wiener is not None:
+            spectra = self.wiener.filter(spectra, spec, n)
+        stems = synthesize_frames(spectra, self.n_fft, self.hop, self.window)
         offset = self.final_frames * self.hop - self.out_start
         grow = offset + stems.shape[-1] - self.out.length
         self.out.extend_zeros(grow)
@@ -329,14 +359,8 @@ class SeparationStream:
         self.weight_sum.drop(n)
         self.final_frames += n
 
-    def _extension_weights(self, masks: torch.Tensor) -> torch.Tensor:
-        """Per-frame extension masks ``[S, G, C, F, n]`` -> overlap-added weights ``[S, G, C, samples]``."""
-        if self.mask_extension == "zeros":
-            per_frame = masks.new_zeros(masks.shape[:-2] + masks.shape[-1:])
-        elif self.mask_extension == "average":
-            per_frame = masks.mean(dim=-2)
-        else:
-            per_frame = masks[..., -1, :]
+    def _extension_weights(self, per_frame: torch.Tensor) -> torch.Tensor:
+        """Per-frame extension masks ``[S, G, C, n]`` -> overlap-added weights ``[S, G, C, samples]``."""
         lead = per_frame.shape[:-1]
         frames = per_frame.reshape(-1, 1, per_frame.shape[-1]) * self.window_squared[None, :, None]
         return overlap_add(frames, self.hop).reshape(*lead, -1)

@@ -269,7 +269,7 @@ def model_card(config: ModelConfig, repo_id: str, training_data: Sequence[str] =
         "channel counts are converted on the way in and back on the way out). Its U-Nets see "
         f"0-{config.band_hz / 1000:.1f} kHz (STFT {config.stft.n_fft} / hop {config.stft.hop_length}, "
         f"{config.frequency_bins} bins, {config.mask_activation} masks); above that the masks are extended "
-        f"({config.mask_extension}).", "",
+        f"({config.mask_extension}). {_wiener_sentence(config.wiener_iterations)}", "",
         "## Use", "", "```bash", "pip install 'unet-sep[hub]'",
         f"unet-sep separate song.mp3 --model hf://{repo_id} --out stems/", "```", "",
         "```python", "from unet_sep import Separator", "",
@@ -292,6 +292,15 @@ def model_card(config: ModelConfig, repo_id: str, training_data: Sequence[str] =
     if notes.strip():
         lines += ["", "---", "", notes.strip()]
     return "\n".join(lines) + "\n"
+
+
+def _wiener_sentence(iterations: int) -> str:
+    """What the card says of the model's default multichannel Wiener filter (``--wiener-iterations``)."""
+    if iterations == 0:
+        return ("By default the stems are the ratio-masked mixture; `--wiener-iterations N` adds a multichannel "
+                "Wiener filter.")
+    return (f"By default a multichannel Wiener filter refines the masked stems ({iterations} EM iteration"
+            f"{'s' if iterations > 1 else ''}; `--wiener-iterations 0` turns it off).")
 
 
 def _one_line(text: str) -> str:

@@ -186,9 +186,11 @@ def spleeter_model_config(
             segment_frames=int(spleeter["T"]),
             mask_activation=_MODEL_TYPES[short_type],
             separation_exponent=float(spleeter.get("separation_exponent", 2)),
-            # unet-sep's full-band default; Spleeter's own setting (zeros above F) is kept in the provenance
-            # and selected at run time for Spleeter-exact output (--mask-extension zeros).
-            mask_extension="last",
+            # unet-sep's full-band default (benchmarks/mask_extension.py): above F a stem gets no more than both
+            # the whole band and its top octave give it, so an instrumental passage's vocals stay silent there
+            # ("last" copied the raised vocals mask of bin F-1 across 11-22 kHz). Spleeter's own setting (zeros
+            # above F) is kept in the provenance and selected at run time for Spleeter-exact output.
+            mask_extension="capped_average",
             stft=STFTConfig(n_fft=int(spleeter["frame_length"]), hop_length=int(spleeter["frame_step"])),
             unet=UNetConfig(
                 filters=filters,
@@ -410,7 +412,7 @@ def convert_spleeter(
     """Convert a Spleeter checkpoint into a unet-sep model folder (``config.json`` + ``model.safetensors``).
 
     The converted config keeps Spleeter's settings except the mask extension above F, which is unet-sep's
-    full-band default ("last"; Spleeter's own "zeros" is recorded in the provenance). For Spleeter's exact
+    full-band default ("capped_average"; Spleeter's own "zeros" is recorded in the provenance). For Spleeter's exact
     output use ``Separator(..., segmentation="spleeter", mask_extension="zeros")``.
     """
     config, net = load_spleeter(path, spleeter_config, name=name, verify=verify, infer_filters=infer_filters)
