@@ -36,12 +36,49 @@ true stems) and the Spleeter fixtures (SDR against Spleeter's output, SNR agains
 benchmarks/precision.py; (4) with ``--spleeter-python``, Spleeter's warm graph (bench.py's ``b2`` row) timed in
 the same run, and the ratio of every variant's model path to it (the issue's target: 2stems >= 3x).
 
-Measured (AMD EPYC Zen 4, 2 cores, avx512_vnni and avx512_bf16, no AMX; torch 2.13 CPU, onnxruntime 1.32,
-torchao 0.18; 2 threads, machine shared with other jobs, best of 3 interleaved):
+``fN``: the outer N levels of every U-Net stay float (f1: the first and last convolutions, 4 % of the
+multiply-adds; f2: also the next encoder and decoder blocks, 24 %). ``--float-levels 0`` quantizes everything.
 
-    RESULTS
+Measured on AMD EPYC (Zen 4), 2 cores, avx512_vnni and avx512_bf16 (no AMX); torch 2.13 CPU, onnxruntime 1.32,
+torchao 0.18; 2 threads. The machine was shared with 2-3 other jobs (load 4-7 on 2 cores): every time is several
+times what an idle machine gives (bf16 path 2.67 s here, 0.25 s idle in the README), so the ratios, from
+interleaved runs, best of 3, matter, and the process CPU time (all threads) is the steadier of them. Speed:
+``PYTHONPATH=<torchao> python benchmarks/int8_speed.py --models 2stems --spleeter-python
+/work/spleeter-venv/bin/python --clips 0 --no-fixtures --variants fp32,bf16,int8-eager-subpixel,int8-pt2e,int8-ort``
+(Spleeter's bench checkpoint, U-Nets on [2, 2, 512, 1024], model path on 30 s):
 
-Decision: DECISION
+    variant                 U-Nets s  vs bf16  path s  vs bf16  vs Spleeter warm  path CPU s  vs bf16
+    fp32                       2.282    0.46x   4.792    0.56x        0.69x          3.166    0.76x
+    bf16                       1.055    1.00x   2.674    1.00x        1.24x          2.411    1.00x
+    int8-eager-subpixel f1     1.523    0.69x   4.030    0.66x        0.82x          2.651    0.91x
+    int8-eager-subpixel f2     1.740    0.61x   3.213    0.83x        1.03x          2.620    0.92x
+    int8-pt2e f1               0.890    1.19x   2.615    1.02x        1.27x          1.727    1.40x
+    int8-pt2e f2               1.008    1.05x   2.958    0.90x        1.12x          1.937    1.24x
+    int8-ort f1                1.193    0.88x   3.476    0.77x        0.95x          2.210    1.09x
+    int8-ort f2                1.183    0.89x   3.621    0.74x        0.91x          2.303    1.05x
+    Spleeter warm graph (b2)                    3.312
+
+SDR: ``python benchmarks/int8_speed.py --models '' --clips 10 --calibration-clips 8 --variants
+fp32,bf16,int8-eager-deconv,int8-eager-subpixel,int8-ort`` (and ``--no-fixtures --variants fp32,int8-pt2e`` with
+torchao); bundled model, 10 MIR-1K test clips, mean whole-clip SDR loss against fp32 (8.833 dB), both stems:
+
+    bf16 0.004 | eager-subpixel f1 0.235, f2 0.034 | pt2e f1 PT2E_F1, f2 PT2E_F2 | ort f1 0.461, f2 0.402 |
+    eager-deconv f1 8.191, f2 7.933 (the x86 quantized ConvTranspose2d, per-tensor weights, is not usable)
+
+Spleeter fixtures (SDR against Spleeter's output; fp32 99-103 dB, bf16 34-48 dB): FIXTURES
+
+Decision: int8 is not kept (``--precision`` stays fp32/bf16/fp16). The bar was >= 1.3x bf16's model path at
+<= 0.05 dB SDR loss. Only keeping the two outer levels float holds the SDR (f2, 0.03 dB on MIR-1K), and then a
+quarter of the arithmetic runs in fp32 while the int8 part saves little over bf16: the best f2 (PT2E) is 0.90x
+bf16 in wall time and 1.24x in CPU time. The faster f1 (PT2E 1.02x / 1.40x) loses 0.2-0.5 dB: int8 activations
+on linear magnitudes lose the quiet bins. Eager torch.ao pays for quantize/dequantize, BatchNorm, padding and
+concatenation as separate passes (slower than bf16), ONNX Runtime's QLinearConv is no faster than bf16 here. The
+2stems target (>= 3x Spleeter's warm graph) is not reached by any variant in this loaded run (bf16 1.24x here,
+2.4x on the idle machine in the README).
+
+Found on the way: torchao's ``prepare_pt2e`` folds a BatchNorm into the convolution before it even when that
+convolution's raw output has other users (Spleeter's skips), giving wrong outputs (:class:`Copy`); Inductor's
+frozen graph asserts wrong strides on a float mkldnn convolution (layout optimisation; one-channel inputs).
 """
 
 from __future__ import annotations
@@ -262,6 +299,9 @@ def pt2e_int8(logits: FixedLogits, calibration: list[torch.Tensor]) -> Callable[
     # With its layout optimisation, Inductor's frozen graph asserts contiguous strides on the output of a float
     # (mkldnn) convolution that comes out channels-last (an AssertionError in assert_size_stride at run time).
     inductor_config.layout_optimization = False
+    # With one audio channel every [N, 1, T, F] input is also channels-last, the packed float convolution's output
+    # comes out channels-last all the same and the same assertion fails: leave float weights unpacked there.
+    inductor_config.cpp.weight_prepack = calibration[0].shape[1] > 1
     calibration = [batch.contiguous() for batch in calibration]  # one layout: Inductor's frozen graph fixes it
     example = torch.cat([calibration[0]] * 2)  # a batch of 1 would make export fix the batch size at 1
     with torch.no_grad():
