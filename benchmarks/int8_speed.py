@@ -62,17 +62,21 @@ SDR: ``python benchmarks/int8_speed.py --models '' --clips 10 --calibration-clip
 fp32,bf16,int8-eager-deconv,int8-eager-subpixel,int8-ort`` (and ``--no-fixtures --variants fp32,int8-pt2e`` with
 torchao); bundled model, 10 MIR-1K test clips, mean whole-clip SDR loss against fp32 (8.833 dB), both stems:
 
-    bf16 0.004 | eager-subpixel f1 0.235, f2 0.034 | pt2e f1 PT2E_F1, f2 PT2E_F2 | ort f1 0.461, f2 0.402 |
+    bf16 0.004 | eager-subpixel f1 0.235, f2 0.034 | pt2e f1 0.131, f2 0.017 | ort f1 0.461, f2 0.402 |
     eager-deconv f1 8.191, f2 7.933 (the x86 quantized ConvTranspose2d, per-tensor weights, is not usable)
 
-Spleeter fixtures (SDR against Spleeter's output; fp32 99-103 dB, bf16 34-48 dB): FIXTURES
+Spleeter fixtures, 2stems/4stems/5stems, 11 stems (SDR against Spleeter's output, range over the stems; from
+``--models '' --clips 2 --calibration-clips 2 --float-levels 0,1,2 --variants
+fp32,bf16,int8-eager-deconv,int8-eager-subpixel,int8-ort``, the longer run above was stopped before this table):
+fp32 99.1-103.4, bf16 34.1-48.1, eager-subpixel f1 29.7-41.2 and f2 29.8-47.3, ORT f1/f2 15.7-29.7,
+eager-deconv f1/f2 12.1-27.4, every variant at f0 (all int8) 9.5-26.1 dB.
 
 Decision: int8 is not kept (``--precision`` stays fp32/bf16/fp16). The bar was >= 1.3x bf16's model path at
-<= 0.05 dB SDR loss. Only keeping the two outer levels float holds the SDR (f2, 0.03 dB on MIR-1K), and then a
-quarter of the arithmetic runs in fp32 while the int8 part saves little over bf16: the best f2 (PT2E) is 0.90x
-bf16 in wall time and 1.24x in CPU time. The faster f1 (PT2E 1.02x / 1.40x) loses 0.2-0.5 dB: int8 activations
-on linear magnitudes lose the quiet bins. Eager torch.ao pays for quantize/dequantize, BatchNorm, padding and
-concatenation as separate passes (slower than bf16), ONNX Runtime's QLinearConv is no faster than bf16 here. The
+<= 0.05 dB SDR loss. Only keeping the two outer levels float holds the SDR (f2, 0.02-0.03 dB), and then a
+quarter of the arithmetic runs in fp32 while the int8 part saves little over bf16: the best f2 (PT2E, 0.017 dB)
+is 0.90x bf16 in wall time and 1.24x in CPU time. The faster f1 (PT2E 1.02x / 1.40x) loses 0.13-0.46 dB: int8
+activations on linear magnitudes lose the quiet bins. Eager torch.ao pays for quantize/dequantize, BatchNorm,
+padding and concatenation as separate passes (slower than bf16), ONNX Runtime's QLinearConv is no faster. The
 2stems target (>= 3x Spleeter's warm graph) is not reached by any variant in this loaded run (bf16 1.24x here,
 2.4x on the idle machine in the README).
 
