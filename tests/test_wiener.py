@@ -67,6 +67,21 @@ def test_the_torch_filter_matches_norbert(channels, iterations):
         assert _complex_snr(expected, norbert.wiener(v.copy(), x.copy(), iterations=0)) < 40.0
 
 
+@pytest.mark.parametrize("channels", [2, 1, 3])
+@pytest.mark.parametrize("iterations", [1, 2])
+def test_kept_frames_are_those_of_the_whole_result(channels, iterations):
+    """``keep``: the statistics still span every frame, only the last iteration's filtering is cut to the kept
+    frames (several of the filter's chunks of frames, starting inside one)."""
+    v, x = _random_spectrograms(channels, seed=7 + channels, frames=700)
+    mixture = torch.from_numpy(x).permute(2, 1, 0)
+    stems = wiener.softmask(torch.from_numpy(v).permute(3, 2, 1, 0)) * mixture
+    whole = wiener.wiener(stems, mixture, iterations)
+    kept = wiener.wiener(stems, mixture, iterations, keep=slice(100, 650))
+    assert kept.shape == whole[..., 100:650].shape
+    assert _complex_snr(whole[..., 100:650].numpy(), kept.numpy()) > 120.0
+    assert torch.equal(wiener.wiener(stems, mixture, 0, keep=slice(100, 650)), stems[..., 100:650])
+
+
 def _spleeter_mwf_refs() -> dict:
     if not (REF / "manifest.json").is_file():
         pytest.skip(f"Spleeter reference fixtures not found at {REF} (../shared is absent)")

@@ -13,6 +13,8 @@ Layout: mixture spectra ``x`` are complex ``[..., C, F, T]`` (channels, bins, fr
 
 from __future__ import annotations
 
+from functools import partial
+
 import torch
 
 # Frames filtered at once: bounds the temporaries (a few [S, ..., F, frames] tensors).
@@ -31,66 +33,73 @@ def softmask(estimates: torch.Tensor, eps: float | None = None) -> torch.Tensor:
     return estimates / (eps + estimates.sum(dim=0, keepdim=True))
 
 
-def wiener(y: torch.Tensor, x: torch.Tensor, iterations: int, eps: float | None = None) -> torch.Tensor:
+def wiener(y: torch.Tensor, x: torch.Tensor, iterations: int, eps: float | None = None,
+           keep: slice | None = None) -> torch.Tensor:
     """Refine stem spectra ``y`` ``[S, ..., C, F, T]`` of the mixture ``x`` ``[..., C, F, T]`` by ``iterations``
     EM steps, with statistics over all ``T`` frames (norbert's ``wiener`` after its initial estimate).
 
-    As norbert does, the spectra are scaled down by ``max(1, max|x| / 10)`` while filtering, so that the
-    regularisation ``eps`` means the same for loud and quiet signals; the result is scaled back.
+    ``keep``: the frames to return (default all); the statistics still use all ``T``, but the last iteration
+    filters only these. As norbert does, the spectra are scaled down by ``max(1, max|x| / 10)`` while filtering,
+    so that the regularisation ``eps`` means the same for loud and quiet signals; the result is scaled back.
     """
+    keep = slice(None) if keep is None else keep
     if iterations <= 0:
-        return y
+        return y[..., keep]
     eps = epsilon(x) if eps is None else eps
     scale = max(1.0, float(x.abs().max()) / 10.0)
     x = x / scale
     y = y / scale
-    for _ in range(iterations):
-        y = em_step(y, x, eps)
+    for step in range(iterations):
+        y = em_step(y, x, eps, keep if step == iterations - 1 else slice(None))
     return y * scale
 
 
-def em_step(y: torch.Tensor, x: torch.Tensor, eps: float) -> torch.Tensor:
-    """One EM iteration: the stems' Gaussian models from ``y``, then the mixture filtered again with them."""
+def em_step(y: torch.Tensor, x: torch.Tensor, eps: float, frames: slice = slice(None)) -> torch.Tensor:
+    """One EM iteration: the stems' Gaussian models from all frames of ``y``, then the mixture's ``frames``
+    filtered again with them (``[S, ..., C, F, frames]``)."""
     if x.shape[-3] > 2:
-        return _em_step_matrices(y, x, eps)
-    stems = (y.real.contiguous(), y.imag.contiguous())
+        return _em_step_matrices(y, x, eps, frames)
+    lo, hi, _ = frames.indices(x.shape[-1])
+    stems = (y.real, y.imag)
     psd = (stems[0].square() + stems[1].square()).mean(dim=-3)  # v_j: [S, ..., F, T]
     weight = eps + psd.sum(dim=-1, keepdim=True)
-    out = (torch.empty_like(stems[0]), torch.empty_like(stems[1]))
-    for lo in range(0, x.shape[-1], _FILTER_FRAMES):
-        hi = min(lo + _FILTER_FRAMES, x.shape[-1])
-        mixture = (x.real[..., lo:hi], x.imag[..., lo:hi])
-        if x.shape[-3] == 1:
-            filtered = _filter_one_channel(psd, weight, mixture, eps, slice(lo, hi))
-        else:
-            filtered = _filter_two_channels(stems, psd, weight, mixture, eps, slice(lo, hi))
-        out[0][..., lo:hi], out[1][..., lo:hi] = filtered
-    return torch.complex(*out)
+    if x.shape[-3] == 1:  # one channel: sum_t |y_j|^2 is sum_t v_j
+        filter_frames = partial(_filter_one_channel, spatial=psd.sum(dim=-1, keepdim=True) / weight, eps=eps)
+    else:
+        filter_frames = partial(_filter_two_channels, spatial=_spatial_two(stems, weight), eps=eps)
+    out = y.new_empty((*y.shape[:-1], max(0, hi - lo)))
+    for start in range(lo, hi, _FILTER_FRAMES):
+        chunk = slice(start, min(start + _FILTER_FRAMES, hi))
+        filtered = filter_frames(psd[..., chunk], mixture=(x.real[..., chunk], x.imag[..., chunk]))
+        out[..., chunk.start - lo : chunk.stop - lo] = torch.complex(*filtered)
+    return out
 
 
 Pair = tuple[torch.Tensor, torch.Tensor]  # the real and imaginary parts of a complex tensor
+Spatial = tuple[torch.Tensor, torch.Tensor, Pair]  # R_j's entries r00, r11 (real) and r01 (complex): [S, ..., F, 1]
 
 
-def _filter_one_channel(psd: torch.Tensor, weight: torch.Tensor, mixture: Pair, eps: float,
-                        frames: slice) -> Pair:
-    """Mono: ``R_j = sum_t v_j / (eps + sum_t v_j)``, and the filter is a real gain per stem and bin."""
-    spatial = psd.sum(dim=-1, keepdim=True) / weight  # one channel: sum_t |y_j|^2 is sum_t v_j; [S, ..., F, 1]
-    frame_psd = psd[..., frames]
-    gains = frame_psd * spatial / ((frame_psd * spatial).sum(dim=0) + eps**0.5 + eps)  # [S, ..., F, t]
+def _filter_one_channel(v: torch.Tensor, spatial: torch.Tensor, mixture: Pair, eps: float) -> Pair:
+    """Mono: ``R_j = sum_t v_j / (eps + sum_t v_j)`` (``spatial``), and the filter is a real gain per stem and bin."""
+    gains = v * spatial / ((v * spatial).sum(dim=0) + eps**0.5 + eps)  # [S, ..., F, t]
     return gains.unsqueeze(-3) * mixture[0], gains.unsqueeze(-3) * mixture[1]
 
 
-def _filter_two_channels(stems: Pair, psd: torch.Tensor, weight: torch.Tensor, mixture: Pair, eps: float,
-                         frames: slice) -> Pair:
-    """Stereo, in real arithmetic on the entries of the 2 x 2 Hermitian matrices (tiny batched matrix products and
-    complex tensors would cost several times as much): ``y_j = v_j R_j (C_xx^-1 x)``, with the inverse times the
-    mixture shared by all stems."""
+def _spatial_two(stems: Pair, weight: torch.Tensor) -> Spatial:
+    """Stereo ``R_j = sum_t y_j y_j^H / (eps + sum_t v_j)``, as its three distinct entries."""
     (re0, re1), (im0, im1) = stems[0].unbind(-3), stems[1].unbind(-3)
-    r00 = (re0.square() + im0.square()).sum(dim=-1, keepdim=True) / weight  # R_j entries: [S, ..., F, 1]
+    r00 = (re0.square() + im0.square()).sum(dim=-1, keepdim=True) / weight
     r11 = (re1.square() + im1.square()).sum(dim=-1, keepdim=True) / weight
     r01 = ((re0 * re1 + im0 * im1).sum(dim=-1, keepdim=True) / weight,
            (im0 * re1 - re0 * im1).sum(dim=-1, keepdim=True) / weight)
-    v = psd[..., frames]
+    return r00, r11, r01
+
+
+def _filter_two_channels(v: torch.Tensor, spatial: Spatial, mixture: Pair, eps: float) -> Pair:
+    """Stereo, in real arithmetic on the entries of the 2 x 2 Hermitian matrices (tiny batched matrix products and
+    complex tensors would cost several times as much): ``y_j = v_j R_j (C_xx^-1 x)``, with the inverse times the
+    mixture shared by all stems."""
+    r00, r11, r01 = spatial
     c00 = (v * r00).sum(dim=0) + eps**0.5  # C_xx = sum_j v_j R_j + sqrt(eps) I: [..., F, t]
     c11 = (v * r11).sum(dim=0) + eps**0.5
     c01 = ((v * r01[0]).sum(dim=0), (v * r01[1]).sum(dim=0))
@@ -109,18 +118,19 @@ def _mul(p: Pair, q: Pair) -> Pair:
     return p[0] * q[0] - p[1] * q[1], p[0] * q[1] + p[1] * q[0]
 
 
-def _em_step_matrices(y: torch.Tensor, x: torch.Tensor, eps: float) -> torch.Tensor:
+def _em_step_matrices(y: torch.Tensor, x: torch.Tensor, eps: float, frames: slice) -> torch.Tensor:
     """The same iteration for more than two channels, with complex matrices and a pseudo-inverse (cut-off ``eps``,
     as norbert)."""
+    lo, hi, _ = frames.indices(x.shape[-1])
     psd = (y.real.square() + y.imag.square()).mean(dim=-3)  # [S, ..., F, T]
     frames_last = y.movedim(-3, -2)  # [S, ..., F, C, T]
     spatial = frames_last @ frames_last.conj().transpose(-1, -2) / (eps + psd.sum(dim=-1))[..., None, None]
     eye = torch.eye(x.shape[-3], dtype=y.dtype, device=y.device)
-    out = torch.empty_like(y)
-    for lo in range(0, x.shape[-1], _FILTER_FRAMES):
-        hi = min(lo + _FILTER_FRAMES, x.shape[-1])
-        models = psd[..., lo:hi].to(y.dtype)[..., None, None] * spatial.unsqueeze(-3)  # [S, ..., F, t, C, C]
+    out = y.new_empty((*y.shape[:-1], max(0, hi - lo)))
+    for start in range(lo, hi, _FILTER_FRAMES):
+        stop = min(start + _FILTER_FRAMES, hi)
+        models = psd[..., start:stop].to(y.dtype)[..., None, None] * spatial.unsqueeze(-3)  # [S, ..., F, t, C, C]
         inverse = torch.linalg.pinv(models.sum(dim=0) + eps**0.5 * eye, rtol=eps)
-        whitened = inverse @ x[..., lo:hi].movedim(-3, -1).unsqueeze(-1)  # [..., F, t, C, 1]
-        out[..., lo:hi] = (models @ whitened.unsqueeze(0)).squeeze(-1).movedim(-1, -3)
+        whitened = inverse @ x[..., start:stop].movedim(-3, -1).unsqueeze(-1)  # [..., F, t, C, 1]
+        out[..., start - lo : stop - lo] = (models @ whitened.unsqueeze(0)).squeeze(-1).movedim(-1, -3)
     return out

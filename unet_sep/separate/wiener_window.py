@@ -85,7 +85,7 @@ class WienerWindow:
             stems = torch.cat([self._past_stems, stems], dim=-1)
             mixture = torch.cat([self._past_mixture, mixture], dim=-1)
         past = 0 if self._past_stems is None else self._past_stems.shape[-1]
-        filtered = wiener(stems, mixture, self.settings.iterations)[..., past : past + block]
+        filtered = wiener(stems, mixture, self.settings.iterations, keep=slice(past, past + block))
         keep = self.settings.context
         if keep:
             end = past + block
