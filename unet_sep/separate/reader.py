@@ -17,8 +17,7 @@ from typing import Any, Callable
 from unet_sep.audio.decode import AudioDecodeError, open_audio
 from unet_sep.separate.files import QUEUE_END, FileJob, FileOptions
 from unet_sep.separate.runner import NetworkRunner
-
-BLOCK_SAMPLES = 262144  # decoded samples per block (about 6 s at 44.1 kHz)
+from unet_sep.separate.stages import BLOCK_SAMPLES
 
 
 class InputReader:

@@ -140,11 +140,19 @@ class NetworkRunner:
         """Checks blocks ``[batch, in_channels, n]`` at ``in_rate`` and brings them to the model's rate and channels."""
         return InputStage(batch, in_channels, in_rate, self.sample_rate, self.config.n_channels)
 
+    def shares_residual(self, in_rate: int) -> bool:
+        """Whether stems at ``in_rate`` get shares of what they miss of the mixture: the band above the model's
+        rate, the edge of the band that resampling to it and back loses, and what the Wiener filter's
+        regularisation keeps from quiet bins. Masks extended with zeros (Spleeter's way) leave that out. At the
+        model's own rate without the filter there is nothing to share (the masks sum to one, so the stems already
+        add up to the mixture), and the work is skipped."""
+        missing = in_rate != self.sample_rate or self.wiener.active
+        return self.mask_extension != "zeros" and missing
+
     def output_stage(self, batch: int, in_channels: int, in_rate: int) -> OutputStage:
-        """Brings an engine's stems back to ``in_rate`` and the input's channels, sharing out the residual above the
-        model's band unless masks are extended with zeros (Spleeter's way)."""
+        """Brings an engine's stems back to ``in_rate`` and the input's channels (:meth:`shares_residual`)."""
         return OutputStage(batch, in_channels, in_rate, self.sample_rate, self.config.n_channels, len(self.stems),
-                           share=self.mask_extension != "zeros")
+                           share=self.shares_residual(in_rate))
 
     def plan_for(self, length: int | None = None, sample_rate: int | None = None) -> SegmentPlan:
         """The segment plan of a signal of ``length`` samples at ``sample_rate`` (default: the model's rate), made
@@ -157,10 +165,12 @@ class NetworkRunner:
 
     def engine(self, groups: int, length: int | None = None, sample_rate: int | None = None) -> SeparationStream:
         """A fresh engine for one signal of ``groups`` channel groups, run by these U-Nets; ``length`` (samples at
-        ``sample_rate``, when known or estimated) plans its segments (:meth:`plan_for`)."""
+        ``sample_rate``, when known or estimated) plans its segments (:meth:`plan_for`), and ``sample_rate`` (the
+        input's; default the model's) says whether it keeps extension weights (:meth:`shares_residual`)."""
         return SeparationStream(self.config, self.plan_for(length, sample_rate), groups,
                                 mask_extension=self.mask_extension, device=self.device,
-                                channels_last=self.channels_last, wiener=self.wiener)
+                                channels_last=self.channels_last, wiener=self.wiener,
+                                extension_weights=self.shares_residual(sample_rate or self.sample_rate))
 
     # ---- running segments ---------------------------------------------------------------------------
     def run_ready(self, engines: Callable[[], Sequence[SeparationStream]], final: bool = False) -> Iterator[int]:

@@ -17,6 +17,9 @@ from unet_sep.audio.resample import StreamResampler
 from unet_sep.errors import FileError
 from unet_sep.separate.channels import from_groups, groups_per_item, to_groups
 
+# Input samples per block fed to a separation (about 6 s at 44.1 kHz): files are decoded, and arrays passed, in
+# blocks of this size, so every step works on arrays of a few MB.
+BLOCK_SAMPLES = 262144
 # Output samples held back until the end, so the resampled output can be cut to the input's exact length.
 HOLDBACK = 512
 # More channels than any audio layout in use has (22.2 surround: 24; 7th-order ambisonics: 64). A larger count is
@@ -154,7 +157,11 @@ def share_residual(stems: np.ndarray, weights: np.ndarray, mixture: np.ndarray) 
     """
     residual = mixture - stems.sum(axis=0)
     weights = np.clip(weights, 0.0, None)
-    total = weights.sum(axis=0, keepdims=True)
-    even = np.full_like(weights, 1.0 / weights.shape[0])
-    share = np.where(total > 1e-3, weights / np.maximum(total, 1e-3), even)
-    return stems + share * residual[None]
+    total = weights.sum(axis=0)
+    vanishing = total <= 1e-3
+    if vanishing.any():
+        weights[:, vanishing] = 1.0 / weights.shape[0]
+        total[vanishing] = 1.0
+    residual /= total
+    weights *= residual[None]
+    return stems + weights

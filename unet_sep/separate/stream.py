@@ -107,6 +107,8 @@ class SeparationStream:
         device: where the STFT, U-Nets and masks run.
         channels_last: feed the U-Nets channels-last tensors (the net must be in that layout too).
         wiener: Wiener filtering of the masked stems (:mod:`unet_sep.separate.wiener_window`); none by default.
+        extension_weights: also overlap-add the per-frame extension masks (:meth:`drain`'s weights), for sharing
+            out the band above the model's rate (:func:`~unet_sep.separate.stages.share_residual`).
     """
 
     def __init__(
@@ -118,6 +120,7 @@ class SeparationStream:
         device: torch.device | str = "cpu",
         channels_last: bool = False,
         wiener: WienerSettings | None = None,
+        extension_weights: bool = False,
     ) -> None:
         self.config = config
         self.plan = plan
@@ -153,8 +156,7 @@ class SeparationStream:
         self.out = SlidingBuffer((self.n_stems,) + lead, torch.float32, device)
         self.out_weights = SlidingBuffer((self.n_stems,) + lead, torch.float32, device)
         self.window_squared = self.window**2
-        # With zeros above F there is nothing to share out, so no extension weights are computed.
-        self.has_weights = self.mask_extension != "zeros"
+        self.has_weights = extension_weights
         self.wiener = WienerWindow(wiener) if wiener is not None and wiener.active else None
         self._softmask = self.wiener is not None and self.wiener.settings.softmask
         self.out_start = 0
