@@ -196,6 +196,30 @@ def test_a_retrained_model_under_the_same_name_is_scored_again(musdb_run, musdb_
     assert "1 scored now, 2 read back" in output
 
 
+def test_wiener_iterations_are_scored_as_their_own_method(musdb_run, model, musdb_root, tmp_path):
+    out = tmp_path / "eval"
+    shutil.copytree(musdb_run[0], out)
+    code, output = run("--model", model, "--musdb-root", musdb_root, "--is-wav", "--out", out, "--quiet",
+                       "--wiener-iterations", "1", "--compare", out / "unet16k", "--tracks", "1")
+    assert code == 0, output
+    assert "1 scored now" in output  # the filtered model on the one track; the baselines are read back
+    track = sorted(p.name for p in (musdb_root / "test").iterdir())[0]
+    stored = load_track_json(out / "unet16k-wiener1" / f"{track}.json")
+
+    from unet_sep.separate.separator import Separator
+
+    refs = musdb_references(musdb_root, track)
+    filtered = Separator.from_pretrained(model, device="cpu", wiener_iterations=1).separate(
+        refs["vocals"] + refs["accompaniment"], RATE)
+    sdr, _, _, _ = framewise([refs[s] for s in STEMS], [filtered[s] for s in STEMS], RATE)
+    unfiltered = load_track_json(out / "unet16k" / f"{track}.json")
+    for i, stem in enumerate(STEMS):
+        np.testing.assert_allclose(stored.frames[stem]["SDR"], sdr[i], atol=2e-3, err_msg=stem)
+        assert abs(stored.median(stem, "SDR") - unfiltered.median(stem, "SDR")) > 0.01, stem
+    table = summary(out)
+    assert table[("unet16k-wiener1", "vocals")]["tracks"] == 1 and table[("unet16k", "vocals")]["tracks"] == 1
+
+
 @pytest.fixture(scope="module")
 def stems_dir(tmp_path_factory) -> tuple[Path, Path]:
     """MIR-1K-like clips: mono vocals.wav + accompaniment.wav (accompaniment much louder than the voice)."""
@@ -269,6 +293,8 @@ def test_bad_arguments_one_line_and_exit_2(tmp_path, model, musdb_root, stems_di
         (["--model", model, "--out", out, "--musdb-root", musdb_root, "--is-wav", "--compare", tmp_path], "--compare"),
         (["--model", model, "--out", out, "--musdb-root", musdb_root, "--is-wav", "--tracks", "0"], "--tracks"),
         (["--out", out, "--musdb-root", musdb_root], "--model and --out are required"),
+        (["--model", model, "--out", out, "--musdb-root", musdb_root, "--is-wav", "--wiener-iterations", "11"],
+         "--wiener-iterations: must be a whole number from 0 to 10"),
     ]:
         code, output = run(*args)
         lines = [line for line in output.splitlines() if line.strip()]

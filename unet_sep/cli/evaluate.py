@@ -46,6 +46,10 @@ def evaluate(
     tracks: Optional[int] = typer.Option(None, "--tracks", help="Score only the first N tracks (quick checks)."),
     mir1k_mixing: bool = typer.Option(False, "--mir1k-mixing", help="MIR-1K protocol: voice and accompaniment mixed "
                                       "at 0 dB; adds GNSDR, GSIR, GSAR (whole-clip BSS Eval, length-weighted)."),
+    wiener_iterations: Optional[int] = typer.Option(None, "--wiener-iterations", metavar="N", help="Multichannel "
+                                                    "Wiener filter iterations (0 to 10) for every model scored; "
+                                                    "default: each model's own. Another value is scored as its own "
+                                                    "method, <model>-wiener<N>."),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:N or mps."),
     threads: Optional[int] = typer.Option(None, "--threads", help="CPU threads for torch (default: all cores)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
@@ -60,12 +64,13 @@ def evaluate(
     from unet_sep.evaluate.evaluation import EvaluationError
     from unet_sep.evaluate.plan import plan_evaluation
 
-    model_name, out_dir = _check_evaluate_options(model, out, tracks, threads, device)
+    model_name, out_dir = _check_evaluate_options(model, out, tracks, threads, device, wiener_iterations)
     try:
         evaluation = plan_evaluation(
             model_name, out_dir, data=data, data_options=data_option, musdb_root=musdb_root, subset=subset,
             is_wav=is_wav, stems_dir=stems_dir, split_file=split_file, split_group=split_group, split=split,
             compare=compare, max_tracks=tracks, mir1k_mixing=mir1k_mixing, device=device,
+            wiener_iterations=wiener_iterations,
         )
     except EvaluationError as error:
         print_error(str(error))
@@ -75,7 +80,7 @@ def evaluate(
 
 
 def _check_evaluate_options(model: Optional[str], out: Optional[Path], tracks: Optional[int], threads: Optional[int],
-                            device: str) -> tuple[str, Path]:
+                            device: str, wiener_iterations: Optional[int]) -> tuple[str, Path]:
     """The options of ``evaluate`` that need no data or model: exit 2 with one line if one is missing or wrong;
     the model and the results folder."""
     if model is None or out is None:
@@ -90,9 +95,12 @@ def _check_evaluate_options(model: Optional[str], out: Optional[Path], tracks: O
         torch.set_num_threads(threads)
     from unet_sep.device import resolve_device
     from unet_sep.errors import SettingError
+    from unet_sep.separate.wiener_window import WienerSettings
 
     try:
         resolve_device(device)  # a device the machine lacks is an option error, before models and data load
+        if wiener_iterations is not None:
+            WienerSettings.create(wiener_iterations, None, "overlap")
     except SettingError as error:
         raise setting_error_exit(error) from None
     return model, out

@@ -33,9 +33,12 @@ def unique(name: str, taken: set[str]) -> str:
     return candidate
 
 
-def load_separator(name: str, device: str) -> tuple[Any, str, str]:
+def load_separator(name: str, device: str, wiener_iterations: int | None = None) -> tuple[Any, str, str]:
     """(Separator, label, fingerprint) for a registered model name or a model folder; the fingerprint hashes
-    its config and weights files, so a retrained model under the same name is scored again."""
+    its config and weights files, so a retrained model under the same name is scored again.
+
+    ``wiener_iterations`` (default: the model's own) filters its stems; a value other than the model's own is
+    named in the label (``<model>-wiener<N>``) and the fingerprint, so its results do not mix with the model's."""
     from unet_sep.separate.separator import Separator
     from unet_sep.weights.checkpoint import CheckpointError
     from unet_sep.weights.download import sha256_of
@@ -45,28 +48,32 @@ def load_separator(name: str, device: str) -> tuple[Any, str, str]:
 
     try:
         folder = Path(resolve_model(name))
-        separator = Separator.from_pretrained(folder, device=device)
-        digest = hashlib.sha256("".join(sha256_of(folder / f) for f in (CONFIG_FILE, WEIGHTS_FILE)).encode())
+        separator = Separator.from_pretrained(folder, device=device, wiener_iterations=wiener_iterations)
+        files = "".join(sha256_of(folder / f) for f in (CONFIG_FILE, WEIGHTS_FILE))
     except (ModelNotFoundError, CheckpointError, ConfigError, RuntimeError, ValueError, OSError) as error:
         raise EvaluationError(f"model {name}: {one_line(error)}") from error
     if is_hub_ref(name):
         name_shown = name.removeprefix("hf://")  # ORG/REPO[@REVISION], not the cache's commit-hash folder
     else:
         name_shown = name if name in registered_models() else folder.resolve().name
-    return separator, label(name_shown), digest.hexdigest()[:16]
+    if wiener_iterations is not None and wiener_iterations != separator.config.wiener_iterations:
+        name_shown += f"-wiener{wiener_iterations}"
+        files += f"wiener{wiener_iterations}"
+    return separator, label(name_shown), hashlib.sha256(files.encode()).hexdigest()[:16]
 
 
 def is_model_folder(path: Path) -> bool:
     return path.is_dir() and (path / CONFIG_FILE).is_file()
 
 
-def compare_method(entry: str, stems: list[str], device: str, tracks: list[str], taken: set[str]) -> Method:
-    """A ``--compare`` entry: another model (name or folder), or a folder of another method's museval per-track
-    JSON (read for the ``tracks`` it has)."""
+def compare_method(entry: str, stems: list[str], device: str, tracks: list[str], taken: set[str],
+                   wiener_iterations: int | None = None) -> Method:
+    """A ``--compare`` entry: another model (name or folder; ``wiener_iterations`` as :func:`load_separator`), or
+    a folder of another method's museval per-track JSON (read for the ``tracks`` it has)."""
     path = Path(entry).expanduser()
     if path.is_dir() and not is_model_folder(path):
         return _stored_method(entry, path, tracks, taken)
-    separator, name, fingerprint = load_separator(entry, device)
+    separator, name, fingerprint = load_separator(entry, device, wiener_iterations)
     foreign = [s for s in separator.stems if s not in stems]
     if foreign:
         raise EvaluationError(

@@ -48,6 +48,7 @@ def plan_evaluation(
     max_tracks: int | None = None,
     mir1k_mixing: bool = False,
     device: str = "auto",
+    wiener_iterations: int | None = None,
 ) -> Evaluation:
     """Check the arguments, load the models and list the tracks; raise :class:`EvaluationError` on any problem.
 
@@ -66,6 +67,7 @@ def plan_evaluation(
         max_tracks: the first N tracks only.
         mir1k_mixing: mix at 0 dB voice-to-accompaniment (MIR-1K's protocol) and add NSDR/GNSDR/GSIR/GSAR.
         device: for the models.
+        wiener_iterations: Wiener filter iterations for every model scored (default: each model's own).
     """
     selection = DataSelection.from_options(
         data=data, data_options=data_options, musdb_root=musdb_root, subset=subset, is_wav=is_wav,
@@ -75,7 +77,7 @@ def plan_evaluation(
     source = selection.resolve()
     import_museval()  # a missing eval extra is one line now, not a failure per track
 
-    separator, label, fingerprint = load_separator(model, device)
+    separator, label, fingerprint = load_separator(model, device, wiener_iterations)
     stems = list(separator.stems)
     if mir1k_mixing and (VOICE not in stems or len(stems) < 2):
         raise EvaluationError(f"--mir1k-mixing needs a model with a {VOICE!r} stem and an accompaniment; "
@@ -87,7 +89,7 @@ def plan_evaluation(
     taken: set[str] = set()
     methods = [Method(unique(label, taken), "model", stems, model, separator=separator, fingerprint=fingerprint)]
     names = [spec.name for spec in specs]
-    methods += [compare_method(entry, stems, device, names, taken) for entry in compare]
+    methods += [compare_method(entry, stems, device, names, taken, wiener_iterations) for entry in compare]
     stft = separator.config.stft
     methods += baseline_methods(stems, stft.n_fft, stft.hop_length)
     description = source.describe(config, config.test_split) + (", 0 dB mixing" if mir1k_mixing else "")
