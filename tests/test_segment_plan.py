@@ -179,3 +179,30 @@ def test_files_are_planned_from_the_length_the_reader_announces(tmp_path, tiny_m
         assert all(stem.shape == audio.shape for stem in stems.values())
         assert snr_db(audio, sum(stems.values())) > 60.0
         assert snr_db(right["vocals"], stems["vocals"]) > 50.0
+
+
+def test_the_cli_plans_songs_as_the_api_does(tmp_path, tiny_model, monkeypatch):
+    """``unet-sep separate`` without ``--overlap`` runs the song plan (it used to pass 25 %, so every file kept
+    128 frames of overlap: 5 segments here instead of 4); ``--overlap 0.25`` still asks for that."""
+    from typer.testing import CliRunner
+
+    from unet_sep.cli import app
+    from unet_sep.separate.runner import NetworkRunner
+
+    song = tmp_path / "song.wav"
+    sf.write(song, music_like(40, RATE, seed=7).T, RATE, subtype="FLOAT")
+    taken: list[list[int]] = []
+    engine_of = NetworkRunner.engine
+
+    def engine(self, *args, **kwargs):
+        made = engine_of(self, *args, **kwargs)
+        taken.append(made.plan.starts(_frames(40 * RATE)))
+        return made
+
+    monkeypatch.setattr(NetworkRunner, "engine", engine)
+    for options, starts in (([], [0, 448, 896, 1216]), (["--overlap", "0.25"], [0, 320, 640, 960, 1216])):
+        taken.clear()
+        result = CliRunner().invoke(app, ["separate", str(song), "--model", str(tiny_model), "--out",
+                                          str(tmp_path / "out"), "--overwrite", "--quiet", *options])
+        assert result.exit_code == 0, result.output
+        assert taken == [starts], options

@@ -75,8 +75,9 @@ def separate(
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:N or mps."),
     batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Segments per U-Net batch (default: 2 on the "
                                              "CPU, 8 on a GPU)."),
-    overlap: float = typer.Option(0.25, "--overlap", help="Overlap between segments, as a fraction of a segment from "
-                                  "0 to 0.75 (cross-faded)."),
+    overlap: Optional[float] = typer.Option(None, "--overlap", help="Least overlap between segments, as a fraction "
+                                            "of a segment from 0 to 0.75 (cross-faded). Default: one stride step "
+                                            "(64 frames for Spleeter's U-Nets), the fewest segments per song."),
     segmentation: str = typer.Option("overlap", "--segmentation", help="overlap (default) or spleeter (back-to-back "
                                      "segments, Spleeter's exact output)."),
     mask_extension: Optional[str] = typer.Option(None, "--mask-extension", help=_MASK_EXTENSION_HELP),
