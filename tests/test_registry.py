@@ -12,6 +12,7 @@ import functools
 import hashlib
 import http.server
 import json
+import shutil
 import subprocess
 import sys
 import tarfile
@@ -97,7 +98,7 @@ def test_download_verify_convert_cache(ref: Path, tmp_path: Path, monkeypatch: p
         server.shutdown()
         server.server_close()
         thread.join()
-    assert folder == cache / "models" / "spleeter_2stems"
+    assert folder == cache / "models" / "spleeter_2stems.r2"
     assert (cache / "downloads" / "2stems.tar.gz").is_file()
     config, net = load_model(folder)
     assert config.name == "spleeter:2stems" and config.stems == ["vocals", "accompaniment"]
@@ -108,6 +109,16 @@ def test_download_verify_convert_cache(ref: Path, tmp_path: Path, monkeypatch: p
 
     # The server is gone: the cached model and the cached archive (for the -16kHz name) work offline.
     assert registry.resolve_model("spleeter:2stems", offline=True) == folder
+    # A conversion cached by the first revision (mask extension "last", the hi-hat leak) is converted again from
+    # the kept archive, and the old folder goes.
+    old = cache / "models" / "spleeter_2stems"
+    shutil.copytree(folder, old)
+    shutil.rmtree(folder)
+    old_config = json.loads((old / "config.json").read_text())
+    old_config["mask_extension"] = "last"
+    (old / "config.json").write_text(json.dumps(old_config))
+    assert registry.resolve_model("spleeter:2stems", offline=True) == folder
+    assert load_model(folder)[0].mask_extension == "capped_average" and not old.exists()
     wide = registry.resolve_model("spleeter:2stems-16kHz", offline=True)
     wide_config, _ = load_model(wide)
     assert wide_config.frequency_bins == 1536 and wide_config.unet.filters == [2, 4, 8, 16, 32, 64]

@@ -26,7 +26,9 @@ class ModelEntry:
     """A registered model.
 
     ``bundled`` is a folder inside the package; otherwise ``url`` is fetched, checked against ``sha256`` and
-    turned into a model folder by ``convert(downloaded_file, destination_folder)``.
+    turned into a model folder by ``convert(downloaded_file, destination_folder)``. ``revision`` counts the
+    changes to what ``convert`` writes: a folder cached by an earlier revision is not used (it is converted
+    again, from the kept download, and the old folder removed).
     """
 
     name: str
@@ -38,6 +40,7 @@ class ModelEntry:
     url: str | None = None
     sha256: str | None = None
     convert: Callable[[Path, Path], None] | None = field(default=None, compare=False, repr=False)
+    revision: int = 1
 
     @property
     def source(self) -> str:
@@ -45,9 +48,15 @@ class ModelEntry:
             return f"bundled ({self.bundled})"
         return self.url or "?"
 
-    def cache_folder(self) -> Path:
-        """Where the converted model of a downloadable entry is kept."""
-        return cache_dir() / "models" / self.name.replace(":", "_")
+    def cache_folder(self, revision: int | None = None) -> Path:
+        """Where the converted model of a downloadable entry is kept (by ``revision``, default the current)."""
+        revision = self.revision if revision is None else revision
+        suffix = f".r{revision}" if revision > 1 else ""
+        return cache_dir() / "models" / (self.name.replace(":", "_") + suffix)
+
+    def stale_folders(self) -> list[Path]:
+        """Cached conversions of earlier revisions that are still on disk."""
+        return [folder for folder in map(self.cache_folder, range(1, self.revision)) if folder.is_dir()]
 
     def local_folder(self) -> Path | None:
         """The model folder if it is on disk already (bundled, or downloaded and converted before), else None."""

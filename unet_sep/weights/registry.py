@@ -8,6 +8,7 @@ registered name is treated as a path to such a folder. The names come from the m
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 from typing import Sequence
 
@@ -66,4 +67,6 @@ def _materialize(entry: ModelEntry, offline: bool) -> Path:
     downloaded = fetch_download(entry.name, entry.url, entry.sha256, offline)
     with atomic_folder(target) as staging:
         entry.convert(downloaded, staging)
+    for stale in entry.stale_folders():
+        shutil.rmtree(stale, ignore_errors=True)
     return target

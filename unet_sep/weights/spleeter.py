@@ -63,6 +63,9 @@ class SpleeterCheckpointError(ValueError):
 DEFAULT_FILTERS = (16, 32, 64, 128, 256, 512)
 RELEASE_URL = "https://github.com/deezer/spleeter/releases/download/v1.4.0"
 URL_ENV = "UNET_SEP_SPLEETER_URL"
+# What a cached conversion of a release holds: 2 since the mask extension above F is capped_average (revision 1
+# wrote "last", which hands the hi-hats above F to the vocals); a cache of an earlier revision is converted again.
+CONVERSION_REVISION = 2
 SHA256_ENV_PREFIX = "UNET_SEP_SPLEETER_SHA256_"
 # sha256 of Deezer's v1.4.0 archives, as pinned by Spleeter's own test of its checksum index.
 RELEASE_SHA256 = {
@@ -473,6 +476,7 @@ def spleeter_models() -> list[ModelEntry]:
                 url=_release_url(base),
                 sha256=sha256.strip().lower(),
                 convert=functools.partial(_convert_release, name),
+                revision=CONVERSION_REVISION,
             )
         )
     return entries
