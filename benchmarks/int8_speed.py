@@ -102,7 +102,7 @@ from typing import Callable
 import numpy as np
 import torch
 from machine import cpu_name  # benchmarks/machine.py
-from precision import SHARED, mir1k_mixture, mir1k_test_clips, spleeter_fixtures, whole_sdr
+from precision import SHARED, mir1k_mixture, mir1k_sdrs, mir1k_test_clips, spleeter_fixtures, whole_sdr
 from spleeter_speed import BENCH, bench_input, distinct_stems
 from torch import nn
 
@@ -466,13 +466,7 @@ def mir1k_scores(args: argparse.Namespace, failures: dict[str, str]) -> dict[str
     variants = build_variants(args.variants, net, config, calibration, args.float_levels, failures, "bundled")
     separators = {v: Separator(module, config, device="cpu", precision=precision)
                   for v, (module, precision) in variants.items()}
-    sdr: dict[str, dict[str, list[float]]] = {v: {stem: [] for stem in config.stems} for v in separators}
-    for clip in clips:
-        mixture, references, rate = mir1k_mixture(clip)
-        for variant, separator in separators.items():
-            stems = separator.separate(mixture, rate)
-            for stem in config.stems:
-                sdr[variant][stem].append(whole_sdr(references[stem], stems[stem]))
+    sdr = mir1k_sdrs(separators, clips)
     return {v: {stem: float(np.mean(values)) for stem, values in by_stem.items()} for v, by_stem in sdr.items()}
 
 

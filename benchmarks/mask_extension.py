@@ -52,6 +52,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from machine import cpu_name  # noqa: E402
+from precision import SHARED, mir1k_stems, mir1k_test_clips  # noqa: E402
 
 from unet_sep import ModelConfig, Separator  # noqa: E402
 from unet_sep.audio import read_audio  # noqa: E402
@@ -67,7 +68,6 @@ from unet_sep.weights import spleeter  # noqa: E402
 from unet_sep.weights.checkpoint import load_model  # noqa: E402
 from unet_sep.weights.registry import default_model_name, resolve_model  # noqa: E402
 
-SHARED = ROOT.parent / "shared" / "data"
 SONG = SHARED / "mixtures" / "audio_example.mp3"
 MIR1K = SHARED / "mir1k"
 SPLEETER_REF = SHARED / "spleeter-ref"
@@ -124,19 +124,6 @@ def whole_sdr(references: dict[str, np.ndarray], estimates: dict[str, np.ndarray
     return {stem: float(scores[stem]["SDR"][0]) for stem in estimates}
 
 
-def test_clips(count: int) -> list[str]:
-    clips = json.loads((MIR1K / "splits.json").read_text())["singers"]["test"]
-    return clips[:: max(1, len(clips) // count)][:count] if count else clips
-
-
-def read_clip(clip: str) -> tuple[np.ndarray, np.ndarray, int]:
-    import soundfile as sf
-
-    vocals, rate = sf.read(MIR1K / clip / "vocals.ogg", dtype="float32")
-    accompaniment, _ = sf.read(MIR1K / clip / "accompaniment.ogg", dtype="float32")
-    return vocals, accompaniment, rate
-
-
 # ---- models ------------------------------------------------------------------------------------------------
 def bundled() -> tuple[str, ModelConfig, StemsNet]:
     name = default_model_name()
@@ -190,7 +177,7 @@ def song_table(modes: list[str]) -> None:
 
 def hihat_mixes(clip: str, seed: int, highpass_hz: float) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     """MIR-1K clip at 44.1 kHz: the accompaniment with hi-hats, and the voice at 0 dB against it (mono)."""
-    vocals, accompaniment, rate = read_clip(clip)
+    vocals, accompaniment, rate = mir1k_stems(clip)
     vocals, accompaniment = (resample(x[None], rate, RATE)[0] for x in (vocals, accompaniment))
     hats = synthetic_hihats(np.random.default_rng(seed), accompaniment.shape[-1], RATE, 1)[0]
     hats = hats - lowpass(hats, RATE, highpass_hz)
@@ -201,7 +188,7 @@ def hihat_mixes(clip: str, seed: int, highpass_hz: float) -> tuple[np.ndarray, d
 
 
 def mir1k_table(modes: list[str], count: int, highpass_hz: float) -> None:
-    clips = test_clips(count)
+    clips = mir1k_test_clips(count)
     name, config, net = bundled()
     models = [(name, config, net)]
     if (SPLEETER_REF / "manifest.json").is_file():
@@ -245,7 +232,7 @@ def hidden_band_rows(config: ModelConfig, net: StemsNet, bins: int, modes: list[
     rows: dict[str, dict[str, list[float]]] = {m: {k: [] for k in ("v", "a", "vh", "ah", "leak", "mix")}
                                                for m in modes}
     for clip in clips:
-        vocals, accompaniment, rate = read_clip(clip)
+        vocals, accompaniment, rate = mir1k_stems(clip)
         sources, _ = mix_at_0db({"vocals": vocals, "accompaniment": accompaniment})
         mixture = sources["vocals"] + sources["accompaniment"]
         high_refs = {s: highpass_bins(x, n_fft, hop, bins) for s, x in sources.items()}
@@ -266,7 +253,7 @@ def hidden_band_rows(config: ModelConfig, net: StemsNet, bins: int, modes: list[
 
 
 def hidden_table(modes: list[str], count: int) -> None:
-    clips = test_clips(count)
+    clips = mir1k_test_clips(count)
     name, config, net = bundled()
     bin_hz = config.sample_rate / config.stft.n_fft
     print(f"\n3. {name} seeing only its first F' bins, MIR-1K singers-test, {len(clips)} clips at "
@@ -321,8 +308,8 @@ def edge_table(modes: list[str]) -> None:
     cases: list[tuple[str, str, ModelConfig, StemsNet, np.ndarray]] = [
         (name, "song intro, mono mix", config, net, intro.mean(0, keepdims=True))]
     if (MIR1K / "splits.json").is_file():
-        clip = test_clips(1)[0]
-        cases.append((name, f"{clip} accompaniment", config, net, read_clip(clip)[1][None]))
+        clip = mir1k_test_clips(1)[0]
+        cases.append((name, f"{clip} accompaniment", config, net, mir1k_stems(clip)[1][None]))
     if (SPLEETER_REF / "manifest.json").is_file():
         cases += [(f"random-weight spleeter:{m}", "reference input", c, n, a)
                   for m, (c, n, a) in spleeter_models().items()]
@@ -353,7 +340,7 @@ def candidate_scores(config: ModelConfig, net: StemsNet, bins: int, clip: str) -
     """Per candidate, for one clip with the model seeing ``bins`` bins: the vocals' energy above them on the frames
     without voice and the mixture's there, the true voice's energy above them on the frames with voice and the
     error's there."""
-    vocals, accompaniment, _ = read_clip(clip)
+    vocals, accompaniment, _ = mir1k_stems(clip)
     sources, _ = mix_at_0db({"vocals": vocals, "accompaniment": accompaniment})
     mixture = (sources["vocals"] + sources["accompaniment"])[None]
     masks, spec = model_masks(dataclasses.replace(config, frequency_bins=bins), net, mixture)
@@ -373,7 +360,7 @@ def candidate_scores(config: ModelConfig, net: StemsNet, bins: int, clip: str) -
 
 
 def choice_table(count: int) -> None:
-    clips = test_clips(count)
+    clips = mir1k_test_clips(count)
     name, config, net = bundled()
     bin_hz = config.sample_rate / config.stft.n_fft
     print(f"\n6. candidates for the new mode: {name} seeing only its first F' bins, MIR-1K singers-test, {len(clips)} "

@@ -19,7 +19,7 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, TypeVar
 
 import numpy as np
 import torch
@@ -38,6 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from unet_sep.dsp.measures import snr_db  # noqa: E402
 
 SHARED = ROOT.parent / "shared" / "data"
+K = TypeVar("K")  # what names a separator in mir1k_sdrs
 
 
 def parse_args() -> argparse.Namespace:
@@ -65,14 +66,32 @@ def mir1k_test_clips(count: int) -> list[str]:
     return clips[:: max(1, len(clips) // count)][:count] if count else clips
 
 
-def mir1k_mixture(clip: str) -> tuple[np.ndarray, dict[str, np.ndarray], int]:
-    """A MIR-1K clip mixed at 0 dB, as MIR-1K papers mix it: the mixture, the true stems and the rate."""
+def mir1k_stems(clip: str) -> tuple[np.ndarray, np.ndarray, int]:
+    """A MIR-1K clip's vocals and accompaniment as recorded (mono float32), and their rate."""
     import soundfile as sf
 
     vocals, rate = sf.read(SHARED / "mir1k" / clip / "vocals.ogg", dtype="float32")
     accompaniment, _ = sf.read(SHARED / "mir1k" / clip / "accompaniment.ogg", dtype="float32")
+    return vocals, accompaniment, rate
+
+
+def mir1k_mixture(clip: str) -> tuple[np.ndarray, dict[str, np.ndarray], int]:
+    """A MIR-1K clip mixed at 0 dB, as MIR-1K papers mix it: the mixture, the true stems and the rate."""
+    vocals, accompaniment, rate = mir1k_stems(clip)
     accompaniment = accompaniment * np.sqrt(np.mean(vocals**2) / max(np.mean(accompaniment**2), 1e-12))
     return vocals + accompaniment, {"vocals": vocals, "accompaniment": accompaniment}, rate
+
+
+def mir1k_sdrs(separators: dict[K, Separator], clips: list[str]) -> dict[K, dict[str, list[float]]]:
+    """Whole-clip SDR of every separator on every clip (mixed by :func:`mir1k_mixture`): ``{key: {stem: [dB]}}``."""
+    sdr: dict[K, dict[str, list[float]]] = {key: {} for key in separators}
+    for clip in clips:
+        mixture, references, rate = mir1k_mixture(clip)
+        for key, separator in separators.items():
+            stems = separator.separate(mixture, rate)
+            for stem in separator.stems:
+                sdr[key].setdefault(stem, []).append(whole_sdr(references[stem], stems[stem]))
+    return sdr
 
 
 def mir1k(args: argparse.Namespace, precisions: list[str]) -> None:
@@ -81,13 +100,7 @@ def mir1k(args: argparse.Namespace, precisions: list[str]) -> None:
         return
     name = default_model_name()
     separators = {p: Separator.from_pretrained(name, device=args.device, precision=p) for p in ["fp32"] + precisions}
-    sdr = {p: {s: [] for s in separators["fp32"].stems} for p in separators}
-    for clip in clips:
-        mixture, references, rate = mir1k_mixture(clip)
-        for precision, separator in separators.items():
-            stems = separator.separate(mixture, rate)
-            for stem in separator.stems:
-                sdr[precision][stem].append(whole_sdr(references[stem], stems[stem]))
+    sdr = mir1k_sdrs(separators, clips)
     print(f"\nMIR-1K singers-split test, {len(clips)} clips, model {name}, device {args.device}: "
           "mean whole-clip SDR (dB)")
     print(f"{'stem':<16}{'fp32':>8}" + "".join(f"{p:>8}{'loss':>8}" for p in precisions))

@@ -29,7 +29,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from machine import cpu_name  # noqa: E402
-from precision import SHARED, mir1k_mixture, mir1k_test_clips, whole_sdr  # noqa: E402
+from precision import SHARED, mir1k_mixture, mir1k_sdrs, mir1k_test_clips, whole_sdr  # noqa: E402
 from spleeter_speed import bench_input  # noqa: E402
 
 from unet_sep import Separator  # noqa: E402
@@ -54,13 +54,7 @@ def parse_args() -> argparse.Namespace:
 def mir1k_table(clips: list[str]) -> None:
     name = default_model_name()
     separators = {n: Separator.from_pretrained(name, device="cpu", wiener_iterations=n) for n in ITERATIONS}
-    sdr: dict[int, dict[str, list[float]]] = {n: {"vocals": [], "accompaniment": []} for n in ITERATIONS}
-    for clip in clips:
-        mixture, references, rate = mir1k_mixture(clip)
-        for n, separator in separators.items():
-            stems = separator.separate(mixture, rate)
-            for stem in sdr[n]:
-                sdr[n][stem].append(whole_sdr(references[stem], stems[stem]))
+    sdr = mir1k_sdrs(separators, clips)
     print(f"\nMIR-1K singers-split test, {len(clips)} clips, model {name}: whole-clip SDR (dB), mean / median")
     print(f"{'stem':<15}" + "".join(f"{f'{n} iterations':>22}" for n in ITERATIONS))
     for stem in ("vocals", "accompaniment"):

@@ -54,6 +54,20 @@ def music_like(seconds: float, rate: int, channels: int = 2, seed: int = 0) -> n
     return audio.astype(np.float32)
 
 
+def record_starts(engine) -> list[int]:
+    """Record the start frames of the segments ``engine`` takes from now on (the list fills as it runs)."""
+    starts_seen: list[int] = []
+    take = engine.take
+
+    def recording(count):
+        batch, starts = take(count)
+        starts_seen.extend(starts)
+        return batch, starts
+
+    engine.take = recording
+    return starts_seen
+
+
 def count_batches(separator) -> list[int]:
     """Record the size of every batch the separator's U-Nets run from now on (the list fills as they run)."""
     runner = separator.runner

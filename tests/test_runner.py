@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tests.conftest import count_batches, music_like
+from conftest import count_batches, music_like, record_starts
 from unet_sep import Separator
 from unet_sep.dsp.measures import snr_db
 from unet_sep.errors import SettingError
@@ -18,16 +18,8 @@ def test_engine_runs_the_planned_segments(tiny_model):
     """The streaming engine runs exactly the planned starts, whatever the block sizes."""
     runner = Separator.from_pretrained(tiny_model, device="cpu", batch_size=3).runner
     audio = music_like(20.0, 44100, 2, seed=4)
-    starts_seen: list[int] = []
     engine = runner.engine(1)
-    original_take = engine.take
-
-    def take(count):
-        batch, starts = original_take(count)
-        starts_seen.extend(starts)
-        return batch, starts
-
-    engine.take = take
+    starts_seen = record_starts(engine)
     for lo in range(0, audio.shape[1], 70001):
         engine.feed(audio[None, :, lo : lo + 70001])
         while engine.ready() >= 3:

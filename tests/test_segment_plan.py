@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from tests.conftest import count_batches, music_like
+from conftest import count_batches, music_like, record_starts
 from unet_sep import Separator
 from unet_sep.dsp.measures import snr_db
 from unet_sep.dsp.stft import num_frames
@@ -45,16 +45,7 @@ def _starts_taken(separator: Separator) -> list[list[int]]:
 
     def engine(*args, **kwargs):
         made = engine_of(*args, **kwargs)
-        mine: list[int] = []
-        taken.append(mine)
-        take = made.take
-
-        def recording(count):
-            batch, starts = take(count)
-            mine.extend(starts)
-            return batch, starts
-
-        made.take = recording
+        taken.append(record_starts(made))
         return made
 
     runner.engine = engine

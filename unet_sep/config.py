@@ -32,6 +32,8 @@ MASK_EXTENSIONS = ("zeros", "average", "last", "capped_average")
 PRECISIONS = ("fp32", "bf16", "fp16")  # the network's arithmetic, in separation and in training
 # Most Wiener (EM) iterations a model or a separation asks for: each costs about as much as the first.
 MAX_WIENER_ITERATIONS = 10
+# The streaming Wiener filter's statistics window, in STFT frames (about 24 s at 44.1 kHz with hop 1024).
+DEFAULT_WIENER_WINDOW = 1024
 
 
 @dataclass

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, List, Optional
 import typer
 
 from unet_sep.cli.common import print_error, raise_keyboard_interrupt, setting_error_exit, setup_logging
+from unet_sep.config import MAX_WIENER_ITERATIONS
 
 if TYPE_CHECKING:
     from unet_sep.evaluate.evaluation import Evaluation, EvaluationResult
@@ -47,7 +48,8 @@ def evaluate(
     mir1k_mixing: bool = typer.Option(False, "--mir1k-mixing", help="MIR-1K protocol: voice and accompaniment mixed "
                                       "at 0 dB; adds GNSDR, GSIR, GSAR (whole-clip BSS Eval, length-weighted)."),
     wiener_iterations: Optional[int] = typer.Option(None, "--wiener-iterations", metavar="N", help="Multichannel "
-                                                    "Wiener filter iterations (0 to 10) for every model scored; "
+                                                    f"Wiener filter iterations (0 to {MAX_WIENER_ITERATIONS}) for "
+                                                    "every model scored; "
                                                     "default: each model's own. Another value is scored as its own "
                                                     "method, <model>-wiener<N>."),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:N or mps."),

@@ -13,7 +13,7 @@ import typer
 
 from unet_sep.cli.common import print_error, raise_keyboard_interrupt, setting_error_exit, setup_logging
 from unet_sep.cli.progress import ProgressBars
-from unet_sep.config import MASK_EXTENSIONS, PRECISIONS
+from unet_sep.config import DEFAULT_WIENER_WINDOW, MASK_EXTENSIONS, MAX_WIENER_ITERATIONS, PRECISIONS
 from unet_sep.errors import one_line
 from unet_sep.separate.outputs import DEFAULT_TEMPLATE
 
@@ -38,11 +38,12 @@ _MASK_EXTENSION_HELP = (
 )
 
 
-_WIENER_HELP = ("Multichannel Wiener filter: N EM iterations after the masks, 0 to 10 (0: the ratio masks alone). "
+_WIENER_HELP = (f"Multichannel Wiener filter: N EM iterations after the masks, 0 to {MAX_WIENER_ITERATIONS} (0: the "
+                "ratio masks alone). "
                 "With --segmentation spleeter, 1 is Spleeter's --mwf. Default: the model's own (0 for the bundled "
                 "and Spleeter models).")
 _WINDOW_HELP = ("STFT frames the Wiener filter's statistics span (0: the whole track, memory grows with its "
-                "length). Default: the whole track with --segmentation spleeter, else 1024 frames.")
+                f"length). Default: the whole track with --segmentation spleeter, else {DEFAULT_WIENER_WINDOW} frames.")
 
 
 def separate(

@@ -95,8 +95,6 @@ def extend_masks(masks: torch.Tensor, n_bins: int, mode: str, spectrum: torch.Te
 
     Each bin above F gets :func:`extension_mask` (``mode`` and ``spectrum`` as there).
     """
-    if n_bins < masks.shape[-2]:
-        raise ValueError(f"masks have {masks.shape[-2]} bins, more than the STFT's {n_bins}")
     if n_bins == masks.shape[-2]:
         return masks
     return append_extension(masks, extension_mask(masks, mode, spectrum), n_bins)

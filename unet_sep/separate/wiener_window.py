@@ -14,12 +14,11 @@ from dataclasses import dataclass
 
 import torch
 
-from unet_sep.config import MAX_WIENER_ITERATIONS
+from unet_sep.config import DEFAULT_WIENER_WINDOW, MAX_WIENER_ITERATIONS
 from unet_sep.dsp.wiener import wiener
 from unet_sep.errors import SettingError
 
-# Statistics window of the streaming Wiener filter, in STFT frames (about 24 s at 44.1 kHz with hop 1024).
-DEFAULT_WIENER_WINDOW = 1024
+__all__ = ["DEFAULT_WIENER_WINDOW", "WienerSettings", "WienerWindow"]
 
 
 @dataclass(frozen=True)
