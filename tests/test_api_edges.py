@@ -15,6 +15,8 @@ import torch
 from conftest import music_like
 from unet_sep import Separator
 from unet_sep.audio.decode import AudioDecodeError
+from unet_sep.audio.resample import check_sample_rate
+from unet_sep.errors import SettingError
 from unet_sep.separate.stages import MAX_CHANNELS, InvalidAudioError
 
 
@@ -167,3 +169,96 @@ def test_a_file_with_more_channels_than_the_bound_fails_alone(separator, tmp_pat
         separator.separate_file(path, tmp_path / "out")
     assert str(caught.value) == f"{path}: {MAX_CHANNELS + 16} channels: unet-sep separates 1 to {MAX_CHANNELS} channels"
     assert not (tmp_path / "out" / "wide").exists()
+
+
+# ---- 6. the sample rate and the array are checked where they enter, for every entry -----------------------------
+
+# 1 Hz (and True, which is 1) made the old code grow without bound: they are tried in a capped subprocess below.
+BAD_RATES = [0, -44100, 7999, 192001, 44100.5, "44100", float("nan"), None]
+
+
+@pytest.mark.parametrize("rate", BAD_RATES, ids=repr)
+def test_a_rate_that_is_not_a_whole_number_of_hz_in_range_is_refused(separator, rate):
+    audio = music_like(0.5, 16000)
+    for call in (lambda: separator.separate(audio, rate), lambda: list(separator.stream([audio[None]], rate))):
+        with pytest.raises(SettingError, match=r"^sample_rate: must be a whole number of Hz from 8000 to 192000, got "):
+            call()
+
+
+@pytest.mark.parametrize("rate", [True, np.bool_(True), 1, "16000", b"16000", 16000.000001, float("inf")], ids=repr)
+def test_the_one_check_refuses_what_only_looks_like_a_rate(rate):
+    with pytest.raises(SettingError, match="^sample_rate: must be a whole number of Hz"):
+        check_sample_rate(rate)
+
+
+def test_whole_rates_of_any_number_type_are_taken(separator):
+    audio = music_like(0.5, 16000)
+    reference = separator.separate(audio, 16000)["vocals"]
+    for rate in (16000.0, np.int64(16000), np.float32(16000)):
+        assert np.array_equal(separator.separate(audio, rate)["vocals"], reference)
+
+
+def test_an_output_rate_of_a_file_is_checked_by_the_same_rule(separator, tmp_path):
+    sf.write(tmp_path / "song.wav", music_like(0.5, 16000).T, 16000)
+    with pytest.raises(SettingError, match=r"^sample_rate: .* got 44100.5 \(float\)"):
+        separator.separate_file(tmp_path / "song.wav", tmp_path / "out", sample_rate=44100.5)  # type: ignore[arg-type]
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("waveform", [[0.1, 0.2, 0.3], (0.1, 0.2), "song.wav", None], ids=repr)
+def test_anything_but_an_array_or_a_tensor_is_named(separator, waveform):
+    with pytest.raises(SettingError, match=r"^waveform: must be a numpy array or a torch tensor of samples, got "
+                                           + type(waveform).__name__):
+        separator.separate(waveform, 44100)  # type: ignore[arg-type]
+    with pytest.raises(SettingError, match=r"^blocks: must be a numpy array of samples"):
+        list(separator.stream([waveform], 44100))  # type: ignore[list-item]
+
+
+def _peak_growth_script(model: Path, rates: list, seconds: float) -> str:
+    """A script that separates ``seconds`` of stereo at each of ``rates`` under a 4 GiB address-space cap and prints the
+    growth of its peak resident memory (MB) over a warm-up, or the refusal."""
+    return textwrap.dedent(f"""
+        import resource, numpy as np, torch
+        resource.setrlimit(resource.RLIMIT_AS, (4 << 30, 4 << 30))
+        torch.set_num_threads(1)
+        from unet_sep import Separator
+        from unet_sep.errors import SettingError
+        sep = Separator.from_pretrained({str(model)!r}, device="cpu")
+        audio = np.random.default_rng(0).uniform(-0.3, 0.3, (2, int(16000 * {seconds}))).astype(np.float32)
+        sep.separate(audio[:, :16000], 16000)
+        base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        for rate in {rates!r}:
+            try:
+                sep.separate(audio, rate)
+            except SettingError as error:
+                print("refused:", error)
+        print("growth MB", (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base) / 1024)
+    """)
+
+
+def test_a_rate_of_one_hz_is_refused_before_memory_grows(tiny_model):
+    """``separate(x, 1)`` asked the 44.1 kHz model for 44100 times the samples: 21 GB before the kernel killed the
+    process. Now it is refused at once (the process is capped at 4 GiB, so the old code fails here instead)."""
+    result = subprocess.run([sys.executable, "-c", _peak_growth_script(tiny_model, [1, True], 10.0)],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "refused: sample_rate: must be a whole number of Hz from 8000 to 192000, got 1 (int)" in result.stdout
+    assert "refused: sample_rate: must be a whole number of Hz from 8000 to 192000, got True (bool)" in result.stdout
+    assert float(result.stdout.split("growth MB")[1]) < 50
+
+
+def _peak_growth_mb(model: Path, rate: int, seconds: float) -> float:
+    result = subprocess.run([sys.executable, "-c", _peak_growth_script(model, [rate], seconds * rate / 16000)],
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-2000:]
+    return float(result.stdout.split("growth MB")[1])
+
+
+@pytest.mark.parametrize("rate, seconds", [(8000, 140.0), (192000, 20.0)])
+def test_memory_stays_bounded_at_the_extreme_rates(tiny_model, rate, seconds):
+    """At the ends of the range the 44.1 kHz model sees 5.5 times (8 kHz), or 0.23 times (192 kHz), the samples
+    given. Four times the audio may grow the peak by the stems it returns (held twice while they are joined), not
+    by more work space: measured on 2 Zen 4 cores, 8 kHz: 439 MB for 140 s, 582 MB for 560 s (stems: 72 MB)."""
+    short, long = (_peak_growth_mb(tiny_model, rate, s) for s in (seconds, 4 * seconds))
+    stems_mb = 2 * 2 * 2 * 4 * rate * 3 * seconds / 2**20  # two stems, two channels, float32, twice, 3x the seconds
+    assert long - short < stems_mb + 150, (short, long, stems_mb)

@@ -19,12 +19,10 @@ import numpy as np
 
 from unet_sep.audio.containers import container_extent, is_streamed_wav, ogg_ends_cleanly
 from unet_sep.audio.native_stderr import quiet_native_stderr
+from unet_sep.audio.resample import MAX_SAMPLE_RATE, MIN_SAMPLE_RATE
 from unet_sep.errors import FileError, one_line
 
 logger = logging.getLogger(__name__)
-
-MIN_SAMPLE_RATE = 8000
-MAX_SAMPLE_RATE = 192000
 
 
 class AudioDecodeError(FileError):

@@ -1,11 +1,35 @@
-"""Sample-rate conversion with soxr, in one shot or as a stream of blocks (identical results)."""
+"""Sample-rate conversion with soxr, in one shot or as a stream of blocks (identical results), and the one check
+of a sample rate that enters unet-sep (a file's, an array's, an option's)."""
 
 from __future__ import annotations
+
+import math
+import numbers
 
 import numpy as np
 import soxr
 
+from unet_sep.errors import SettingError
+
 QUALITY = "HQ"
+# The sample rates unet-sep reads, resamples and writes. The range bounds the work and memory of resampling: a
+# model at 44.1 kHz sees at most 5.5 times the samples of an 8 kHz input (a rate of 1 Hz would be 44100 times).
+MIN_SAMPLE_RATE = 8000
+MAX_SAMPLE_RATE = 192000
+
+
+def check_sample_rate(value: object, setting: str = "sample_rate") -> int:
+    """``value`` as an int if it is a whole number of Hz from :data:`MIN_SAMPLE_RATE` to :data:`MAX_SAMPLE_RATE`
+    (an int, a numpy integer, or a float with nothing after the point); else a
+    :class:`~unet_sep.errors.SettingError` naming ``setting`` and the range. Strings and booleans are refused."""
+    whole = (isinstance(value, numbers.Integral) and not isinstance(value, (bool, np.bool_))) or (
+        isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_)) and math.isfinite(float(value))
+        and float(value).is_integer())
+    if not whole or not MIN_SAMPLE_RATE <= int(value) <= MAX_SAMPLE_RATE:  # type: ignore[call-overload]
+        shown = repr(value) if isinstance(value, str) else str(value)
+        raise SettingError(setting, f"must be a whole number of Hz from {MIN_SAMPLE_RATE} to {MAX_SAMPLE_RATE}, got "
+                                    f"{shown} ({type(value).__name__})")
+    return int(value)  # type: ignore[call-overload]
 
 
 def resample(audio: np.ndarray, in_rate: int, out_rate: int) -> np.ndarray:

@@ -8,10 +8,9 @@ import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
-
-from unet_sep.audio.decode import MAX_SAMPLE_RATE, MIN_SAMPLE_RATE, AudioInfo
+from unet_sep.audio.decode import AudioInfo
 from unet_sep.audio.encode import check_encoding
+from unet_sep.audio.resample import check_sample_rate
 from unet_sep.errors import SettingError
 from unet_sep.separate.outputs import DEFAULT_TEMPLATE, check_template
 
@@ -56,11 +55,8 @@ class FileOptions:
             raise SettingError("offset", f"must be a number of seconds >= 0, got {self.offset}")
         if self.duration is not None and not (math.isfinite(self.duration) and self.duration > 0):
             raise SettingError("duration", f"must be a number of seconds > 0, got {self.duration}")
-        if self.sample_rate is not None and not (
-            isinstance(self.sample_rate, (int, np.integer)) and MIN_SAMPLE_RATE <= self.sample_rate <= MAX_SAMPLE_RATE
-        ):
-            raise SettingError("sample_rate", f"must be a whole number of Hz from {MIN_SAMPLE_RATE} to "
-                                              f"{MAX_SAMPLE_RATE}, got {self.sample_rate}")
+        if self.sample_rate is not None:
+            object.__setattr__(self, "sample_rate", check_sample_rate(self.sample_rate))
 
     def planned_frames(self, info: AudioInfo) -> int:
         """Input samples :attr:`offset` and :attr:`duration` leave of a file (0 where its length is unknown and no

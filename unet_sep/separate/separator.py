@@ -11,6 +11,7 @@ from typing import Callable, Iterable, Iterator
 import numpy as np
 import torch
 
+from unet_sep.audio.resample import check_sample_rate
 from unet_sep.audio.samples import from_float32, to_float32
 from unet_sep.config import CONFIG_FILE, ModelConfig
 from unet_sep.errors import SettingError
@@ -20,7 +21,7 @@ from unet_sep.separate.inputs import InputFile
 from unet_sep.separate.outputs import DEFAULT_TEMPLATE, OutputStems, check_template, output_paths
 from unet_sep.separate.pipeline import FilePipeline
 from unet_sep.separate.runner import NetworkRunner, check_network_settings
-from unet_sep.separate.stages import BLOCK_SAMPLES, InvalidAudioError, check_layout
+from unet_sep.separate.stages import BLOCK_SAMPLES, InvalidAudioError, check_array, check_layout
 from unet_sep.weights.checkpoint import load_model
 from unet_sep.weights.entries import ModelNotFoundError
 from unet_sep.weights.onnx_export import cached_onnx_export, read_onnx_config
@@ -155,6 +156,8 @@ class Separator:
     def separate(self, waveform: np.ndarray | torch.Tensor, sample_rate: int) -> dict[str, np.ndarray | torch.Tensor]:
         """Separate ``[samples]``, ``[channels, samples]`` or ``[batch, channels, samples]`` audio.
 
+        ``waveform`` is a numpy array or a torch tensor; ``sample_rate`` a whole number of Hz from 8000 to 192000
+        (a :class:`~unet_sep.errors.SettingError` names either when it is not).
         Returns ``{stem: waveform}`` with the input's shape, sample rate and type: numpy in, numpy out; torch in,
         torch out on the input's device; the input's dtype. Float samples are expected in [-1, 1]. Integer
         samples are scaled from their type's full range and the stems come back in that type, rounded and
@@ -163,6 +166,8 @@ class Separator:
         done). A ``[samples, channels]`` array (soundfile's layout) is refused before anything is allocated for
         it: pass its transpose.
         """
+        check_array(waveform, "waveform", (np.ndarray, torch.Tensor))
+        sample_rate = check_sample_rate(sample_rate)  # before anything is allocated for the stems
         shape = tuple(waveform.shape)
         if len(shape) not in (1, 2, 3):
             raise InvalidAudioError(f"expected [samples], [channels, samples] or [batch, channels, samples], got shape "
@@ -185,7 +190,7 @@ class Separator:
             # In blocks, as files are read: a whole song at once would pass through every step as one array
             # (its spectrogram alone 0.9 GB for 10 min of stereo) and run 20 % slower from memory.
             blocks = (audio[..., i : i + BLOCK_SAMPLES] for i in range(0, audio.shape[-1], BLOCK_SAMPLES))
-            stems = np.concatenate(list(self.stream(blocks, int(sample_rate), length=audio.shape[-1])), axis=-1)
+            stems = np.concatenate(list(self.stream(blocks, sample_rate, length=audio.shape[-1])), axis=-1)
         result: dict[str, np.ndarray | torch.Tensor] = {}
         for i, stem in enumerate(self.stems):
             out, clipped = from_float32(stems[i].reshape(array.shape), array.dtype)
@@ -211,12 +216,17 @@ class Separator:
         real length), plans the segments for it (fewer segments, see ``overlap``); without it the stream gets
         the overlap of streams.
         Raises :class:`InvalidAudioError` on NaN or infinite samples, and before any work on blocks whose layout
-        is not ``[batch, channels, n]`` (e.g. more channels than real audio has: see :func:`check_layout`).
+        is not ``[batch, channels, n]`` (e.g. more channels than real audio has: see :func:`check_layout`); a
+        :class:`~unet_sep.errors.SettingError` for a ``sample_rate`` that is not a whole number of Hz in the
+        supported range, or a block that is not a numpy array.
         """
+        sample_rate = check_sample_rate(sample_rate)
         iterator = iter(blocks)
-        first = next(iterator, None)
-        if first is None:
+        try:
+            first = next(iterator)
+        except StopIteration:
             return
+        check_array(first, "blocks", (np.ndarray,))
         if np.ndim(first) != 3:
             raise InvalidAudioError(f"stream blocks must be [batch, channels, n], got shape {np.shape(first)}")
         check_layout(first.shape)

@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from unet_sep.audio.resample import StreamResampler
-from unet_sep.errors import FileError
+from unet_sep.audio.resample import StreamResampler, check_sample_rate
+from unet_sep.errors import FileError, SettingError
 from unet_sep.separate.channels import from_groups, groups_per_item, to_groups
 
 # Input samples per block fed to a separation (about 6 s at 44.1 kHz): files are decoded, and arrays passed, in
@@ -49,10 +49,22 @@ def check_layout(shape: tuple[int, ...], samples: int | None = None) -> None:
         )
 
 
+def check_array(value: object, setting: str, types: tuple[type, ...]) -> None:
+    """A :class:`~unet_sep.errors.SettingError` naming ``setting`` unless ``value`` is one of ``types`` (numpy arrays,
+    and torch tensors where they are accepted); the message names the accepted types."""
+    if not isinstance(value, types):
+        accepted = " or ".join(_ARRAY_TYPE_NAMES.get(t.__name__, t.__name__) for t in types)
+        raise SettingError(setting, f"must be {accepted} of samples, got {type(value).__name__}")
+
+
+_ARRAY_TYPE_NAMES = {"ndarray": "a numpy array", "Tensor": "a torch tensor"}
+
+
 class InputStage:
     """Blocks ``[B, C_in, n]`` at ``in_rate`` -> model blocks ``[G, C, m]`` at ``model_rate``."""
 
     def __init__(self, batch: int, in_channels: int, in_rate: int, model_rate: int, model_channels: int) -> None:
+        in_rate = check_sample_rate(in_rate)  # the rate of every array, stream and file enters here
         if not 1 <= in_channels <= MAX_CHANNELS:  # arrays got check_layout's hint already; files get this
             raise InvalidAudioError(f"{in_channels} channels: unet-sep separates 1 to {MAX_CHANNELS} channels")
         self.batch = batch
@@ -63,7 +75,9 @@ class InputStage:
         self._resampler = StreamResampler(in_rate, model_rate, self.groups * model_channels)
 
     def check(self, block: np.ndarray) -> np.ndarray:
-        """The block as float32, or :class:`InvalidAudioError` for a wrong shape or NaN/inf samples."""
+        """The block as float32, or :class:`InvalidAudioError` for a wrong shape or NaN/inf samples (a
+        :class:`~unet_sep.errors.SettingError` for a block that is not a numpy array)."""
+        check_array(block, "blocks", (np.ndarray,))
         if block.ndim != 3 or block.shape[:2] != (self.batch, self.in_channels):
             raise InvalidAudioError(f"block of shape {block.shape} does not match "
                                     f"[{self.batch}, {self.in_channels}, n]")
