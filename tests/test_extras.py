@@ -81,6 +81,15 @@ def test_pyproject_extras_match_the_extras_the_code_names():
     assert {"pytest", "ruff", "mypy"} <= {_requirement_name(r) for r in optional["test"]}
 
 
+def test_the_license_is_an_spdx_expression_that_the_build_backend_requires():
+    """A ``license = {text = ...}`` table is deprecated by setuptools (removed after 2027-02-18); the SPDX string
+    needs setuptools 77 or newer, so the build requirement says so."""
+    pyproject = tomllib.loads(PYPROJECT.read_text(encoding="utf-8"))
+    assert pyproject["project"]["license"] == "MIT"
+    setuptools = [r for r in pyproject["build-system"]["requires"] if r.startswith("setuptools")]
+    assert setuptools == ["setuptools>=77"]
+
+
 def test_the_package_and_the_separator_import_none_of_the_extras(tmp_path):
     code = ("import unet_sep, unet_sep.separate.separator\n"
             "print(attempts, sorted(m for m in sys.modules if m.partition('.')[0] in OPTIONAL))")
