@@ -34,6 +34,20 @@ PRECISIONS = ("fp32", "bf16", "fp16")  # the network's arithmetic, in separation
 MAX_WIENER_ITERATIONS = 10
 # The streaming Wiener filter's statistics window, in STFT frames (about 24 s at 44.1 kHz with hop 1024).
 DEFAULT_WIENER_WINDOW = 1024
+# More channels than any audio layout in use has (22.2 surround: 24; 7th-order ambisonics: 64): a larger count is
+# an array in the wrong layout, e.g. soundfile's [samples, channels], or a config that is not a model's.
+MAX_CHANNELS = 64
+# Upper bounds of the config values that size memory and work, checked before anything is allocated for them: far
+# above any model in use (Spleeter: n_fft 4096, hop 1024, T 512, filters up to 512, 5 stems), far below what would
+# exhaust a machine (a segment of T frames and F bins is held per channel, stem and batch item at every U-Net level).
+MAX_N_FFT = 32768
+MAX_FRAME_OVERLAP = 16  # n_fft / hop_length: STFT frames per hop's worth of samples
+MAX_SEGMENT_FRAMES = 4096
+MAX_STEMS = 16
+MAX_UNET_DEPTH = 10
+MAX_FILTERS = 4096
+MAX_KERNEL_SIZE = 15
+MAX_WEIGHTS = 500_000_000  # all U-Nets together (2 GB in float32); Spleeter's 5 stems have about 49 million
 
 
 @dataclass
@@ -54,12 +68,12 @@ class STFTConfig:
         return self.n_fft // 2 + 1
 
     def validate(self) -> None:
-        if self.n_fft < 16 or self.n_fft % 2:
-            raise ConfigError(f"stft.n_fft must be an even number >= 16, got {self.n_fft}")
-        if not 0 < self.hop_length <= self.n_fft // 2:
-            raise ConfigError(
-                f"stft.hop_length must be in 1..n_fft/2 for overlap-add, got {self.hop_length}"
-            )
+        if not 16 <= self.n_fft <= MAX_N_FFT or self.n_fft % 2:
+            raise ConfigError(f"stft.n_fft must be an even number from 16 to {MAX_N_FFT}, got {self.n_fft}")
+        shortest = max(1, self.n_fft // MAX_FRAME_OVERLAP)
+        if not shortest <= self.hop_length <= self.n_fft // 2:
+            raise ConfigError(f"stft.hop_length must be from n_fft/{MAX_FRAME_OVERLAP} ({shortest}) to n_fft/2 "
+                              f"({self.n_fft // 2}) for overlap-add, got {self.hop_length}")
 
 
 @dataclass
@@ -85,11 +99,19 @@ class UNetConfig:
     def depth(self) -> int:
         return len(self.filters)
 
+    def weights_estimate(self, channels: int) -> int:
+        """About how many weights one U-Net of this architecture has for ``channels`` audio channels, from the
+        config alone (the convolutions: the encoder's, and about twice as many in the decoder, whose inputs
+        carry the skips); within a factor of 1.5 of the real count."""
+        sizes = [channels, *map(int, self.filters)]
+        return 3 * self.kernel_size**2 * sum(a * b for a, b in zip(sizes[:-1], sizes[1:], strict=True))
+
     def validate(self) -> None:
-        if not self.filters or any(int(f) < 1 for f in self.filters):
-            raise ConfigError(f"unet.filters must be a non-empty list of positive ints, got {self.filters}")
-        if self.kernel_size < 2:
-            raise ConfigError(f"unet.kernel_size must be >= 2, got {self.kernel_size}")
+        if not 1 <= len(self.filters) <= MAX_UNET_DEPTH or any(not 1 <= int(f) <= MAX_FILTERS for f in self.filters):
+            raise ConfigError(f"unet.filters must list 1 to {MAX_UNET_DEPTH} layers of 1 to {MAX_FILTERS} filters, got "
+                              f"{self.filters}")
+        if not 2 <= self.kernel_size <= MAX_KERNEL_SIZE:
+            raise ConfigError(f"unet.kernel_size must be from 2 to {MAX_KERNEL_SIZE}, got {self.kernel_size}")
         for name in ("conv_activation", "deconv_activation"):
             if getattr(self, name) not in CONV_ACTIVATIONS:
                 raise ConfigError(
@@ -181,15 +203,16 @@ class ModelConfig:
         """Raise :class:`ConfigError` with a readable message if the config is inconsistent."""
         self.stft.validate()
         self.unet.validate()
-        if not self.stems or len(set(self.stems)) != len(self.stems):
-            raise ConfigError(f"stems must be a non-empty list of distinct names, got {self.stems}")
+        if not 1 <= len(self.stems) <= MAX_STEMS or len(set(self.stems)) != len(self.stems):
+            raise ConfigError(f"stems must be a list of 1 to {MAX_STEMS} distinct names, got "
+                              f"{self.stems if len(self.stems) <= MAX_STEMS else f'{len(self.stems)} names'}")
         for stem in self.stems:
             if not stem or "/" in stem or "\\" in stem or stem.startswith("."):
                 raise ConfigError(f"stem name {stem!r} cannot be used as a file name")
         if not 1000 <= self.sample_rate <= 384000:
             raise ConfigError(f"sample_rate must be in 1000..384000 Hz, got {self.sample_rate}")
-        if self.n_channels < 1:
-            raise ConfigError(f"n_channels must be >= 1, got {self.n_channels}")
+        if not 1 <= self.n_channels <= MAX_CHANNELS:
+            raise ConfigError(f"n_channels must be from 1 to {MAX_CHANNELS}, got {self.n_channels}")
         multiple = 2 ** self.unet.depth
         if self.frequency_bins < multiple or self.frequency_bins % multiple:
             raise ConfigError(
@@ -199,10 +222,14 @@ class ModelConfig:
             raise ConfigError(
                 f"frequency_bins (F={self.frequency_bins}) exceeds the STFT's {self.stft.n_bins} bins"
             )
-        if self.segment_frames < multiple or self.segment_frames % multiple:
-            raise ConfigError(
-                f"segment_frames (T={self.segment_frames}) must be a positive multiple of 2**depth = {multiple}"
-            )
+        if not multiple <= self.segment_frames <= MAX_SEGMENT_FRAMES or self.segment_frames % multiple:
+            raise ConfigError(f"segment_frames (T={self.segment_frames}) must be a multiple of 2**depth = {multiple} "
+                              f"from {multiple} to {MAX_SEGMENT_FRAMES}")
+        weights = len(self.stems) * self.unet.weights_estimate(self.n_channels)
+        if weights > MAX_WEIGHTS:
+            raise ConfigError(f"unet.filters: {len(self.stems)} U-Nets of filters {self.unet.filters} would hold about "
+                              f"{weights / 1e6:.0f} million weights; unet-sep loads at most {MAX_WEIGHTS / 1e6:.0f} "
+                              "million")
         if self.mask_activation not in MASK_ACTIVATIONS:
             raise ConfigError(f"mask_activation must be one of {MASK_ACTIVATIONS}, got {self.mask_activation!r}")
         if self.mask_activation == "softmax" and len(self.stems) < 2:

@@ -34,6 +34,10 @@ def print_error(message: str) -> None:
     typer.echo(f"error: {message}", err=True)
 
 
+# Most CPU threads --threads gives torch: more than the cores of any machine in use (OpenMP ran out of memory
+# making 100000).
+MAX_THREADS = 512
+
 # The command-line spelling of the API's settings where it is not "--" + the name with dashes.
 OPTION_NAMES = {"fmt": "--format", "out_dir": "--out"}
 

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, List, Optional
 
 import typer
 
-from unet_sep.cli.common import print_error, raise_keyboard_interrupt, setting_error_exit, setup_logging
+from unet_sep.cli.common import MAX_THREADS, print_error, raise_keyboard_interrupt, setting_error_exit, setup_logging
 from unet_sep.config import MAX_WIENER_ITERATIONS
 
 if TYPE_CHECKING:
@@ -53,7 +53,8 @@ def evaluate(
                                                     "default: each model's own. Another value is scored as its own "
                                                     "method, <model>-wiener<N>."),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:N or mps."),
-    threads: Optional[int] = typer.Option(None, "--threads", help="CPU threads for torch (default: all cores)."),
+    threads: Optional[int] = typer.Option(None, "--threads", min=1, max=MAX_THREADS,
+                                          help="CPU threads for torch (default: all cores)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Log more detail."),
 ) -> None:

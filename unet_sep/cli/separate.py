@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, List, Optional
 
 import typer
 
-from unet_sep.cli.common import print_error, raise_keyboard_interrupt, setting_error_exit, setup_logging
+from unet_sep.cli.common import MAX_THREADS, print_error, raise_keyboard_interrupt, setting_error_exit, setup_logging
 from unet_sep.cli.progress import ProgressBars
 from unet_sep.config import DEFAULT_WIENER_WINDOW, MASK_EXTENSIONS, MAX_WIENER_ITERATIONS, PRECISIONS
 from unet_sep.errors import one_line
@@ -86,9 +86,10 @@ def separate(
     wiener_window: Optional[int] = typer.Option(None, "--wiener-window", metavar="FRAMES", help=_WINDOW_HELP),
     sample_rate: Optional[int] = typer.Option(None, "--sample-rate", metavar="HZ", help="Write stems at this rate, "
                                               "8000 to 192000 Hz (default: each input's own rate)."),
-    threads: Optional[int] = typer.Option(None, "--threads", min=1, help="CPU threads for torch (default: the cores "
-                                          "this process may use, shared out among torchrun's local ranks)."),
-    readers: int = typer.Option(2, "--readers", min=1,
+    threads: Optional[int] = typer.Option(None, "--threads", min=1, max=MAX_THREADS, help="CPU threads for torch "
+                                          "(default: the cores this process may use, shared out among torchrun's "
+                                          "local ranks)."),
+    readers: int = typer.Option(2, "--readers",
                                 help="Threads decoding the next inputs while the model computes."),
     precision: str = typer.Option("fp32", "--precision",
                                   help=f"U-Net arithmetic: {_spelled(PRECISIONS)} (autocast; for GPUs)."),

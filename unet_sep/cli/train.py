@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, List, Optional
 
 import typer
 
-from unet_sep.cli.common import print_error, setting_error_exit, setup_logging
+from unet_sep.cli.common import MAX_THREADS, print_error, setting_error_exit, setup_logging
 
 if TYPE_CHECKING:
     from unet_sep.train.recipe import Recipe
@@ -32,7 +32,8 @@ def train(
                                         "model.unet.filters=[8,16,32,64,128,256]."),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:N or mps (under torchrun each process "
                                "uses cuda:LOCAL_RANK)."),
-    threads: Optional[int] = typer.Option(None, "--threads", min=1, help="CPU threads for torch. Default: as many as "
+    threads: Optional[int] = typer.Option(None, "--threads", min=1, max=MAX_THREADS,
+                                          help="CPU threads for torch. Default: as many as "
                                           "the cores other processes leave free, counted again every 5 s (at most "
                                           "torch's default, shared among torchrun's local processes): threads sharing "
                                           "a core with a busy process slow every step down (2 cores, one busy: 0.50 s "

@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
 from unet_sep.atomic import remove_stale_temporaries
+from unet_sep.errors import SettingError
 from unet_sep.separate.files import QUEUE_END, FileEvent, FileJob, FileOptions
 from unet_sep.separate.inputs import InputFile
 from unet_sep.separate.outputs import OutputPathError, OutputStems, output_paths, plan_outputs
@@ -38,6 +39,9 @@ from unet_sep.separate.stream import SeparationStream
 from unet_sep.separate.writer import StemWriter
 
 logger = logging.getLogger(__name__)
+
+# Most reader threads: each holds an open decoder and its blocks; more than the cores decode no faster.
+MAX_READERS = 64
 
 
 class SeparationInterrupted(KeyboardInterrupt):
@@ -66,7 +70,9 @@ class FilePipeline:
         self.runner = runner
         self.options = options
         self.outputs = OutputStems.choose(runner.stems, options.stems, options.two_stems)
-        self.readers = max(1, int(readers))
+        if not 1 <= readers <= MAX_READERS:
+            raise SettingError("readers", f"must be from 1 to {MAX_READERS} decoding threads, got {readers}")
+        self.readers = int(readers)
         self.queue_blocks = max(2, int(queue_blocks))
         try:  # a template that cannot work for any input fails here, not once per file
             self._paths_of(InputFile(Path("song.wav")))

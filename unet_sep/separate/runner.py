@@ -29,6 +29,9 @@ from unet_sep.weights.onnx_export import onnx_model_bytes
 
 _AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 BACKENDS = ("torch", "onnxruntime")
+# Most segments per U-Net batch: a batch's activations grow with it (Spleeter's U-Nets: about 0.2 GB per segment
+# and stem), and beyond a few dozen a GPU gains nothing more.
+MAX_BATCH_SIZE = 256
 
 
 def check_network_settings(precision: str = "fp32", backend: str = "torch", compile: bool = False,
@@ -106,8 +109,8 @@ class NetworkRunner:
         self.optimize = optimize and not compile
         self._network: Callable[[torch.Tensor], torch.Tensor] | None = None
         self.plan = SegmentPlan.create(config.segment_frames, overlap, 2 ** config.unet.depth, segmentation)
-        if batch_size is not None and batch_size < 1:
-            raise SettingError("batch_size", f"must be a positive number of segments, got {batch_size}")
+        if batch_size is not None and not 1 <= batch_size <= MAX_BATCH_SIZE:
+            raise SettingError("batch_size", f"must be from 1 to {MAX_BATCH_SIZE} segments, got {batch_size}")
         self.batch_size = batch_size or (2 if self.device.type == "cpu" else 8)
         self.mask_extension = mask_extension or config.mask_extension
         iterations = config.wiener_iterations if wiener_iterations is None else wiener_iterations

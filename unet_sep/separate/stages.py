@@ -14,6 +14,7 @@ from __future__ import annotations
 import numpy as np
 
 from unet_sep.audio.resample import StreamResampler, check_sample_rate
+from unet_sep.config import MAX_CHANNELS
 from unet_sep.errors import FileError, SettingError
 from unet_sep.separate.channels import from_groups, groups_per_item, to_groups
 
@@ -22,9 +23,6 @@ from unet_sep.separate.channels import from_groups, groups_per_item, to_groups
 BLOCK_SAMPLES = 262144
 # Output samples held back until the end, so the resampled output can be cut to the input's exact length.
 HOLDBACK = 512
-# More channels than any audio layout in use has (22.2 surround: 24; 7th-order ambisonics: 64). A larger count is
-# an array in the wrong layout, e.g. soundfile's [samples, channels], and would be separated as that many signals.
-MAX_CHANNELS = 64
 
 
 class InvalidAudioError(FileError, ValueError):

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from unet_sep.config import PRECISIONS, ModelConfig
+from unet_sep.config import MAX_SEGMENT_FRAMES, PRECISIONS, ModelConfig
 from unet_sep.data.config import DataConfig
 from unet_sep.errors import ConfigError
 from unet_sep.fields import build_section, dotted, field_hints, read_json, unknown_key, value_from_text
@@ -32,6 +32,10 @@ BASE_KEY = "base"  # a recipe built on another: {"base": "other.json", ...the ke
 RELATIVE_DATA_PATHS = ("root", "split_file")  # data shipped with or beside a recipe: relative to its folder
 LOSSES = ("l1", "mse")
 SCHEDULES = ("constant", "cosine", "step")
+# The train settings that size memory or time, with their bounds, checked before anything is allocated: batches of
+# excerpts live on the device with their activations (a MUSDB batch of 4 full-size excerpts: about 3 GB), prefetched
+# batches in memory, and a billion steps is a typo.
+_SIZE_BOUNDS = {"steps": (1, 1_000_000_000), "batch_size": (1, 1024), "prefetch": (0, 64)}
 
 
 @dataclass
@@ -117,8 +121,13 @@ class TrainConfig:
     prefetch: int = 2
 
     def validate(self) -> None:
-        if self.steps < 1 or self.batch_size < 1:
-            raise ConfigError("train.steps and train.batch_size must be >= 1")
+        for name, (least, most) in _SIZE_BOUNDS.items():
+            value = getattr(self, name)
+            if not least <= value <= most:
+                raise ConfigError(f"train.{name} must be from {least} to {most}, got {value}")
+        if self.excerpt_frames is not None and not 1 <= self.excerpt_frames <= MAX_SEGMENT_FRAMES:
+            raise ConfigError(f"train.excerpt_frames must be from 1 to {MAX_SEGMENT_FRAMES} frames, or null, got "
+                              f"{self.excerpt_frames}")
         if self.loss not in LOSSES:
             raise ConfigError(f"train.loss must be one of {LOSSES}, got {self.loss!r}")
         if self.lr_schedule not in SCHEDULES:
@@ -138,7 +147,7 @@ class TrainConfig:
                               f"got {self.average_from!r}")
         if type(self.average_every) is not int or self.average_every < 1:
             raise ConfigError(f"train.average_every must be an integer >= 1, got {self.average_every!r}")
-        for name in ("valid_every", "patience", "warmup_steps", "prefetch"):
+        for name in ("valid_every", "patience", "warmup_steps"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"train.{name} must be >= 0")
         if self.valid_tracks is not None and (type(self.valid_tracks) is not int or self.valid_tracks < 0):
