@@ -15,7 +15,13 @@ import typer
 
 from unet_sep import __version__
 from unet_sep.cli import evaluate, export, hub, models, separate, train
-from unet_sep.cli.common import UsageCommand, print_error, python_stderr_apart
+from unet_sep.cli.common import UsageCommand, print_error
+from unet_sep.cli.process import (
+    ending_signals_interrupt,
+    guard_standard_streams,
+    interrupted_exit_code,
+    output_exit_code,
+)
 
 app = typer.Typer(
     add_completion=False,
@@ -51,17 +57,30 @@ models_app.command("push", cls=UsageCommand)(hub.push)
 
 
 def main() -> None:
-    """Console-script entry point."""
-    python_stderr_apart()
+    """Console-script entry point: the command, with standard streams that cannot break it and the signals that
+    end it cleanly (:mod:`unet_sep.cli.process`)."""
+    guard_standard_streams()
+    with ending_signals_interrupt():
+        code = _run_app()
+    sys.exit(output_exit_code(code))
+
+
+def _run_app() -> int:
+    """Run the command line; its exit status."""
     try:
-        app(prog_name="unet-sep")
-    except KeyboardInterrupt:  # Ctrl-C outside a command (typer turns one inside a command into exit 130)
+        app(prog_name="unet-sep", standalone_mode=True)
+    except SystemExit as done:
+        code = done.code if isinstance(done.code, int) else (0 if done.code is None else 1)
+        # typer ends a command that a signal interrupted with 130 whatever the signal: say which it was
+        return interrupted_exit_code(done) if code == 130 else code
+    except KeyboardInterrupt as error:  # a signal outside a command's own handling (while starting, say)
         sys.stderr.write("interrupted\n")
-        sys.exit(130)
+        return interrupted_exit_code(error)
     except ImportError as error:
         from unet_sep.extras import MissingExtraError
 
         if not isinstance(error, MissingExtraError):
             raise
         print_error(str(error))  # an optional extra (train, eval) that this command needs is not installed
-        sys.exit(1)
+        return 1
+    return 0

@@ -3,9 +3,7 @@ as Ctrl-C, and Python's own stderr kept apart from file descriptor 2."""
 
 from __future__ import annotations
 
-import io
 import logging
-import os
 import sys
 from typing import TYPE_CHECKING
 
@@ -60,25 +58,3 @@ def setup_logging(verbose: bool) -> None:
     handler._unet_sep = True  # type: ignore[attr-defined]
     package.addHandler(handler)
     package.propagate = False
-
-
-def raise_keyboard_interrupt(signum, frame):
-    """A signal handler: SIGTERM is handled like Ctrl-C (clean up, then leave)."""
-    raise KeyboardInterrupt
-
-
-def python_stderr_apart() -> None:
-    """Point ``sys.stderr`` at a duplicate of file descriptor 2.
-
-    While a native decoder opens a file, ``unet_sep.audio.native_stderr`` sends file descriptor 2 to /dev/null
-    (the decoder prints warnings there); this command's own messages written meanwhile from another thread (an
-    error line, a progress bar, a log record) then still reach the terminal instead of being lost.
-    """
-    try:
-        sys.stderr.flush()
-        duplicate = os.dup(sys.stderr.fileno())
-    except (AttributeError, OSError, ValueError):  # no real stderr (captured by a test runner): nothing to do
-        return
-    encoding = getattr(sys.stderr, "encoding", None) or "utf-8"
-    sys.stderr = io.TextIOWrapper(io.FileIO(duplicate, "w"), encoding=encoding, errors="backslashreplace",
-                                  line_buffering=True)

@@ -3,14 +3,14 @@ reports written."""
 
 from __future__ import annotations
 
-import signal
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, List, Optional
 
 import typer
 
-from unet_sep.cli.common import MAX_THREADS, print_error, raise_keyboard_interrupt, setting_error_exit, setup_logging
+from unet_sep.cli.common import MAX_THREADS, print_error, setting_error_exit, setup_logging
+from unet_sep.cli.process import interrupted_exit_code
 from unet_sep.config import MAX_WIENER_ITERATIONS
 
 if TYPE_CHECKING:
@@ -111,26 +111,23 @@ def _check_evaluate_options(model: Optional[str], out: Optional[Path], tracks: O
 
 def _run_evaluation(evaluation: Evaluation, out: Path, progress: bool) -> tuple[EvaluationResult, list, dict]:
     """Run a planned evaluation and write its reports: (result, summary rows, report paths); exits 1 when no track
-    could be scored or the results cannot be written, 130 when interrupted (SIGTERM too)."""
+    could be scored or the results cannot be written, 128 + the signal's number when interrupted (130 for Ctrl-C)."""
     from tqdm import tqdm
 
     from unet_sep.evaluate.report import write_reports
 
-    previous = signal.signal(signal.SIGTERM, raise_keyboard_interrupt)
     try:
         result = evaluation.run(progress=progress, notify=lambda m: tqdm.write(m, file=sys.stderr))
         if not result.tracks:
             print_error(f"no track could be scored ({len(result.failed)} failed)")
             raise typer.Exit(1)
         rows, paths = write_reports(result.scores, out, result.stems, mir1k=result.mir1k_mixing, title=result.title)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as error:  # Ctrl-C, or a signal that ends a run (cli.process)
         print_error(f"interrupted; the tracks scored so far are in {out}: run the same command again to resume")
-        raise typer.Exit(130) from None
+        raise typer.Exit(interrupted_exit_code(error)) from None
     except OSError as error:
         print_error(f"{out}: {error.strerror or error}")
         raise typer.Exit(1) from None
-    finally:
-        signal.signal(signal.SIGTERM, previous)
     return result, rows, paths
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import signal
 import sys
 import time
 from pathlib import Path
@@ -11,7 +10,8 @@ from typing import TYPE_CHECKING, List, Optional
 
 import typer
 
-from unet_sep.cli.common import MAX_THREADS, print_error, raise_keyboard_interrupt, setting_error_exit, setup_logging
+from unet_sep.cli.common import MAX_THREADS, print_error, setting_error_exit, setup_logging
+from unet_sep.cli.process import interrupted_exit_code
 from unet_sep.cli.progress import ProgressBars
 from unet_sep.config import DEFAULT_WIENER_WINDOW, MASK_EXTENSIONS, MAX_WIENER_ITERATIONS, PRECISIONS
 from unet_sep.errors import one_line
@@ -196,13 +196,12 @@ def _separate(ranks: SeparationRanks, inputs: list[str], options: FileOptions, m
         raise typer.Exit(1)
 
     here = {i: files[i].path for i in range(ranks.rank, len(files), ranks.world)}  # this rank's share
-    previous = signal.signal(signal.SIGTERM, raise_keyboard_interrupt)
     progress = ProgressBars(len(files), here, enabled=not quiet and sys.stderr.isatty() and lead)
     done: list[float] = []
     skipped: list[Path] = []
     failed: list[Path] = []
     started = time.perf_counter()
-    interrupted = False
+    interrupted = 0  # the exit status of an interrupted run
     runner = pipeline.runner
     log.info("model %s: stems %s at %d Hz on %s", model_name, ", ".join(runner.stems), runner.sample_rate,
              runner.device)
@@ -222,14 +221,13 @@ def _separate(ranks: SeparationRanks, inputs: list[str], options: FileOptions, m
 
     try:
         pipeline.run(files, on_event=on_event, shard=ranks.shard)
-    except KeyboardInterrupt as error:
+    except KeyboardInterrupt as error:  # Ctrl-C, or a signal that ends a run (cli.process)
         progress.close()
         for path in getattr(error, "unfinished", []):
             print_error(f"{path}: interrupted; its partial outputs were removed")
-        interrupted = True
+        interrupted = interrupted_exit_code(error)
     finally:
         progress.close()
-        signal.signal(signal.SIGTERM, previous)
 
     mine = {"done": len(done), "audio": sum(done), "skipped": len(skipped),
             "failed": len(failed) + (len(input_errors) if lead else 0), "wall": time.perf_counter() - started,
@@ -238,7 +236,7 @@ def _separate(ranks: SeparationRanks, inputs: list[str], options: FileOptions, m
     if lead:
         typer.echo(_separate_summary(everyone, ranks.world), err=True)
     if interrupted:
-        raise typer.Exit(130)
+        raise typer.Exit(interrupted)
     if any(r["failed"] for r in everyone):
         raise typer.Exit(1)
 

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, List, Optional
 import typer
 
 from unet_sep.cli.common import MAX_THREADS, print_error, setting_error_exit, setup_logging
+from unet_sep.cli.process import interrupted_exit_code
 
 if TYPE_CHECKING:
     from unet_sep.train.recipe import Recipe
@@ -72,7 +73,8 @@ def train(
 
 def _run_training(loaded: Recipe, run_folder: Path, device: str, resume: bool, progress: bool, allow_changes: bool,
                   adapt_threads: bool) -> TrainResult:
-    """Train; a bad setting or a changed recipe exits 2, a failed run 1, an interrupted one 130, with one line."""
+    """Train; a bad setting or a changed recipe exits 2, a failed run 1, an interrupted one 128 + the signal's number
+    (130: Ctrl-C), with one line."""
     from unet_sep.config import ConfigError
     from unet_sep.errors import SettingError
     from unet_sep.train.checkpoints import resume_advice
@@ -90,9 +92,9 @@ def _run_training(loaded: Recipe, run_folder: Path, device: str, resume: bool, p
     except (TrainingError, ConfigError, ValueError, OSError) as error:
         print_error(str(error))
         raise typer.Exit(1) from None
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as error:  # Ctrl-C, or a signal that ends a run (cli.process)
         print_error(f"{run_folder}: interrupted; {resume_advice(run_folder, loaded.train.checkpoint_every)}")
-        raise typer.Exit(130) from None
+        raise typer.Exit(interrupted_exit_code(error)) from None
 
 
 def _print_result(result: TrainResult) -> None:
