@@ -12,6 +12,8 @@ import pytest
 from unet_sep.atomic import (
     atomic_folder,
     atomic_path,
+    is_stale_temporary,
+    remove_stale_temporaries,
     remove_stale_temporary_folders,
     temporary_path,
     write_bytes_atomic,
@@ -106,3 +108,33 @@ def test_temporary_folders_of_killed_writers_are_removed(tmp_path):
     assert remove_stale_temporary_folders(tmp_path) == [dead]
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted([live.name, other_host.name, "step-00000001"])
     assert remove_stale_temporary_folders(tmp_path / "absent") == []
+
+
+NAMES = {  # final names whose temporary names are hard to make: long in bytes, not UTF-8, with a newline
+    "255 bytes of 4-byte characters": "\U0001f3b5" * 62 + "xyz.wav",
+    "255 bytes of 2-byte characters": "\u00e9" * 125 + "x.wav",
+    "255 bytes, not UTF-8": os.fsdecode(b"\xff" * 251 + b".wav"),
+    "255 bytes of ASCII": "a" * 251 + ".wav",
+    "a newline": "new\nline.wav",
+}
+
+
+@pytest.mark.parametrize("name", list(NAMES))
+@pytest.mark.parametrize("suffix", [".partial", ".partial.png"])
+def test_temporary_names_fit_name_max_and_are_recognised(tmp_path, name, suffix):
+    """The temporary name kept 80 characters of the final one: 320 bytes of 4-byte characters, over the 255 bytes
+    a file name may hold, so a stem whose final name fitted could not be written. A newline in the name hid a
+    killed writer's file from the clean-up (the pattern's "." does not match a newline)."""
+    final = os.path.join(os.fsencode(tmp_path), os.fsencode(NAMES[name]))
+    temporary = temporary_path(os.fsdecode(final), suffix)
+    size = len(os.fsencode(temporary.name))
+    assert size <= 255, size
+    open(os.fsencode(temporary), "xb").close()  # the file system takes it
+    if "not UTF-8" not in name:
+        temporary.name.encode("utf-8")  # cut between characters: no UTF-8 sequence split into stray bytes
+    process = subprocess.Popen([sys.executable, "-c", "pass"])
+    process.wait()
+    stale = temporary.with_name(temporary.name.replace(f".{os.getpid()}@", f".{process.pid}@"))
+    os.rename(os.fsencode(temporary), os.fsencode(stale))
+    assert is_stale_temporary(stale.name)
+    assert remove_stale_temporaries(tmp_path) == [stale] and not os.listdir(tmp_path)

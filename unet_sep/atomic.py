@@ -22,8 +22,13 @@ logger = logging.getLogger(__name__)
 # ".<name>.<token>.<pid>@<host>.partial[.<ext>]": the writing process and its machine, so that a later run can
 # tell a leftover of a killed process from a file another live process is writing. The older form
 # ".<name>.<pid>.partial" (stems before 0.1.0's fix) is read as written on this machine.
-_TEMPORARY = re.compile(r"^\.(?P<name>.+)\.(?P<pid>\d+)@(?P<host>[A-Za-z0-9-]+)\.partial(?:\.\w+)?$")
-_LEGACY_TEMPORARY = re.compile(r"^\.(?P<name>.+)\.(?P<pid>\d+)\.partial$")
+# The name may hold any character but "/", a newline included (DOTALL).
+_TEMPORARY = re.compile(r"^\.(?P<name>.+)\.(?P<pid>\d+)@(?P<host>[A-Za-z0-9-]+)\.partial(?:\.\w+)?$", re.DOTALL)
+_LEGACY_TEMPORARY = re.compile(r"^\.(?P<name>.+)\.(?P<pid>\d+)\.partial$", re.DOTALL)
+# The longest file name, in bytes, on Linux's file systems (ext4, XFS, Btrfs, tmpfs): NAME_MAX.
+NAME_MAX = 255
+# Characters of the final name a temporary name keeps at most (fewer where their bytes would not fit NAME_MAX).
+_KEPT_CHARACTERS = 80
 
 
 def _host_tag() -> str:
@@ -34,11 +39,28 @@ def _host_tag() -> str:
 def temporary_path(path: str | Path, suffix: str = ".partial") -> Path:
     """A fresh hidden temporary name beside ``path`` that names the writing process and machine.
 
+    It holds at most :data:`NAME_MAX` bytes whatever ``path``'s name: the name is cut to 80 characters, and to
+    fewer where their bytes would not fit.
     ``suffix`` ends it (e.g. ``".partial.png"`` for writers that pick the format by extension); names ending in
     ``.partial`` (optionally plus an extension) are the ones :func:`remove_stale_temporaries` recognises.
     """
     path = Path(path)
-    return path.with_name(f".{path.name[:80]}.{secrets.token_hex(4)}.{os.getpid()}@{_host_tag()}{suffix}")
+    tail = f".{secrets.token_hex(4)}.{os.getpid()}@{_host_tag()}{suffix}"
+    kept = _name_cut(path.name[:_KEPT_CHARACTERS], NAME_MAX - 1 - len(os.fsencode(tail)))
+    return path.with_name(f".{kept}{tail}")
+
+
+def _name_cut(name: str, limit: int) -> str:
+    """The longest start of ``name`` whose file-system bytes fit ``limit``, cut between characters (a UTF-8
+    character is never split; a byte that is not UTF-8 counts one)."""
+    if len(os.fsencode(name)) <= limit:
+        return name
+    used = 0
+    for count, character in enumerate(name):
+        used += len(os.fsencode(character))
+        if used > limit:
+            return name[:count]
+    return name
 
 
 def _process_exists(pid: int) -> bool:
