@@ -178,7 +178,7 @@ def _reads_sample(path: Path, index: int) -> bool:
 
     try:
         with quiet_native_stderr():
-            handle = sf.SoundFile(str(path))
+            handle = sf.SoundFile(os.fsencode(path))  # bytes: a name need not be UTF-8
         with handle:
             handle.seek(index)
             return handle.read(1, dtype="float32").shape[0] == 1
@@ -193,7 +193,7 @@ def _decodable_frames(path: Path) -> int:
     count = 0
     try:
         with quiet_native_stderr():
-            handle = sf.SoundFile(str(path))
+            handle = sf.SoundFile(os.fsencode(path))  # bytes: a name need not be UTF-8
         with handle:
             while (block := handle.read(_FLAC_COUNT_BLOCK, dtype="float32").shape[0]) > 0:
                 count += block

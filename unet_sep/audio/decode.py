@@ -5,12 +5,19 @@ soundfile (libsndfile) reads WAV, FLAC, Ogg and MP3 among others; everything els
 own rate. Blocks are read lazily, so a file of any length uses a bounded amount of memory. A file cut short
 (holding less than its container announces) is an error, found when it is opened where the container tells
 (:mod:`unet_sep.audio.containers`) and while decoding for MP3.
+
+A name that is not a regular file (a named pipe, a socket, a device, a broken symbolic link or one that loops) is
+refused for what it is, without being opened: a pipe with no writer would never answer. libsndfile gets names as
+bytes (a name need not be UTF-8), FFmpeg as a path it cannot take for a protocol (``pipe:0.m4a``).
 """
 
 from __future__ import annotations
 
+import errno
 import logging
 import math
+import os
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
@@ -87,7 +94,7 @@ class AudioReader:
         position = start
         try:
             with quiet_native_stderr():
-                handle = sf.SoundFile(str(self.info.path))
+                handle = sf.SoundFile(os.fsencode(self.info.path))
             with handle:
                 if start:
                     handle.seek(start)
@@ -112,7 +119,7 @@ class AudioReader:
         pending_frames = 0
         position = 0  # samples decoded from the start of the stream
         try:
-            with av.open(str(self.info.path)) as container:
+            with av.open(_ffmpeg_name(self.info.path)) as container:
                 stream = container.streams.audio[0]
                 resampler = av.AudioResampler(format="fltp", layout=stream.layout, rate=stream.rate)
                 for packet in container.demux(stream):
@@ -141,6 +148,18 @@ class AudioReader:
             yield np.ascontiguousarray(np.concatenate(pending, axis=1))
 
 
+def _library_reason(error: Exception) -> str:
+    """A decoder's error without the file name it quotes (the message names the file once, first)."""
+    reason = getattr(error, "error_string", None) or getattr(error, "strerror", None)  # libsndfile's, FFmpeg's
+    return one_line(reason or error)
+
+
+def _ffmpeg_name(path: Path) -> str:
+    """``path`` as FFmpeg takes it for a file: a relative name starts with ``./``, so that a name such as
+    ``pipe:1.m4a`` or ``track:2.m4a`` is not read as a protocol (FFmpeg's ``pipe:``, or an unknown one)."""
+    return str(path) if path.is_absolute() else os.path.join(os.curdir, path)
+
+
 def _take(pending: list[np.ndarray], count: int) -> tuple[np.ndarray, list[np.ndarray], int]:
     joined = np.concatenate(pending, axis=1)
     rest = joined[:, count:]
@@ -160,17 +179,44 @@ def open_audio(path: str | Path) -> AudioReader:
         raise
 
 
-def _open_audio(path: Path) -> AudioReader:
-    if not path.exists():
-        raise AudioDecodeError("no such file")
-    if path.is_dir():
-        raise AudioDecodeError("is a folder, not an audio file")
+# What to do with audio that is not in a file (a pipe, standard input): the decoders read a file's header and
+# length before its samples, and seek.
+SEEKABLE_ONLY = "unet-sep reads files it can seek in: write the audio to a file first and give that file"
+
+
+def _file_problem(path: Path) -> str | None:
+    """Why ``path`` cannot be an audio file to open (one line, without the name), or None for a regular file.
+
+    Only ``stat``: a named pipe is never opened (that would wait for a writer). A broken symbolic link or one
+    that loops is named as such.
+    """
     try:
-        size = path.stat().st_size
+        status = os.stat(path)
     except OSError as error:
-        raise AudioDecodeError(f"cannot read: {one_line(error)}") from error
-    if size == 0:
-        raise AudioDecodeError("file is empty (0 bytes)")
+        link = os.readlink(path) if os.path.islink(path) else None
+        if link is not None and error.errno == errno.ENOENT:
+            return f"broken symbolic link to {link}"
+        if link is not None and error.errno == errno.ELOOP:
+            return f"symbolic link that loops (to {link}) and never reaches a file"
+        return "no such file" if error.errno == errno.ENOENT else f"cannot read: {error.strerror or one_line(error)}"
+    mode = status.st_mode
+    if stat.S_ISDIR(mode):
+        return "is a folder, not an audio file"
+    if stat.S_ISFIFO(mode):
+        return f"is a named pipe (FIFO), not a file; {SEEKABLE_ONLY}"
+    if stat.S_ISSOCK(mode):
+        return f"is a socket, not a file; {SEEKABLE_ONLY}"
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return f"is a device, not a file; {SEEKABLE_ONLY}"
+    if status.st_size == 0:
+        return "file is empty (0 bytes)"
+    return None
+
+
+def _open_audio(path: Path) -> AudioReader:
+    problem = _file_problem(path)
+    if problem is not None:
+        raise AudioDecodeError(problem)
     try:
         with path.open("rb"):
             pass
@@ -205,9 +251,9 @@ def _probe_soundfile(path: Path, reasons: list[str]) -> AudioInfo | None:
 
     try:
         with quiet_native_stderr():
-            sf_info = sf.info(str(path))
+            sf_info = sf.info(os.fsencode(path))
     except Exception as error:  # libsndfile reports unknown formats with several exception types
-        reasons.append(f"soundfile: {one_line(error)}")
+        reasons.append(f"soundfile: {_library_reason(error)}")
         return None
     return AudioInfo(
         path=path,
@@ -234,7 +280,7 @@ def _probe_pyav(path: Path, reasons: list[str]) -> AudioInfo | None:
     import av
 
     try:
-        with av.open(str(path)) as container:
+        with av.open(_ffmpeg_name(path)) as container:
             if not container.streams.audio:
                 reasons.append("PyAV: no audio stream")
                 return None
@@ -250,7 +296,7 @@ def _probe_pyav(path: Path, reasons: list[str]) -> AudioInfo | None:
             fmt = container.format.name
             subtype = _PYAV_PCM_SUBTYPES.get(stream.codec_context.name, stream.codec_context.name.upper())
     except Exception as error:  # FFmpeg raises many error types for non-media files
-        reasons.append(f"PyAV: {one_line(error)}")
+        reasons.append(f"PyAV: {_library_reason(error)}")
         return None
     if rate <= 0:
         reasons.append("PyAV: audio stream without a sample rate")
