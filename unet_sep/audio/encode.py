@@ -129,7 +129,7 @@ class AtomicAudioWriter:
                                bitrate, actual)
         try:
             self._file = sf.SoundFile(
-                str(self.tmp_path), mode="w", samplerate=sample_rate, channels=channels,
+                os.fsencode(self.tmp_path), mode="w", samplerate=sample_rate, channels=channels,
                 format=container, subtype=self.subtype, **compression,
             )
         except Exception as error:
