@@ -7,6 +7,7 @@ names the file.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 
@@ -56,3 +57,26 @@ class FileError(Exception):
 def one_line(error: object) -> str:
     """``error``'s message on one line (white space folded), or its type's name when it has none."""
     return " ".join(str(error).split()) or type(error).__name__
+
+
+# Control characters (C0, DEL, C1), line and paragraph separators, bidirectional overrides, and the lone
+# surrogates by which Python holds a file name's bytes that are not UTF-8.
+_UNPRINTABLE = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069\udc80-\udcff]")
+_ESCAPES = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def _escape(match: re.Match) -> str:
+    char = match.group()
+    if char in _ESCAPES:
+        return _ESCAPES[char]
+    code = ord(char)
+    if 0xDC80 <= code <= 0xDCFF:  # a byte that is not UTF-8 (os.fsdecode's surrogateescape)
+        return f"\\x{code - 0xDC00:02x}"
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+
+
+def printable(text: str) -> str:
+    """``text`` with what a terminal would not show as it is escaped, as Python writes it: a newline as ``\\n``,
+    other control characters as ``\\x1b``, a file name's bytes that are not UTF-8 as ``\\xff``. A message naming
+    any file stays one line, and a name cannot move the cursor or recolour the terminal."""
+    return _UNPRINTABLE.sub(_escape, text)

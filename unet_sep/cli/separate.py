@@ -14,7 +14,7 @@ from unet_sep.cli.common import MAX_THREADS, print_error, setting_error_exit, se
 from unet_sep.cli.process import interrupted_exit_code
 from unet_sep.cli.progress import ProgressBars
 from unet_sep.config import DEFAULT_WIENER_WINDOW, MASK_EXTENSIONS, MAX_WIENER_ITERATIONS, PRECISIONS
-from unet_sep.errors import one_line
+from unet_sep.errors import one_line, printable
 from unet_sep.separate.outputs import DEFAULT_TEMPLATE
 
 if TYPE_CHECKING:
@@ -190,7 +190,7 @@ def _separate(ranks: SeparationRanks, inputs: list[str], options: FileOptions, m
     lead = ranks.rank == 0  # messages about the whole batch come from one rank
     if lead:
         for message in input_errors:
-            print_error(message)
+            print_error(printable(message))
     model_name, pipeline = _load_pipeline(model, device, model_options, options, readers)
     if not files and not ranks.group:
         raise typer.Exit(1)
@@ -210,21 +210,21 @@ def _separate(ranks: SeparationRanks, inputs: list[str], options: FileOptions, m
         progress.add(event)
         if event.kind == "skipped":
             skipped.append(event.path)
-            progress.write(f"skipped {event.path}: outputs exist (use --overwrite to replace them)")
+            progress.write(printable(f"skipped {event.path}: outputs exist (use --overwrite to replace them)"))
         elif event.kind == "failed":
             failed.append(event.path)
-            progress.write(f"error: {event.path}: {_failure_text(event.error)}")
+            progress.write(printable(f"error: {event.path}: {_failure_text(event.error)}"))
         elif event.kind == "done":
             done.append(event.done / event.sample_rate if event.sample_rate else 0.0)
             if not quiet:
-                progress.write(f"{event.path} -> {', '.join(str(p) for p in event.outputs.values())}")
+                progress.write(printable(f"{event.path} -> {', '.join(str(p) for p in event.outputs.values())}"))
 
     try:
         pipeline.run(files, on_event=on_event, shard=ranks.shard)
     except KeyboardInterrupt as error:  # Ctrl-C, or a signal that ends a run (cli.process)
         progress.close()
         for path in getattr(error, "unfinished", []):
-            print_error(f"{path}: interrupted; its partial outputs were removed")
+            print_error(printable(f"{path}: interrupted; its partial outputs were removed"))
         interrupted = interrupted_exit_code(error)
     finally:
         progress.close()
