@@ -80,3 +80,21 @@ def count_batches(separator) -> list[int]:
 
     runner.forward = counting
     return sizes
+
+
+def write_m4a(path: Path, audio: np.ndarray, rate: int) -> Path:
+    """AAC in an MP4 container (``.m4a``) of float32 ``[channels, samples]`` stereo audio, written with PyAV: a
+    file only the PyAV (FFmpeg) decoder reads."""
+    import av
+
+    with av.open(str(path), "w", format="mp4") as container:
+        stream = container.add_stream("aac", rate=rate, layout="stereo")
+        for start in range(0, audio.shape[1], 1024):
+            frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(audio[:, start : start + 1024]), format="fltp",
+                                               layout="stereo")
+            frame.sample_rate = rate
+            for packet in stream.encode(frame):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    return path

@@ -186,7 +186,7 @@ def _separate(ranks: SeparationRanks, inputs: list[str], options: FileOptions, m
     from unet_sep.separate.inputs import expand_inputs
 
     torch.set_num_threads(threads or ranks.cpu_threads())
-    files, input_errors = expand_inputs(inputs, exclude=[options.out_dir])
+    files, input_errors, repeated = expand_inputs(inputs, exclude=[options.out_dir])
     lead = ranks.rank == 0  # messages about the whole batch come from one rank
     if lead:
         for message in input_errors:
@@ -231,7 +231,8 @@ def _separate(ranks: SeparationRanks, inputs: list[str], options: FileOptions, m
 
     mine = {"done": len(done), "audio": sum(done), "skipped": len(skipped),
             "failed": len(failed) + (len(input_errors) if lead else 0), "wall": time.perf_counter() - started,
-            "interrupted": interrupted}
+            "interrupted": interrupted, "repeated": len(repeated) if lead else 0,
+            "named_again": len({kept for _, kept in repeated}) if lead else 0}
     everyone = ranks.gather(mine) if not interrupted else [mine]
     if lead:
         typer.echo(_separate_summary(everyone, ranks.world), err=True)
@@ -243,13 +244,18 @@ def _separate(ranks: SeparationRanks, inputs: list[str], options: FileOptions, m
 
 def _separate_summary(everyone: list[dict], world: int) -> str:
     """The run's one summary line, over every rank's counts."""
-    total = {key: sum(r[key] for r in everyone) for key in ("done", "audio", "skipped", "failed")}
+    total = {key: sum(r[key] for r in everyone) for key in ("done", "audio", "skipped", "failed", "repeated",
+                                                              "named_again")}
     wall = max(r["wall"] for r in everyone)
     speed = f", {total['audio'] / wall:.1f}x real time" if total["done"] and wall > 0 else ""
     where = f" on {world} ranks" if world > 1 else ""
     summary = f"separated {total['done']} file(s) ({total['audio']:.1f} s of audio) in {wall:.1f} s{where}{speed}"
     if total["skipped"]:
         summary += f"; skipped {total['skipped']} already done"
+    if total["repeated"]:  # one file under several names (./a.wav, $PWD/a.wav, a link): separated under the first
+        files = total["named_again"]
+        times = "twice" if total["repeated"] == files else "more than once"
+        summary += f"; {files} input{'s' if files > 1 else ''} named {times}, separated once"
     if total["failed"]:
         summary += f"; {total['failed']} failed"
     return summary

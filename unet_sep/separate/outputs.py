@@ -19,8 +19,9 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from unet_sep.atomic import NAME_MAX
 from unet_sep.errors import FileError, SettingError
-from unet_sep.separate.inputs import InputFile
+from unet_sep.separate.inputs import InputFile, real_path
 
 DEFAULT_TEMPLATE = "{dir}/{track}/{stem}.{ext}"
 TEMPLATE_FIELDS = ("dir", "track", "trackext", "stem", "ext", "model")
@@ -85,30 +86,56 @@ def check_template(template: str) -> None:
 
 def output_paths(source: InputFile, out_dir: Path, template: str, fmt: str, stems: Sequence[str],
                  model: str) -> dict[str, Path]:
-    """``{stem: path}`` for one input, each checked to lie under ``out_dir`` after ``..`` and symlinks.
+    """``{stem: path}`` for one input, each checked to lie under ``out_dir`` after ``..`` and symlinks, and each
+    name in it to fit the file system's limit (bytes, not characters).
 
     ``template`` has passed :func:`check_template` (once per run, not per input). Empty fields (``{dir}`` of a
     top-level file) leave no empty folder name. Raises :class:`SettingError` for a template that cannot work for
     any input and :class:`OutputPathError` for one that fails this input.
     """
     out_dir = Path(out_dir)
-    lexical_root, real_root = _normalised(out_dir), out_dir.resolve()
+    lexical_root, real_root = _normalised(out_dir), real_path(out_dir)
+    longest = _longest_name(out_dir)
     values = {"dir": source.folder, "track": source.path.stem, "trackext": source.path.suffix.lstrip("."),
               "ext": fmt, "model": model}
     paths: dict[str, Path] = {}
     for stem in stems:
         text = template.format(stem=stem, **values)
-        target = out_dir.joinpath(*[part for part in text.split("/") if part not in ("", ".")])
+        names = [part for part in text.split("/") if part not in ("", ".")]
+        target = out_dir.joinpath(*names)
         if not _below(_normalised(target), lexical_root):
             raise SettingError("template", f"{template!r} puts stem {stem} at {target}, outside the output folder "
                                            f"{out_dir}")
-        if not _below(target.resolve(), real_root):
-            raise OutputPathError(f"output {target} for stem {stem} resolves to {target.resolve()}, outside the "
+        too_long = max(len(os.fsencode(name)) for name in names)
+        if too_long > longest:
+            raise OutputPathError(f"a name in its {stem} output's path would be {too_long} bytes, over the file "
+                                  f"system's limit of {longest}: use a template that puts fewer fields in one name, "
+                                  f"or a shorter input name", source.path)
+        if not _below(real_path(target), real_root):
+            raise OutputPathError(f"output {target} for stem {stem} resolves to {real_path(target)}, outside the "
                                   f"output folder {out_dir} (through a symbolic link)", source.path)
         paths[stem] = target
     if len(set(paths.values())) != len(paths):
         raise SettingError("template", f"{template!r} gives several stems the same file name; use {{stem}}")
     return paths
+
+
+def _longest_name(folder: Path) -> int:
+    """The longest file name, in bytes, the file system of ``folder`` (or of its nearest existing parent) takes."""
+    for existing in (folder, *folder.absolute().parents):
+        try:
+            limit = os.pathconf(existing, "PC_NAME_MAX")
+        except (OSError, ValueError):  # not there yet, or a system that cannot tell
+            continue
+        return limit if limit > 0 else NAME_MAX
+    return NAME_MAX
+
+
+def _same_file(first: Path, second: Path) -> bool:
+    try:
+        return os.path.samefile(first, second)
+    except OSError:  # one of them cannot be reached (a broken link): it is at most the same name
+        return real_path(first) == real_path(second)
 
 
 def _normalised(path: Path) -> Path:
@@ -125,9 +152,10 @@ def plan_outputs(sources: Sequence[InputFile],
     """For each input, its outputs or the reason it cannot be separated, decided before any work.
 
     Refused: an output that is an input of the batch, an output that is an existing folder, and an output an
-    earlier input already claims (the message names a template field that tells the two apart).
+    earlier input already claims (the message names a template field that tells the two apart, or says that the
+    two are one file under two names).
     """
-    inputs = {source.path.resolve(): source for source in sources}
+    inputs = {real_path(source.path): source for source in sources}
     claimed: dict[Path, InputFile] = {}
     plan: list[dict[str, Path] | OutputPathError] = []
     for source in sources:
@@ -136,7 +164,7 @@ def plan_outputs(sources: Sequence[InputFile],
         except OutputPathError as error:
             plan.append(error)
             continue
-        targets = {stem: path.resolve() for stem, path in paths.items()}
+        targets = {stem: real_path(path) for stem, path in paths.items()}
         victim = next((inputs[t] for t in targets.values() if t in inputs), None)
         owner = next((claimed[t] for t in targets.values() if t in claimed), None)
         folder = next((paths[s] for s, t in targets.items() if t.is_dir()), None)
@@ -145,6 +173,9 @@ def plan_outputs(sources: Sequence[InputFile],
             plan.append(OutputPathError(f"an output would overwrite {what}", source.path))
         elif folder is not None:
             plan.append(OutputPathError(f"output {folder} is an existing folder", source.path))
+        elif owner is not None and _same_file(source.path, owner.path):
+            plan.append(OutputPathError(f"another name for {owner.path}, which this batch separates already: give "
+                                        "each file once (expand_inputs lists each once)", source.path))
         elif owner is not None:
             plan.append(OutputPathError(f"its outputs would be the same files as those of {owner.path}; "
                                         f"{_clash_hint(source, owner)}", source.path))
@@ -160,7 +191,7 @@ def _clash_hint(source: InputFile, owner: InputFile) -> str:
         return 'add {trackext} to the template, e.g. "{dir}/{track}.{trackext}/{stem}.{ext}"'
     if source.folder != owner.folder:
         return f'add {{dir}} to the template, e.g. "{DEFAULT_TEMPLATE}"'
-    if source.path.parent.resolve() != owner.path.parent.resolve():
+    if real_path(source.path.parent) != real_path(owner.path.parent):
         return ("they were named as files from different folders, where {dir} is empty: give the folder that holds "
                 "both instead (then {dir} keeps them apart), or separate them into different output folders")
     return "add {stem} or {dir} to the template"
