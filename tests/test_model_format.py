@@ -4,6 +4,7 @@ refused with both versions named, before any of its keys is read."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 from pathlib import Path
@@ -58,8 +59,9 @@ def _format_0_folder(folder: Path, net: StemsNet) -> Path:
 def test_the_fixture_is_a_format_0_config_of_every_field_of_its_day():
     written = json.loads(FORMAT_0_CONFIG.read_text(encoding="utf-8"))
     assert FORMAT_KEY not in written and "wiener_iterations" not in written  # format 2 added it
+    assert "weights_sha256" not in written  # format 3 added it
     today = {key: value for key, value in FORMAT_0_MODEL.to_dict().items() if key != FORMAT_KEY}
-    assert {**written, "wiener_iterations": 0} == today
+    assert {**written, "wiener_iterations": 0, "weights_sha256": ""} == today
 
 
 def test_a_folder_of_format_0_loads_migrated_and_separates_as_one_saved_today(tmp_path):
@@ -74,8 +76,11 @@ def test_a_folder_of_format_0_loads_migrated_and_separates_as_one_saved_today(tm
     new = save_model(tmp_path / "new", loaded, config)
     written = json.loads((new / CONFIG_FILE).read_text(encoding="utf-8"))
     assert list(written)[0] == FORMAT_KEY and written.pop(FORMAT_KEY) == FORMAT_VERSION
-    # Besides the version, only the field format 2 added is new, with the value that means "as before".
-    assert written == {**json.loads(FORMAT_0_CONFIG.read_text(encoding="utf-8")), "wiener_iterations": 0}
+    # Besides the version, only the fields formats 2 and 3 added are new: the value that means "as before", and
+    # the digest of the weights written beside it.
+    digest = hashlib.sha256((new / WEIGHTS_FILE).read_bytes()).hexdigest()
+    assert written == {**json.loads(FORMAT_0_CONFIG.read_text(encoding="utf-8")), "wiener_iterations": 0,
+                       "weights_sha256": digest}
 
     mixture = music_like(3.0, 22050, channels=1)
     stems_old = Separator.from_pretrained(old, device="cpu").separate(mixture, 22050)
@@ -87,7 +92,7 @@ def test_a_folder_of_format_0_loads_migrated_and_separates_as_one_saved_today(tm
 
 
 def test_saved_configs_carry_the_format_version_and_round_trip(tmp_path):
-    assert FORMAT_VERSION == 2 == len(config_module.MIGRATIONS)
+    assert FORMAT_VERSION == 3 == len(config_module.MIGRATIONS)
     path = tmp_path / CONFIG_FILE
     FORMAT_0_MODEL.save(path)
     assert json.loads(path.read_text(encoding="utf-8"))[FORMAT_KEY] == FORMAT_VERSION

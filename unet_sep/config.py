@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -136,8 +137,14 @@ def _from_format_1(fields: dict[str, Any]) -> dict[str, Any]:
     return {"mask_extension": "last", **fields}
 
 
-MIGRATIONS: tuple[Callable[[dict[str, Any]], dict[str, Any]], ...] = (_from_format_0, _from_format_1)
-FORMAT_VERSION = len(MIGRATIONS)  # the format version of the config.json this code writes: 2
+def _from_format_2(fields: dict[str, Any]) -> dict[str, Any]:
+    """Format 3 adds ``weights_sha256``, the digest of ``model.safetensors`` that loading checks; a folder written
+    before has none (absent: "", its weights load unverified, with a warning)."""
+    return fields
+
+
+MIGRATIONS: tuple[Callable[[dict[str, Any]], dict[str, Any]], ...] = (_from_format_0, _from_format_1, _from_format_2)
+FORMAT_VERSION = len(MIGRATIONS)  # the format version of the config.json this code writes: 3
 FORMAT_KEY = "format_version"  # its key in config.json; absent from the files of format 0
 
 
@@ -178,6 +185,9 @@ class ModelConfig:
         wiener_iterations: the model's default number of multichannel Wiener (EM) iterations after the masks
             (0: the ratio masks alone); a separation can ask for another number.
         provenance: free-form facts about where the weights come from (data, commit, date, scores).
+        weights_sha256: the sha256 (64 lowercase hex digits) of the folder's ``model.safetensors``, written with it
+            by every writer of model folders and checked when it is loaded
+            (:func:`~unet_sep.weights.checkpoint.verify_weights`); "" in folders written before (not checked).
     """
 
     stems: list[str] = field(default_factory=lambda: ["vocals", "accompaniment"])
@@ -193,6 +203,7 @@ class ModelConfig:
     unet: UNetConfig = field(default_factory=UNetConfig)
     name: str = ""
     provenance: dict[str, Any] = field(default_factory=dict)
+    weights_sha256: str = ""
 
     @property
     def band_hz(self) -> float:
@@ -240,6 +251,9 @@ class ModelConfig:
             raise ConfigError(f"wiener_iterations must be in 0..{MAX_WIENER_ITERATIONS}, got {self.wiener_iterations}")
         if self.separation_exponent <= 0:
             raise ConfigError(f"separation_exponent must be > 0, got {self.separation_exponent}")
+        if self.weights_sha256 and not re.fullmatch(r"[0-9a-f]{64}", self.weights_sha256):
+            raise ConfigError(f"weights_sha256 must be 64 lowercase hex digits (or absent), got "
+                              f"{show_value(self.weights_sha256)}")
 
     def to_dict(self) -> dict[str, Any]:
         """The config as ``config.json`` holds it: the format version (:data:`FORMAT_KEY`), then every field."""
@@ -255,9 +269,13 @@ class ModelConfig:
         config.validate()
         return config
 
+    def to_json(self) -> str:
+        """The text of ``config.json``: :meth:`to_dict` as indented JSON, in the current format version."""
+        return json.dumps(self.to_dict(), indent=2) + "\n"
+
     def save(self, path: str | Path) -> None:
         """Write the config as indented JSON, in the current format version."""
-        Path(path).write_text(json.dumps(self.to_dict(), indent=2) + "\n", encoding="utf-8")
+        Path(path).write_text(self.to_json(), encoding="utf-8")
 
     @classmethod
     def load(cls, path: str | Path) -> "ModelConfig":

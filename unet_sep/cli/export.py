@@ -15,7 +15,8 @@ def export(
     onnx: Path = typer.Option(..., "--onnx", metavar="OUT.onnx", help="The ONNX file to write (replaced if it "
                               "exists; its name ends in .onnx)."),
 ) -> None:
-    """Export a model's U-Nets to ONNX, with the model's config.json in the file's metadata.
+    """Export a model's U-Nets to ONNX, with the model's config.json and a digest of its weights in the file's
+    metadata (checked when the file is loaded).
 
     The file maps magnitudes [N, C, T, F] to per-stem estimates [S, N, C, T, F]; N and T are dynamic, T a multiple
     of 2**depth (64 for six layers). The STFT, masks and inverse STFT are not in it: unet-sep does them, so run it
@@ -31,11 +32,13 @@ def export(
         print_error(f"--onnx: {onnx} is a folder; give the path of the file to write")
         raise typer.Exit(2)
     from unet_sep.config import ConfigError
+    from unet_sep.extras import import_extra
     from unet_sep.weights.checkpoint import CheckpointError, load_model
     from unet_sep.weights.entries import ModelNotFoundError
     from unet_sep.weights.onnx_export import export_onnx
     from unet_sep.weights.registry import resolve_model
 
+    import_extra("onnx", "onnx", "ONNX export")  # before the model is loaded (and its digest remembered)
     try:
         config, net = load_model(resolve_model(model))
     except (ModelNotFoundError, CheckpointError, ConfigError) as error:

@@ -10,7 +10,8 @@ Two model providers (see :mod:`unet_sep.weights.providers`):
        "sha256": "<64 hex digits of that file>", "config": {<the model's config.json>}}
 
   The URL is the model's ``model.safetensors``; on first use it is downloaded into the cache, verified, and
-  written beside the config into a cached model folder, loaded once to check that the tensors fit the config.
+  written beside the config (which records its sha256, checked on every load) into a cached model folder,
+  loaded once to check that the tensors fit the config.
   The last part of each URL names the file in the download cache, so those names must differ.
 """
 
@@ -25,7 +26,7 @@ from typing import Any
 
 from unet_sep.config import CONFIG_FILE, WEIGHTS_FILE, ConfigError, ModelConfig
 from unet_sep.fields import build_section, read_json
-from unet_sep.weights.checkpoint import load_model
+from unet_sep.weights.checkpoint import load_model, save_config
 from unet_sep.weights.entries import PACKAGE_DIR, ModelEntry
 
 BUNDLED_DIR = PACKAGE_DIR / "pretrained"
@@ -92,11 +93,12 @@ def _remote_entry(item: Any, section: str, listing: Path) -> ModelEntry:
 
 
 def install_weights(config: ModelConfig, weights: Path, destination: Path) -> None:
-    """``ModelEntry.convert`` of a downloadable model: its weights file beside its config in ``destination``.
+    """``ModelEntry.convert`` of a downloadable model: its weights file beside its config in ``destination``, the
+    config recording the weights' sha256.
 
     The folder is loaded once, so that weights which do not fit the config fail here (CheckpointError).
     """
     destination.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(weights, destination / WEIGHTS_FILE)
-    config.save(destination / CONFIG_FILE)
+    save_config(destination, config)
     load_model(destination)

@@ -64,8 +64,9 @@ DEFAULT_FILTERS = (16, 32, 64, 128, 256, 512)
 RELEASE_URL = "https://github.com/deezer/spleeter/releases/download/v1.4.0"
 URL_ENV = "UNET_SEP_SPLEETER_URL"
 # What a cached conversion of a release holds: 2 since the mask extension above F is capped_average (revision 1
-# wrote "last", which hands the hi-hats above F to the vocals); a cache of an earlier revision is converted again.
-CONVERSION_REVISION = 2
+# wrote "last", which hands the hi-hats above F to the vocals); 3 since its config.json records the weights'
+# sha256 (weights_sha256), checked on every load. A cache of an earlier revision is converted again.
+CONVERSION_REVISION = 3
 SHA256_ENV_PREFIX = "UNET_SEP_SPLEETER_SHA256_"
 # sha256 of Deezer's v1.4.0 archives, as pinned by Spleeter's own test of its checksum index.
 RELEASE_SHA256 = {

@@ -1,0 +1,207 @@
+"""A damaged model never gives stems (issue 25, item 1): every writer of a model folder records the sha256 of its
+weights in ``config.json`` and loading checks it (once per file identity); weights that are not finite are
+refused; stems that come out NaN or infinite are an error for that input, never written (``--precision`` named
+when fp16/bf16 overflows); an exported ONNX file carries a digest of its tensors and its config is checked against
+its graph. The damage is real: bytes flipped in the files, weights that overflow."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+from typer.testing import CliRunner
+
+from conftest import make_model, music_like
+from tf_bundle import require_ref
+from unet_sep import load_model, save_model
+from unet_sep.cli import app
+from unet_sep.config import CONFIG_FILE, FORMAT_KEY, WEIGHTS_FILE, ConfigError, ModelConfig
+from unet_sep.separate.separator import Separator
+from unet_sep.weights import checkpoint
+from unet_sep.weights.checkpoint import CheckpointError
+from unet_sep.weights.registry import default_model_name, resolve_model
+
+RATE = 44100
+
+
+@pytest.fixture(autouse=True)
+def own_cache(tmp_path, monkeypatch) -> Path:
+    """The remembered digests (and ONNX exports) of this test in a folder of its own."""
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("UNET_SEP_CACHE", str(cache))
+    return cache
+
+
+def flip_middle(path: Path, count: int = 4096, at: int | None = None) -> None:
+    """Invert ``count`` bytes of ``path`` in place, centred on byte ``at`` (default: the middle of the file)."""
+    size = path.stat().st_size
+    start = (size // 2 if at is None else at) - count // 2
+    with path.open("r+b") as handle:
+        handle.seek(start)
+        data = handle.read(count)
+        handle.seek(start)
+        handle.write(bytes(byte ^ 0xFF for byte in data))
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def unet_sep(*args: object, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "unet_sep", *map(str, args)], capture_output=True, text=True,
+                          timeout=300, env=dict(os.environ), cwd=cwd)
+
+
+def settle(path: Path) -> None:
+    """Date ``path`` 10 s back, as a file written earlier (a file modified in the last seconds is not remembered)."""
+    status = path.stat()
+    os.utime(path, ns=(status.st_atime_ns, status.st_mtime_ns - 10 * 10**9))
+
+
+@pytest.fixture(scope="module")
+def bundled() -> Path:
+    name = default_model_name()
+    if name is None:
+        pytest.skip("no bundled model in this installation")
+    return resolve_model(name)
+
+
+# ---- the weights' digest -------------------------------------------------------------------------------------
+
+
+def test_every_writer_records_the_weights_digest_and_the_bundled_model_carries_it(bundled, tmp_path, caplog):
+    folder = make_model(tmp_path / "saved")
+    assert ModelConfig.load(folder / CONFIG_FILE).weights_sha256 == sha256(folder / WEIGHTS_FILE)
+    config = ModelConfig.load(bundled / CONFIG_FILE)
+    assert config.weights_sha256 == sha256(bundled / WEIGHTS_FILE)
+    with caplog.at_level(logging.INFO, logger="unet_sep"):
+        load_model(bundled)
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]  # the default model is silent
+
+
+def test_converted_spleeter_folders_record_the_digest(tmp_path):
+    ref = require_ref()
+    result = CliRunner().invoke(app, ["models", "import-spleeter", str(ref / "5stems"), "--config",
+                                      str(ref / "5stems" / "config.json"), "--out", str(tmp_path / "5stems")])
+    assert result.exit_code == 0, result.output
+    config, _ = load_model(tmp_path / "5stems")
+    assert config.weights_sha256 == sha256(tmp_path / "5stems" / WEIGHTS_FILE)
+    assert config.stems == ["vocals", "piano", "drums", "bass", "other"]
+
+
+def test_a_downloadable_model_installs_with_the_digest(tmp_path):
+    from unet_sep.weights.native import install_weights
+
+    source = make_model(tmp_path / "source")
+    config = dataclasses.replace(ModelConfig.load(source / CONFIG_FILE), weights_sha256="")
+    install_weights(config, source / WEIGHTS_FILE, tmp_path / "installed")
+    assert ModelConfig.load(tmp_path / "installed" / CONFIG_FILE).weights_sha256 == sha256(source / WEIGHTS_FILE)
+
+
+def test_flipped_bytes_in_the_weights_exit_2_naming_the_file_and_both_digests(bundled, tmp_path):
+    copy = tmp_path / "copy"
+    shutil.copytree(bundled, copy)
+    recorded = sha256(copy / WEIGHTS_FILE)
+    flip_middle(copy / WEIGHTS_FILE)
+    actual = sha256(copy / WEIGHTS_FILE)
+    sf.write(tmp_path / "song.wav", music_like(2.0, 16000, channels=1).T, 16000)
+
+    result = unet_sep("separate", "song.wav", "--model", "copy/", "--out", "o", cwd=tmp_path)
+
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.splitlines() == [
+        f"error: copy/{WEIGHTS_FILE}: corrupted or changed: its sha256 is {actual}, but {CONFIG_FILE} records "
+        f"{recorded}"], result.stderr
+    assert not (tmp_path / "o").exists()
+    with pytest.raises(CheckpointError, match=f"its sha256 is {actual}, but {CONFIG_FILE} records {recorded}$"):
+        Separator.from_pretrained(copy, device="cpu")
+
+
+def test_the_digest_is_computed_once_per_file_identity(tmp_path, monkeypatch, own_cache):
+    folder = make_model(tmp_path / "m")
+    hashed: list[Path] = []
+    monkeypatch.setattr(checkpoint, "sha256_of", lambda path: hashed.append(path) or sha256(path))
+
+    load_model(folder)
+    load_model(folder)
+    assert len(hashed) == 2  # just written: not remembered (a write in the same clock tick would go unseen)
+    settle(folder / WEIGHTS_FILE)
+    load_model(folder)
+    load_model(folder)
+    assert len(hashed) == 3 and len(list((own_cache / "verified").iterdir())) == 1
+
+    # Bytes changed in place: a new modification time, hashed again and refused. Setting the time back does not
+    # hide it: the change time moved.
+    times = (folder / WEIGHTS_FILE).stat()
+    flip_middle(folder / WEIGHTS_FILE, 16)
+    os.utime(folder / WEIGHTS_FILE, ns=(times.st_atime_ns, times.st_mtime_ns))
+    with pytest.raises(CheckpointError, match="corrupted or changed"):
+        load_model(folder)
+    assert len(hashed) == 4
+
+
+def test_a_folder_written_before_digests_loads_with_a_warning(tmp_path, caplog):
+    folder = make_model(tmp_path / "current")
+    old = tmp_path / "format-2"
+    shutil.copytree(folder, old)
+    data = json.loads((old / CONFIG_FILE).read_text())
+    del data["weights_sha256"]
+    data[FORMAT_KEY] = 2  # as unet-sep wrote it before format 3
+    (old / CONFIG_FILE).write_text(json.dumps(data, indent=2))
+
+    with caplog.at_level(logging.WARNING, logger="unet_sep"):
+        old_stems = Separator.from_pretrained(old, device="cpu").separate(music_like(1.0, RATE), RATE)
+    assert [r.getMessage() for r in caplog.records] == [
+        f"{old / CONFIG_FILE} records no weights digest (written before unet-sep checked them): {WEIGHTS_FILE} is "
+        "loaded unverified; save the model again to add one"]
+    new_stems = Separator.from_pretrained(folder, device="cpu").separate(music_like(1.0, RATE), RATE)
+    assert all(np.array_equal(old_stems[stem], new_stems[stem]) for stem in new_stems)
+    # Saving it again adds the digest.
+    config, net = load_model(old)
+    resaved = save_model(tmp_path / "resaved", net, config)
+    assert ModelConfig.load(resaved / CONFIG_FILE).weights_sha256 == sha256(resaved / WEIGHTS_FILE)
+
+
+def test_a_digest_that_is_not_one_is_a_config_error(tmp_path):
+    data = ModelConfig().to_dict()
+    data["weights_sha256"] = "ABC"
+    with pytest.raises(ConfigError, match=r'^weights_sha256 must be 64 lowercase hex digits \(or absent\), got "ABC"'):
+        ModelConfig.from_dict(data)
+
+
+# ---- weights that are not finite -------------------------------------------------------------------------------
+
+
+def test_non_finite_weights_are_refused_naming_the_tensor(tmp_path):
+    config, net = load_model(make_model(tmp_path / "m"))
+    with torch.no_grad():
+        net.unets[1].decoder[2].bn.weight[3] = float("inf")
+        net.unets[1].decoder[2].bn.bias[:2] = float("nan")
+    folder = save_model(tmp_path / "diverged", net, config)  # as written: its digest matches
+    with pytest.raises(CheckpointError) as caught:
+        load_model(folder)
+    assert str(caught.value) == (f"{folder / WEIGHTS_FILE}: tensor unets.1.decoder.2.bn.bias holds 2 NaN or "
+                                 "infinite value(s): the weights are corrupted, or the training that wrote them "
+                                 "diverged")  # the first in the file's (alphabetical) order
+
+
+def test_flipped_bytes_in_a_folder_without_digest_are_caught_as_non_finite_weights(bundled, tmp_path):
+    copy = tmp_path / "copy"
+    shutil.copytree(bundled, copy)
+    data = json.loads((copy / CONFIG_FILE).read_text())
+    del data["weights_sha256"]
+    (copy / CONFIG_FILE).write_text(json.dumps(data))
+    flip_middle(copy / WEIGHTS_FILE)  # the bundled weights are float16: inverted exponents give NaN and inf
+    with pytest.raises(CheckpointError, match=r"model.safetensors: tensor unets\.\S+ holds \d+ NaN or infinite"):
+        load_model(copy)
