@@ -27,7 +27,9 @@ from tf_bundle import require_ref
 from unet_sep import load_model, save_model
 from unet_sep.cli import app
 from unet_sep.config import CONFIG_FILE, FORMAT_KEY, WEIGHTS_FILE, ConfigError, ModelConfig
+from unet_sep.dsp.measures import snr_db
 from unet_sep.separate.separator import Separator
+from unet_sep.separate.stream import NonFiniteStemsError
 from unet_sep.weights import checkpoint
 from unet_sep.weights.checkpoint import CheckpointError
 from unet_sep.weights.registry import default_model_name, resolve_model
@@ -205,3 +207,89 @@ def test_flipped_bytes_in_a_folder_without_digest_are_caught_as_non_finite_weigh
     flip_middle(copy / WEIGHTS_FILE)  # the bundled weights are float16: inverted exponents give NaN and inf
     with pytest.raises(CheckpointError, match=r"model.safetensors: tensor unets\.\S+ holds \d+ NaN or infinite"):
         load_model(copy)
+
+
+# ---- stems that are not finite ---------------------------------------------------------------------------------
+
+
+def overflowing_model(folder: Path, scale: float | None = None) -> Path:
+    """A model whose weights are finite but overflow float32 on any sound (the first convolution's weights
+    +-1e38; silence still gives finite stems), or with ``scale``, the first convolution's weights scaled by it."""
+    config, net = load_model(make_model(folder.with_name(folder.name + "-source")))
+    with torch.no_grad():
+        for unet in net.unets:
+            weight = unet.encoder[0].conv.weight
+            weight.copy_(weight * scale if scale is not None else torch.sign(weight) * 1e38)
+    return save_model(folder, net, config)
+
+
+def test_stems_that_are_not_finite_fail_that_file_alone_in_a_shared_batch(tiny_model, tmp_path):
+    good, bad = tmp_path / "good.wav", tmp_path / "bad.wav"
+    sf.write(good, music_like(3.0, RATE, seed=1).T, RATE, subtype="FLOAT")
+    one_sided = music_like(3.0, RATE, seed=2)
+    one_sided[1] = 0.0  # its segments are the ones whose second channel is silent
+    sf.write(bad, one_sided.T, RATE, subtype="FLOAT")
+    separator = Separator.from_pretrained(tiny_model, device="cpu", batch_size=2)
+    alone = separator.separate(sf.read(good, dtype="float32")[0].T, RATE)
+    forward, mixed = separator.runner.forward, []
+
+    def nan_for_bad(batch: torch.Tensor) -> torch.Tensor:
+        estimates = forward(batch)
+        silent_right = batch[:, 1].flatten(1).abs().amax(dim=1) == 0
+        mixed.append(0 < int(silent_right.sum()) < batch.shape[0])
+        estimates[:, silent_right] = float("nan")
+        return estimates
+
+    separator.runner.forward = nan_for_bad
+    events = separator.separate_files([good, bad], tmp_path / "out")
+
+    assert any(mixed)  # a batch held segments of both files
+    assert [event.kind for event in events] == ["done", "failed"]
+    assert isinstance(events[1].error, NonFiniteStemsError)
+    assert str(events[1].error) == (f"{bad}: the model gave non-finite values (NaN or inf) from 0.0 s on, so no "
+                                    "stems are given: its weights may be damaged, or overflow float32 on this input")
+    for stem in ("vocals", "accompaniment"):
+        written = sf.read(tmp_path / "out" / "good" / f"{stem}.wav", dtype="float32")[0].T
+        assert snr_db(alone[stem], written) > 100, stem
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["good"]  # nothing of bad, no temporaries
+
+
+def test_overflowing_weights_fail_each_sounding_file_with_one_line(tmp_path):
+    model = overflowing_model(tmp_path / "huge")
+    sf.write(tmp_path / "silence.wav", np.zeros((RATE, 2), np.float32), RATE)
+    sf.write(tmp_path / "song.wav", music_like(2.0, RATE).T, RATE)
+
+    result = unet_sep("separate", "silence.wav", "song.wav", "--model", model, "--out", "o", "--device", "cpu",
+                      "--quiet", cwd=tmp_path)
+
+    assert result.returncode == 1, result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert errors == ["error: song.wav: the model gave non-finite values (NaN or inf) from 0.0 s on, so no stems "
+                      "are given: its weights may be damaged, or overflow float32 on this input"], result.stderr
+    assert "Traceback" not in result.stderr and "1 failed" in result.stderr
+    assert sorted(p.name for p in (tmp_path / "o").iterdir()) == ["silence"]  # song: nothing, no temporaries
+    for stem in ("vocals", "accompaniment"):
+        assert not sf.read(tmp_path / "o" / "silence" / f"{stem}.wav")[0].any()
+    separator = Separator.from_pretrained(model, device="cpu")
+    with pytest.raises(NonFiniteStemsError, match=r"^the model gave non-finite values"):
+        separator.separate(music_like(1.0, RATE), RATE)
+    with pytest.raises(NonFiniteStemsError):
+        list(separator.stream([music_like(1.0, RATE)[None]], RATE))
+
+
+def test_fp16_overflow_is_an_error_that_names_precision(tmp_path):
+    model = overflowing_model(tmp_path / "loud", scale=1e3)  # fine in float32 and bfloat16; beyond float16's range
+    song = music_like(2.0, RATE)
+    sf.write(tmp_path / "song.wav", song.T, RATE)
+    for precision in ("fp32", "bf16"):
+        stems = Separator.from_pretrained(model, device="cpu", precision=precision).separate(song, RATE)
+        assert all(np.isfinite(stems[stem]).all() and np.abs(stems[stem]).max() > 0 for stem in stems), precision
+
+    result = unet_sep("separate", "song.wav", "--model", model, "--out", "o", "--device", "cpu", "--precision",
+                      "fp16", "--quiet", cwd=tmp_path)
+
+    assert result.returncode == 1, result.stderr
+    assert [line for line in result.stderr.splitlines() if line.startswith("error:")] == [
+        "error: song.wav: the model gave non-finite values (NaN or inf) from 0.0 s on, so no stems are given: fp16 "
+        "arithmetic overflows on this input; try --precision fp32"], result.stderr
+    assert not (tmp_path / "o").exists() or not any((tmp_path / "o").rglob("*"))

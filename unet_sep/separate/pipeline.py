@@ -35,7 +35,7 @@ from unet_sep.separate.inputs import InputFile
 from unet_sep.separate.outputs import OutputPathError, OutputStems, output_paths, plan_outputs
 from unet_sep.separate.reader import InputReader
 from unet_sep.separate.runner import NetworkRunner
-from unet_sep.separate.stream import SeparationStream
+from unet_sep.separate.stream import NonFiniteStemsError, SeparationStream
 from unet_sep.separate.writer import StemWriter
 
 logger = logging.getLogger(__name__)
@@ -273,7 +273,11 @@ class ModelStage:
         return [engine for _, engine in self._live()]
 
     def _emit(self, job: FileJob, engine: SeparationStream) -> None:
-        stems, weights = engine.drain()
+        try:
+            stems, weights = engine.drain()
+        except NonFiniteStemsError as error:  # this file's stems only: the others of its batches go on
+            self._fail(job, error)
+            return
         finished = engine.done
         if stems.shape[-1] or finished:
             self._send(("output", job, stems, weights, finished))

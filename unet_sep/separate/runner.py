@@ -61,8 +61,9 @@ class NetworkRunner:
 
     Raises :class:`~unet_sep.errors.SettingError` naming the first setting that cannot be used (``precision``,
     ``backend``, ``compile``, ``optimize``, ``onnx_path``, ``device``, ``segmentation``, ``overlap``,
-    ``batch_size``, ``mask_extension``, ``wiener_iterations``, ``wiener_window``) and
-    :class:`~unet_sep.errors.ConfigError` for an invalid ``config``.
+    ``batch_size``, ``mask_extension``, ``wiener_iterations``, ``wiener_window``),
+    :class:`~unet_sep.errors.ConfigError` for an invalid ``config``. Its engines refuse stems that are not finite (:class:`~unet_sep.separate.stream.NonFiniteStemsError`, naming
+    ``precision`` when it is not fp32).
     With ``backend="onnxruntime"`` the U-Nets are those of the ONNX file ``onnx_path`` (then ``net`` may be None),
     or ``net`` exported in memory (:mod:`unet_sep.separate.onnx_network`); the session is made here, so a
     problem with the file shows before any input is read.
@@ -173,7 +174,8 @@ class NetworkRunner:
         return SeparationStream(self.config, self.plan_for(length, sample_rate), groups,
                                 mask_extension=self.mask_extension, device=self.device,
                                 channels_last=self.channels_last, wiener=self.wiener,
-                                extension_weights=self.shares_residual(sample_rate or self.sample_rate))
+                                extension_weights=self.shares_residual(sample_rate or self.sample_rate),
+                                precision=self.precision)
 
     # ---- running segments ---------------------------------------------------------------------------
     def run_ready(self, engines: Callable[[], Sequence[SeparationStream]], final: bool = False) -> Iterator[int]:

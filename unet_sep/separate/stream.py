@@ -17,6 +17,10 @@ above the model's band (the extended mask overlap-added with the squared window,
 audio). :class:`~unet_sep.separate.stages.OutputStage` uses it (:func:`~unet_sep.separate.stages.share_residual`)
 to share out what the model's sample rate cannot carry when the input's rate is higher, so the stems stay full
 band and still sum to the input.
+
+Stems leave the engine only through :meth:`SeparationStream.drain`, which refuses to hand out NaN or infinite
+samples (:class:`NonFiniteStemsError`): the arithmetic overflowed (fp16 autocast, or weights far out of range)
+or the weights are damaged. The Python API and the file pipeline both drain here, so neither writes such stems.
 """
 
 from __future__ import annotations
@@ -35,11 +39,17 @@ from unet_sep.dsp.stft import (
     window_envelope,
 )
 from unet_sep.dsp.wiener import softmask
+from unet_sep.errors import FileError
 from unet_sep.separate.segments import SegmentPlan
 from unet_sep.separate.wiener_window import WienerSettings, WienerWindow
 
 # Frames synthesised per step of _advance.
 _SYNTH_FRAMES = 256
+
+
+class NonFiniteStemsError(FileError, ArithmeticError):
+    """Stems of one input with NaN or infinite values, refused where they leave the engine; names its file when
+    there is one."""
 
 
 class SlidingBuffer:
@@ -109,6 +119,7 @@ class SeparationStream:
         wiener: Wiener filtering of the masked stems (:mod:`unet_sep.separate.wiener_window`); none by default.
         extension_weights: also overlap-add the per-frame extension masks (:meth:`drain`'s weights), for sharing
             out the band above the model's rate (:func:`~unet_sep.separate.stages.share_residual`).
+        precision: the U-Nets' arithmetic ("fp32", "bf16", "fp16"), named when the stems are not finite.
     """
 
     def __init__(
@@ -121,8 +132,10 @@ class SeparationStream:
         channels_last: bool = False,
         wiener: WienerSettings | None = None,
         extension_weights: bool = False,
+        precision: str = "fp32",
     ) -> None:
         self.config = config
+        self.precision = precision
         self.plan = plan
         self.device = torch.device(device)
         self.mask_extension = mask_extension or config.mask_extension
@@ -240,7 +253,8 @@ class SeparationStream:
             weight_sum[lo : lo + length] += weights
 
     def drain(self) -> tuple[np.ndarray, np.ndarray | None]:
-        """The stem samples (and extension weights) that no pending segment can change any more."""
+        """The stem samples (and extension weights) that no pending segment can change any more; a
+        :class:`NonFiniteStemsError` when any of them is NaN or infinite (the stream is then unusable)."""
         if self.finished:
             if self.total_frames is None:
                 return self._empty()
@@ -315,11 +329,29 @@ class SeparationStream:
         phase = torch.arange(self.emitted + self.n_fft, complete + self.n_fft, device=self.device) % self.hop
         samples = self.out.data[..., lo:hi] / self.envelope[phase]
         weights = self.out_weights.data[..., lo:hi] / self.envelope[phase] if self.has_weights else None
+        stems, shares = samples.cpu().numpy(), None if weights is None else weights.cpu().numpy()
+        self._check_finite(stems, shares)
         self.out.drop(hi)
         self.out_weights.drop(hi)
         self.out_start += hi
         self.emitted = complete
-        return samples.cpu().numpy(), None if weights is None else weights.cpu().numpy()
+        return stems, shares
+
+    def _check_finite(self, *arrays: np.ndarray | None) -> None:
+        """A :class:`NonFiniteStemsError` unless every value of ``arrays`` (``[..., n]``, from sample :attr:`emitted`
+        on) is finite, saying where the first bad one is and what to try (numpy's check, on the arrays handed out
+        anyway: torch's isfinite measured far slower on the CPU)."""
+        for values in arrays:
+            if values is None or np.isfinite(values).all():
+                continue
+            first = int(np.flatnonzero(~np.isfinite(values).reshape(-1, values.shape[-1]).all(axis=0))[0])
+            at = (self.emitted + first) / self.config.sample_rate
+            if self.precision == "fp32":
+                why = "its weights may be damaged, or overflow float32 on this input"
+            else:
+                why = f"{self.precision} arithmetic overflows on this input; try --precision fp32"
+            raise NonFiniteStemsError(f"the model gave non-finite values (NaN or inf) from {at:.1f} s on, so no "
+                                      f"stems are given: {why}")
 
     def _synthesis_span(self, final_upto: int) -> tuple[int, int]:
         """With masks final up to ``final_upto``: up to which frame stems can be synthesised now, and how many frames
