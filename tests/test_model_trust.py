@@ -293,3 +293,107 @@ def test_fp16_overflow_is_an_error_that_names_precision(tmp_path):
         "error: song.wav: the model gave non-finite values (NaN or inf) from 0.0 s on, so no stems are given: fp16 "
         "arithmetic overflows on this input; try --precision fp32"], result.stderr
     assert not (tmp_path / "o").exists() or not any((tmp_path / "o").rglob("*"))
+
+
+# ---- ONNX ----------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def onnx_export(tiny_model, tmp_path) -> Path:
+    pytest.importorskip("onnxruntime", reason="the onnx extra is not installed (pip install 'unet-sep[onnx]')")
+    pytest.importorskip("onnx", reason="the onnx extra is not installed (pip install 'unet-sep[onnx]')")
+    result = CliRunner().invoke(app, ["models", "export", str(tiny_model), "--onnx", str(tmp_path / "tiny.onnx")])
+    assert result.exit_code == 0, result.output
+    return tmp_path / "tiny.onnx"
+
+
+def _rewrite_onnx(path: Path, metadata: dict[str, str | None]) -> None:
+    """Set (None: remove) metadata entries of the ONNX file ``path``, its graph untouched."""
+    import onnx
+
+    model = onnx.load_model(str(path))
+    entries = {entry.key: entry.value for entry in model.metadata_props}
+    entries.update(metadata)
+    del model.metadata_props[:]
+    for key, value in entries.items():
+        if value is not None:
+            model.metadata_props.add(key=key, value=value)
+    path.write_bytes(model.SerializeToString())
+
+
+def test_flipped_bytes_in_an_onnx_file_exit_2_naming_the_file_and_both_digests(onnx_export, tmp_path):
+    import onnx
+
+    from unet_sep.weights.onnx_export import GRAPH_DIGEST_KEY
+
+    model = onnx.load_model(str(onnx_export))
+    recorded = {entry.key: entry.value for entry in model.metadata_props}[GRAPH_DIGEST_KEY]
+    largest = max(model.graph.initializer, key=lambda tensor: len(tensor.raw_data))
+    data = onnx_export.read_bytes()
+    start = data.find(largest.raw_data)
+    assert start > 0 and data.count(largest.raw_data) == 1
+    flip_middle(onnx_export, at=start + len(largest.raw_data) // 2)
+    sf.write(tmp_path / "song.wav", music_like(1.0, RATE).T, RATE)
+
+    result = unet_sep("separate", "song.wav", "--model", "tiny.onnx", "--out", "o", cwd=tmp_path)
+
+    assert result.returncode == 2, result.stderr
+    (line,) = result.stderr.splitlines()
+    prefix = "error: tiny.onnx: corrupted or changed: the digest of its weights is "
+    assert line.startswith(prefix) and line.endswith(f", but its metadata records {recorded}"), line
+    assert len(line[len(prefix):].split(",")[0]) == 64 and line[len(prefix):].split(",")[0] != recorded
+    assert not (tmp_path / "o").exists()
+    with pytest.raises(CheckpointError, match="corrupted or changed"):
+        Separator.from_pretrained(onnx_export, device="cpu")
+
+
+def test_an_onnx_config_that_does_not_fit_its_graph_is_one_model_error(onnx_export, tiny_model, tmp_path):
+    from unet_sep.weights.onnx_export import CONFIG_KEY
+
+    config = ModelConfig.load(tiny_model / CONFIG_FILE)
+    three = dataclasses.replace(config, stems=["vocals", "drums", "other"])
+    _rewrite_onnx(onnx_export, {CONFIG_KEY: json.dumps(three.to_dict())})
+    sf.write(tmp_path / "song.wav", music_like(1.0, RATE).T, RATE)
+
+    result = unet_sep("separate", "song.wav", "--model", "tiny.onnx", "--out", "o", cwd=tmp_path)
+
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.splitlines() == ["error: tiny.onnx: does not fit its embedded config: its config says 3 "
+                                          "stems, its U-Nets have 2"], result.stderr
+    assert not (tmp_path / "o").exists()
+    # The API with a config of its own: the session's shapes are checked when it is made.
+    mono = dataclasses.replace(config, n_channels=1)
+    with pytest.raises(CheckpointError, match=r"tiny\.onnx: does not fit the model's config: its config says 1 "
+                                              r"channels, its U-Nets have 2$"):
+        Separator(None, mono, device="cpu", backend="onnxruntime", onnx_path=onnx_export)
+
+
+def test_an_onnx_file_exported_before_the_digest_loads_with_a_warning(onnx_export, tiny_model, caplog):
+    from unet_sep.weights.onnx_export import GRAPH_DIGEST_KEY
+
+    _rewrite_onnx(onnx_export, {GRAPH_DIGEST_KEY: None})
+    song = music_like(1.0, RATE)
+    with caplog.at_level(logging.WARNING, logger="unet_sep"):
+        stems = Separator.from_pretrained(onnx_export, device="cpu").separate(song, RATE)
+    assert [r.getMessage() for r in caplog.records] == [
+        f"{onnx_export} records no digest of its weights (exported before unet-sep recorded one): loaded "
+        "unverified; export it again to add one"]
+    reference = Separator.from_pretrained(tiny_model, device="cpu").separate(song, RATE)
+    assert all(snr_db(reference[stem], stems[stem]) > 80 for stem in stems)
+
+
+def test_a_damaged_cached_onnx_export_is_exported_again(onnx_export, tiny_model, own_cache, caplog):
+    from unet_sep.weights.onnx_export import cached_onnx_export
+
+    first = cached_onnx_export(tiny_model)
+    flip_middle(first, 64)
+    with caplog.at_level(logging.WARNING, logger="unet_sep"):
+        again = cached_onnx_export(tiny_model)
+    assert again == first
+    (message,) = [record.getMessage() for record in caplog.records]
+    assert message.startswith(f"{first}: corrupted or changed: the digest of its weights is ") and message.endswith(
+        "; exporting it again"), message
+    song = music_like(1.0, RATE)
+    stems = Separator.from_pretrained(tiny_model, device="cpu", backend="onnxruntime").separate(song, RATE)
+    reference = Separator.from_pretrained(tiny_model, device="cpu").separate(song, RATE)
+    assert all(snr_db(reference[stem], stems[stem]) > 80 for stem in stems)

@@ -62,7 +62,9 @@ class NetworkRunner:
     Raises :class:`~unet_sep.errors.SettingError` naming the first setting that cannot be used (``precision``,
     ``backend``, ``compile``, ``optimize``, ``onnx_path``, ``device``, ``segmentation``, ``overlap``,
     ``batch_size``, ``mask_extension``, ``wiener_iterations``, ``wiener_window``),
-    :class:`~unet_sep.errors.ConfigError` for an invalid ``config``. Its engines refuse stems that are not finite (:class:`~unet_sep.separate.stream.NonFiniteStemsError`, naming
+    :class:`~unet_sep.errors.ConfigError` for an invalid ``config`` and
+    :class:`~unet_sep.weights.checkpoint.CheckpointError` for an ONNX file whose U-Nets do not fit it. Its
+    engines refuse stems that are not finite (:class:`~unet_sep.separate.stream.NonFiniteStemsError`, naming
     ``precision`` when it is not fp32).
     With ``backend="onnxruntime"`` the U-Nets are those of the ONNX file ``onnx_path`` (then ``net`` may be None),
     or ``net`` exported in memory (:mod:`unet_sep.separate.onnx_network`); the session is made here, so a
@@ -120,7 +122,7 @@ class NetworkRunner:
             raise SettingError("mask_extension", f"{self.mask_extension!r} is not a mask extension; "
                                                  f"choose from {', '.join(MASK_EXTENSIONS)}")
         if onnx:
-            self._network = OnnxNetwork(self.onnx_path or self._exported(), self.device)
+            self._network = OnnxNetwork(self.onnx_path or self._exported(), self.device, config=config)
 
     @property
     def stems(self) -> list[str]:
