@@ -8,6 +8,7 @@ subprocess with the environment variables themselves (``HF_ENDPOINT``, ``HF_HOME
 
 from __future__ import annotations
 
+import hashlib
 import importlib
 import json
 import os
@@ -24,8 +25,9 @@ from typer.testing import CliRunner
 from conftest import make_model, music_like
 from fake_hub import FakeHub, serve
 from unet_sep.cli import app
-from unet_sep.config import CONFIG_FILE, WEIGHTS_FILE, UNetConfig
+from unet_sep.config import CONFIG_FILE, FORMAT_KEY, FORMAT_VERSION, WEIGHTS_FILE, UNetConfig
 from unet_sep.separate.separator import Separator
+from unet_sep.weights.checkpoint import CheckpointError
 from unet_sep.weights.entries import ModelNotFoundError
 from unet_sep.weights.hub import HubError, model_card, parse_hub_ref
 from unet_sep.weights.registry import resolve_model
@@ -234,6 +236,22 @@ def test_separate_with_a_bad_hub_model_exits_2_with_one_line(hub_home, fake_hub,
     assert not (tmp_path / "out").exists()
 
 
+def test_hub_weights_that_are_not_the_configs_are_refused_naming_both_digests(hub_home, fake_hub, tiny_model,
+                                                                              tmp_path):
+    other = _files(make_model(tmp_path / "other", seed=1))  # the same shapes: only the digest tells them apart
+    fake_hub.add("org/mixed", {CONFIG_FILE: _files(tiny_model)[CONFIG_FILE], WEIGHTS_FILE: other[WEIGHTS_FILE]})
+    recorded = hashlib.sha256(_files(tiny_model)[WEIGHTS_FILE]).hexdigest()
+    actual = hashlib.sha256(other[WEIGHTS_FILE]).hexdigest()
+
+    with pytest.raises(CheckpointError) as caught:
+        Separator.from_pretrained("hf://org/mixed", device="cpu")
+
+    message = str(caught.value)
+    assert message.startswith("hf://org/mixed: ") and "\n" not in message
+    assert message.endswith(f"{WEIGHTS_FILE}: corrupted or changed: its sha256 is {actual}, but {CONFIG_FILE} "
+                            f"records {recorded}"), message
+
+
 def test_a_hub_model_without_the_hub_extra_is_one_line_naming_it(tmp_path, tiny_model):
     blocker = ("import importlib.abc, sys\n"
                "class NotInstalled(importlib.abc.MetaPathFinder):\n"
@@ -376,6 +394,37 @@ def test_push_the_hub_refuses_exits_1_with_one_line(hub_home, tiny_model, monkey
     assert result.exit_code == 1
     assert result.output == ("error: hf://org/pushed: the Hub refused the upload (401): log in with a token that "
                              "may write to this repository (hf auth login, or set HF_TOKEN)\n")
+
+
+def test_push_records_the_weights_digest_and_refuses_weights_that_are_not_the_configs(uploads, tiny_model,
+                                                                                     tmp_path):
+    old = tmp_path / "old"  # a folder written before config.json recorded the digest
+    old.mkdir()
+    for name, data in _files(tiny_model).items():
+        (old / name).write_bytes(data)
+    config = json.loads((old / CONFIG_FILE).read_text())
+    del config["weights_sha256"]
+    (old / CONFIG_FILE).write_text(json.dumps({**config, FORMAT_KEY: 2}))
+
+    result = CliRunner().invoke(app, ["models", "push", str(old), "org/old"])
+
+    assert result.exit_code == 0, result.output
+    uploaded = json.loads(uploads[-1][3][CONFIG_FILE])
+    assert uploaded[FORMAT_KEY] == FORMAT_VERSION
+    assert uploaded["weights_sha256"] == hashlib.sha256((old / WEIGHTS_FILE).read_bytes()).hexdigest()
+    assert uploads[-1][3][WEIGHTS_FILE] == (old / WEIGHTS_FILE).read_bytes()
+
+    changed = tmp_path / "changed"
+    changed.mkdir()
+    (changed / CONFIG_FILE).write_bytes(_files(tiny_model)[CONFIG_FILE])
+    (changed / WEIGHTS_FILE).write_bytes(_files(make_model(tmp_path / "other", seed=1))[WEIGHTS_FILE])
+    count = len(uploads)
+
+    result = CliRunner().invoke(app, ["models", "push", str(changed), "org/changed"])
+
+    assert result.exit_code == 2, result.output
+    assert result.output.startswith(f"error: {changed / WEIGHTS_FILE}: corrupted or changed: its sha256 is ")
+    assert len(result.output.splitlines()) == 1 and len(uploads) == count
 
 
 def test_dry_run_prints_the_card_and_uploads_nothing(uploads, tiny_model, tmp_path):

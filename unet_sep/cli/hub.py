@@ -33,6 +33,9 @@ def push(
 ) -> None:
     """Upload a model folder to the Hugging Face Hub: config.json, model.safetensors and a generated README.md.
 
+    The weights must have the sha256 their config.json records; a config.json written before unet-sep recorded
+    one is uploaded with it.
+
     The token is huggingface_hub's: HF_TOKEN, or `hf auth login`. Then anyone loads the model with
     unet-sep separate SONG --model hf://ORG/REPO, or Separator.from_pretrained("hf://ORG/REPO").
     A folder, repository name or scores file that cannot be used exits 2; an upload the Hub refuses exits 1.
@@ -41,6 +44,7 @@ def push(
     """
     setup_logging(verbose)
     from unet_sep.config import CONFIG_FILE, WEIGHTS_FILE
+    from unet_sep.weights.checkpoint import CheckpointError
     from unet_sep.weights.hub import (
         CARD_FILE,
         HUB_PREFIX,
@@ -59,7 +63,7 @@ def push(
         config = check_model_folder(folder, str(folder))
         scores_file = scores if scores is not None else _found_scores(folder)
         rows = _read_scores(scores_file) if scores_file is not None else []
-    except (HubError, ValueError) as error:
+    except (HubError, CheckpointError, ValueError) as error:  # CheckpointError: weights not the config's digest
         print_error(str(error))
         raise typer.Exit(2) from None
     notes_file = folder / "MODEL_CARD.md"
@@ -73,6 +77,9 @@ def push(
         return
     try:
         url = push_model(folder, repo_id, card, revision=revision, private=private, message=message)
+    except CheckpointError as error:  # the weights changed since the check above
+        print_error(str(error))
+        raise typer.Exit(2) from None
     except HubError as error:
         print_error(str(error))
         raise typer.Exit(1) from None

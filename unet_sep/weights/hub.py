@@ -5,11 +5,13 @@ extra ``hub``), so its cache, its offline mode (``HF_HUB_OFFLINE``), its endpoin
 token handling (``HF_TOKEN``, ``hf auth login``) apply; no token is ever printed or logged here. Both files come
 from one commit. Before anything is loaded, ``config.json`` must parse as a unet-sep :class:`ModelConfig` (checked
 before the weights are downloaded) and the header of ``model.safetensors`` must name exactly the tensors, with
-the shapes, that this config's network has, in a file long enough to hold them. Weights are safetensors only:
-nothing is unpickled. Each problem is a :class:`HubError` in one line naming the repository and revision.
+the shapes, that this config's network has, in a file long enough to hold them, and have the sha256 the config
+records (``weights_sha256``; a :class:`~unet_sep.weights.checkpoint.CheckpointError` naming both digests when
+not). Weights are safetensors only: nothing is unpickled. Each problem is a :class:`HubError` in one line naming
+the repository and revision.
 
-Pushing uploads a checked model folder's ``config.json`` and ``model.safetensors`` with a generated model card
-(``README.md``, see :func:`model_card`) in one commit.
+Pushing uploads a checked model folder's ``config.json`` (in the current format, recording the weights' sha256)
+and ``model.safetensors`` with a generated model card (``README.md``, see :func:`model_card`) in one commit.
 """
 
 from __future__ import annotations
@@ -30,7 +32,8 @@ from unet_sep.config import CONFIG_FILE, WEIGHTS_FILE, ConfigError, ModelConfig,
 from unet_sep.extras import import_extra
 from unet_sep.fields import read_json
 from unet_sep.model.stems import StemsNet
-from unet_sep.weights.checkpoint import shape_mismatch
+from unet_sep.weights.checkpoint import CheckpointError, shape_mismatch, verify_weights
+from unet_sep.weights.download import sha256_of
 from unet_sep.weights.entries import ModelNotFoundError
 
 logger = logging.getLogger(__name__)
@@ -225,7 +228,9 @@ def safetensors_shapes(path: Path) -> dict[str, tuple[int, ...]]:
 
 def check_weights(path: Path, config: ModelConfig, where: str) -> None:
     """A :class:`HubError` for ``where`` unless the safetensors file ``path`` is complete and holds exactly the
-    tensors of ``config``'s network, with their shapes (read from its header: nothing is loaded)."""
+    tensors of ``config``'s network, with their shapes (read from its header: nothing is loaded); a
+    :class:`~unet_sep.weights.checkpoint.CheckpointError` naming both digests unless its sha256 is the one
+    ``config`` records (a config that records none is left to the loader's note)."""
     expected = expected_shapes(config)
     try:
         mismatch = shape_mismatch(safetensors_shapes(path), expected)
@@ -233,6 +238,12 @@ def check_weights(path: Path, config: ModelConfig, where: str) -> None:
         raise HubError(f"{where}: {WEIGHTS_FILE} is not a usable safetensors file: {error}") from None
     if mismatch:
         raise HubError(f"{where}: {WEIGHTS_FILE} {mismatch}")
+    if config.weights_sha256:
+        try:
+            verify_weights(path, config, path.with_name(CONFIG_FILE))
+        except CheckpointError as error:
+            message = str(error)
+            raise CheckpointError(message if message.startswith(where) else f"{where}: {message}") from None
 
 
 def check_model_folder(folder: Path, where: str) -> ModelConfig:
@@ -323,10 +334,12 @@ def push_model(folder: Path, repo_id: str, card: str, revision: str | None = Non
     checks a download makes; the commit's URL. The token is ``huggingface_hub``'s (``HF_TOKEN``, ``hf auth
     login``)."""
     where = f"{HUB_PREFIX}{check_repo_id(repo_id)}"
-    check_model_folder(folder, str(folder))
+    config = check_model_folder(folder, str(folder))
     hub = _hub_package(purpose="pushing a model to the Hugging Face Hub")
-    files: dict[str, str | bytes] = {CONFIG_FILE: str(folder / CONFIG_FILE), WEIGHTS_FILE: str(folder / WEIGHTS_FILE),
-                                     CARD_FILE: card.encode("utf-8")}
+    # the config as loading reads it, recording the weights' digest (a folder written before gets one here)
+    recorded = dataclasses.replace(config, weights_sha256=config.weights_sha256 or sha256_of(folder / WEIGHTS_FILE))
+    files: dict[str, str | bytes] = {CONFIG_FILE: recorded.to_json().encode("utf-8"),
+                                     WEIGHTS_FILE: str(folder / WEIGHTS_FILE), CARD_FILE: card.encode("utf-8")}
     operations = [hub.CommitOperationAdd(path_in_repo=name, path_or_fileobj=source) for name, source in files.items()]
     api = hub.HfApi(library_name="unet-sep", library_version=__version__)
     try:
