@@ -8,12 +8,15 @@ subprocess with the environment variables themselves (``HF_ENDPOINT``, ``HF_HOME
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib
 import json
 import os
+import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -234,6 +237,51 @@ def test_separate_with_a_bad_hub_model_exits_2_with_one_line(hub_home, fake_hub,
     assert result.stderr.startswith(f"error: {message}"), result.stderr
     assert TOKEN not in result.stdout + result.stderr
     assert not (tmp_path / "out").exists()
+
+
+def _closed_port() -> str:
+    """An endpoint on 127.0.0.1 that refuses connections at once (a port nothing listens on)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return f"http://127.0.0.1:{probe.getsockname()[1]}"
+
+
+@pytest.mark.parametrize("endpoint", ["refuses connections", "never answers"])
+def test_without_network_a_hub_model_fails_in_seconds_with_one_line(hub_home, tmp_path, endpoint):
+    sf.write(tmp_path / "song.wav", music_like(1.0, 44100).T, 44100)
+    with contextlib.ExitStack() as stack:
+        if endpoint == "never answers":  # connections are queued by the kernel, never accepted: no answer comes
+            silent = stack.enter_context(socket.create_server(("127.0.0.1", 0), backlog=16))
+            url = f"http://127.0.0.1:{silent.getsockname()[1]}"
+        else:
+            url = _closed_port()
+        environment = dict(hub_home, HF_ENDPOINT=url, HF_HUB_ETAG_TIMEOUT="1")
+        started = time.monotonic()
+        result = _unet_sep(environment, "separate", tmp_path / "song.wav", "--out", tmp_path / "out", "--model",
+                           "hf://org/tiny", "--device", "cpu")
+        seconds = time.monotonic() - started
+
+    assert result.returncode == 2, result.stderr
+    (line,) = result.stderr.splitlines()  # huggingface_hub's retries printed 11 lines before this one
+    assert line.startswith(f"error: hf://org/tiny: cannot reach the Hub at {url} ("), line
+    assert line.endswith(f") and config.json is not in the Hugging Face cache ({tmp_path / 'hf-home' / 'hub'}); run "
+                         "once with network to cache the model (then HF_HUB_OFFLINE=1 uses the cache without trying "
+                         "the network)"), line
+    assert seconds < 15, seconds  # the retries took 26 s (and more for an endpoint that never answers)
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_cached_hub_model_separates_without_network_at_once(hub_home, fake_hub, tiny_model, tmp_path):
+    fake_hub.add("org/tiny", _files(tiny_model))
+    resolve_model("hf://org/tiny")  # cached while the Hub answers (this process shares hub_home's cache)
+    sf.write(tmp_path / "song.wav", music_like(1.0, 44100).T, 44100)
+
+    result = _unet_sep(dict(hub_home, HF_ENDPOINT=_closed_port()), "separate", tmp_path / "song.wav", "--out",
+                       tmp_path / "out", "--model", "hf://org/tiny", "--device", "cpu", "--quiet")
+
+    assert result.returncode == 0, result.stderr
+    assert len(result.stderr.splitlines()) == 1 and result.stderr.startswith("separated 1 file(s)"), result.stderr
+    assert sorted(p.name for p in (tmp_path / "out" / "song").iterdir()) == ["accompaniment.wav", "vocals.wav"]
 
 
 def test_hub_weights_that_are_not_the_configs_are_refused_naming_both_digests(hub_home, fake_hub, tiny_model,

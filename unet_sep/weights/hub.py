@@ -10,6 +10,10 @@ records (``weights_sha256``; a :class:`~unet_sep.weights.checkpoint.CheckpointEr
 not). Weights are safetensors only: nothing is unpickled. Each problem is a :class:`HubError` in one line naming
 the repository and revision.
 
+Without network a fetch fails in seconds, not after ``huggingface_hub``'s retries (about 30 s): one request with
+a short timeout (:data:`PROBE_SECONDS`) first asks the Hub for ``config.json``; when it gets no answer, the
+files come from the cache only, and a model that is not there is one line saying so.
+
 Pushing uploads a checked model folder's ``config.json`` (in the current format, recording the weights' sha256)
 and ``model.safetensors`` with a generated model card (``README.md``, see :func:`model_card`) in one commit.
 """
@@ -44,6 +48,9 @@ REQUIRED_CONFIG_KEYS = ("stems", "sample_rate")  # a model on the Hub states wha
 _REPO_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*")
 _MAX_HEADER_BYTES = 100_000_000  # safetensors' own limit on the JSON header
 _FETCH_PURPOSE = "a model on the Hugging Face Hub (hf://...)"
+# Seconds the first request of a fetch waits for the Hub (at most; HF_HUB_ETAG_TIMEOUT may set less): without an
+# answer the model comes from the cache only.
+PROBE_SECONDS = 5.0
 
 
 class HubError(ModelNotFoundError):
@@ -98,12 +105,13 @@ def fetch_hub_model(text: str, offline: bool = False) -> Path:
     and checked to be a unet-sep model. ``offline`` (or ``HF_HUB_OFFLINE=1``) uses the cache only."""
     ref = parse_hub_ref(text)
     hub = _hub_package()
-    config_path = _download(hub, ref, CONFIG_FILE, ref.revision, offline)
+    unreachable = None if offline or _hub_offline() else _unreachable(hub, ref)
+    config_path = _download(hub, ref, CONFIG_FILE, ref.revision, offline, unreachable)
     config = check_config(config_path, str(ref))
     # hf's cache keeps snapshots/<commit>/<file>: the weights are fetched from the config's commit
     commit = config_path.parent.name
     revision = commit if re.fullmatch(r"[0-9a-f]{40}", commit) else ref.revision
-    weights_path = _download(hub, ref, WEIGHTS_FILE, revision, offline)
+    weights_path = _download(hub, ref, WEIGHTS_FILE, revision, offline, unreachable)
     if weights_path.parent != config_path.parent:
         raise HubError(f"{ref}: {CONFIG_FILE} and {WEIGHTS_FILE} came from different revisions of the repository")
     check_weights(weights_path, config, str(ref))
@@ -111,26 +119,54 @@ def fetch_hub_model(text: str, offline: bool = False) -> Path:
     return config_path.parent
 
 
-def _download(hub: ModuleType, ref: HubModelRef, filename: str, revision: str | None, offline: bool) -> Path:
-    """One file of the repository through ``hf_hub_download`` (cache, offline mode, token: all hf's own)."""
+def _hub_offline() -> bool:
+    """Whether huggingface_hub is in offline mode (``HF_HUB_OFFLINE``)."""
+    return bool(getattr(_hub_package("huggingface_hub.constants"), "HF_HUB_OFFLINE", False))
+
+
+def _unreachable(hub: ModuleType, ref: HubModelRef) -> str | None:
+    """Why the Hub cannot be reached (one request for ``ref``'s ``config.json``, no retries, waiting at most
+    :data:`PROBE_SECONDS`), or None when it answers, whatever the answer (hf_hub_download says what a refusal
+    means)."""
+    errors, constants = _hub_package("huggingface_hub.errors"), _hub_package("huggingface_hub.constants")
+    timeout = min(PROBE_SECONDS, float(getattr(constants, "HF_HUB_ETAG_TIMEOUT", PROBE_SECONDS)))
     try:
-        return Path(hub.hf_hub_download(ref.repo_id, filename, revision=revision, local_files_only=offline,
+        hub.get_hf_file_metadata(hub.hf_hub_url(ref.repo_id, CONFIG_FILE, revision=ref.revision), timeout=timeout,
+                                 library_name="unet-sep", library_version=__version__)
+    except Exception as error:  # the answers are hf's errors; no answer is a network error of its HTTP client
+        if isinstance(error, errors.HfHubHTTPError):
+            return None
+        if isinstance(error, OSError) or type(error).__module__.startswith(("httpx", "huggingface_hub")):
+            return _first_line(error)
+        raise
+    return None
+
+
+def _download(hub: ModuleType, ref: HubModelRef, filename: str, revision: str | None, offline: bool,
+              unreachable: str | None = None) -> Path:
+    """One file of the repository through ``hf_hub_download`` (cache, offline mode, token: all hf's own); from
+    the cache only when ``offline`` or the Hub is ``unreachable`` (why)."""
+    try:
+        return Path(hub.hf_hub_download(ref.repo_id, filename, revision=revision,
+                                        local_files_only=offline or unreachable is not None,
                                         library_name="unet-sep", library_version=__version__))
     except Exception as error:  # every failure of the download becomes one line; hf's own types are sorted below
-        raise _download_error(hub, ref, filename, error, offline) from None
+        raise _download_error(hub, ref, filename, error, offline, unreachable) from None
 
 
-def _download_error(hub: ModuleType, ref: HubModelRef, filename: str, error: Exception, offline: bool) -> Exception:
+def _download_error(hub: ModuleType, ref: HubModelRef, filename: str, error: Exception, offline: bool,
+                    unreachable: str | None = None) -> Exception:
     """The :class:`HubError` that says why ``filename`` of ``ref`` could not be had (or ``error`` if it is a bug)."""
     errors, constants = _hub_package("huggingface_hub.errors"), _hub_package("huggingface_hub.constants")
     if isinstance(error, errors.LocalEntryNotFoundError):
         hub_offline = bool(getattr(constants, "HF_HUB_OFFLINE", False))
-        if offline or hub_offline:
+        if (offline or hub_offline) and unreachable is None:
             return HubError(f"{ref}: {filename} is not in the Hugging Face cache ({constants.HF_HUB_CACHE}) and "
                             f"downloads are off{' (HF_HUB_OFFLINE)' if hub_offline else ''}")
-        cause = error.__cause__ or error  # hf wraps the connection error it met
-        return HubError(f"{ref}: cannot reach the Hub at {constants.ENDPOINT} ({_first_line(cause)}) and "
-                        f"{filename} is not in the Hugging Face cache")
+        why = unreachable or _first_line(error.__cause__ or error)  # hf wraps the connection error it met
+        return HubError(f"{ref}: cannot reach the Hub at {constants.ENDPOINT} ({why}) and {filename} is not in the "
+                        f"Hugging Face cache ({constants.HF_HUB_CACHE}); run once with network to cache the model "
+                        "(then HF_HUB_OFFLINE=1 uses the cache without trying the network)")
     if isinstance(error, errors.RevisionNotFoundError):
         return HubError(f"{ref}: the repository has no revision {ref.revision or 'main'!r}")
     if isinstance(error, errors.GatedRepoError):
