@@ -14,6 +14,7 @@ import torch
 from conftest import music_like
 from unet_sep.device import resolve_device
 from unet_sep.errors import SettingError
+from unet_sep.weights.spleeter import CONVERSION_REVISION
 
 
 def run(*args, timeout: float = 120, env=None) -> subprocess.CompletedProcess:
@@ -97,7 +98,7 @@ def test_models_list_says_rate_band_and_where(tmp_path):
     assert "0-11.0 kHz" in rows["spleeter:2stems"] and "download" in rows["spleeter:2stems"]
     assert "not a sample rate" in result.stdout  # the -16kHz note
     # A converted model in the cache is listed as on disk.
-    cached = tmp_path / "cache" / "models" / "spleeter_4stems.r2"
+    cached = tmp_path / "cache" / "models" / f"spleeter_4stems.r{CONVERSION_REVISION}"
     cached.mkdir(parents=True)
     (cached / "config.json").write_text("{}")
     (cached / "model.safetensors").write_bytes(b"")

@@ -98,7 +98,7 @@ def test_download_verify_convert_cache(ref: Path, tmp_path: Path, monkeypatch: p
         server.shutdown()
         server.server_close()
         thread.join()
-    assert folder == cache / "models" / "spleeter_2stems.r3"
+    assert folder == cache / "models" / f"spleeter_2stems.r{sp.CONVERSION_REVISION}"
     assert (cache / "downloads" / "2stems.tar.gz").is_file()
     config, net = load_model(folder)
     assert config.name == "spleeter:2stems" and config.stems == ["vocals", "accompaniment"]
