@@ -182,6 +182,51 @@ def test_a_digest_that_is_not_one_is_a_config_error(tmp_path):
         ModelConfig.from_dict(data)
 
 
+def _edited(folder: Path, target: Path, **changes) -> Path:
+    """A copy of the model folder ``folder`` at ``target`` whose config.json has ``changes`` (dotted keys as
+    ``unet__filters``): its weights and their digest untouched."""
+    shutil.copytree(folder, target)
+    data = json.loads((target / CONFIG_FILE).read_text())
+    for key, value in changes.items():
+        *sections, name = key.split("__")
+        entry = data
+        for section in sections:
+            entry = entry[section]
+        entry[name] = value
+    (target / CONFIG_FILE).write_text(json.dumps(data))
+    return target
+
+
+def test_a_config_whose_sizes_do_not_fit_its_weights_allocates_nothing_for_them(tiny_model, tmp_path):
+    """Filters of 768 in every level (a valid config: 1.2 GB of float32 for two stems) beside the tiny model's
+    weights: refused from the shapes alone, before the network is built."""
+    folder = _edited(tiny_model, tmp_path / "wide", unet__filters=[768] * 6)
+    script = ("import resource, sys\nfrom unet_sep import load_model\ntry:\n    load_model(sys.argv[1])\n"
+              "except Exception as error:\n    print(type(error).__name__, error)\n"
+              "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024)")
+    result = subprocess.run([sys.executable, "-c", script, str(folder)], capture_output=True, text=True, timeout=300)
+    *said, peak_mb = result.stdout.split("\n")[:-1]
+    assert said == [f"CheckpointError {folder / WEIGHTS_FILE}: tensor unets.0.encoder.0.conv.weight has shape "
+                    "(4, 2, 5, 5), the config needs (768, 2, 5, 5)"], result.stdout + result.stderr
+    assert int(peak_mb) < 1000, peak_mb  # torch itself takes about 400 MB
+
+
+def test_weights_that_change_while_they_are_read_are_refused(tiny_model, tmp_path, monkeypatch):
+    folder = tmp_path / "m"
+    shutil.copytree(tiny_model, folder)
+    read = checkpoint.load_file
+
+    def read_then_rewritten(path: str):
+        tensors = read(path)
+        Path(path).write_bytes(Path(path).read_bytes())  # a writer replacing it in place meanwhile
+        return tensors
+
+    monkeypatch.setattr(checkpoint, "load_file", read_then_rewritten)
+    with pytest.raises(CheckpointError) as caught:
+        load_model(folder)
+    assert str(caught.value) == f"{folder / WEIGHTS_FILE}: changed while it was read; load it again once it is written"
+
+
 # ---- weights that are not finite -------------------------------------------------------------------------------
 
 

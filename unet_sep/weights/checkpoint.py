@@ -23,7 +23,7 @@ from unet_sep.atomic import atomic_path, write_bytes_atomic
 from unet_sep.config import CONFIG_FILE, WEIGHTS_FILE, ConfigError, ModelConfig
 from unet_sep.model.stems import StemsNet
 from unet_sep.weights.download import sha256_of
-from unet_sep.weights.verified import remembered_digest
+from unet_sep.weights.verified import file_identity, remembered_digest
 
 logger = logging.getLogger(__name__)
 
@@ -116,13 +116,21 @@ def shape_mismatch(found: Mapping[str, tuple[int, ...]], expected: Mapping[str, 
     return None
 
 
+def expected_shapes(config: ModelConfig) -> dict[str, tuple[int, ...]]:
+    """The name and shape of every tensor of ``config``'s network (built on the meta device: nothing allocated)."""
+    with torch.device("meta"):
+        net = StemsNet(config)
+    return {name: tuple(tensor.shape) for name, tensor in net.state_dict().items()}
+
+
 def load_model(folder: str | Path, device: torch.device | str = "cpu") -> tuple[ModelConfig, StemsNet]:
     """Load a model folder (or its ``config.json``) into an eval-mode :class:`StemsNet` in float32.
 
     A ``config.json`` of an earlier format version is migrated in memory; one of a newer version than this code
     reads is a :class:`CheckpointError` naming the file and both versions (:func:`unet_sep.config.migrate_config`).
-    So are weights whose sha256 is not the one the config records (:func:`verify_weights`), that do not fit the
-    config, or that are not finite.
+    So are weights whose sha256 is not the one the config records (:func:`verify_weights`), that change while they
+    are read, that do not fit the config (compared before the network is built: a config's sizes cannot make it
+    allocate more than its weights file holds), or that are not finite.
     """
     folder = Path(folder)
     if folder.is_file() and folder.name == CONFIG_FILE:
@@ -138,14 +146,15 @@ def load_model(folder: str | Path, device: torch.device | str = "cpu") -> tuple[
     except (ConfigError, TypeError) as error:
         message = str(error)
         raise CheckpointError(message if str(config_path) in message else f"{config_path}: {message}") from error
+    identity = file_identity(weights_path)
     verify_weights(weights_path, config, config_path)
     try:
         tensors = load_file(str(weights_path))
     except (SafetensorError, OSError, ValueError) as error:
         raise CheckpointError(f"{weights_path}: not a readable safetensors file ({error})") from error
-    net = StemsNet(config)
-    mismatch = shape_mismatch({name: tuple(t.shape) for name, t in tensors.items()},
-                              {name: tuple(t.shape) for name, t in net.state_dict().items()})
+    if file_identity(weights_path) != identity:
+        raise CheckpointError(f"{weights_path}: changed while it was read; load it again once it is written")
+    mismatch = shape_mismatch({name: tuple(t.shape) for name, t in tensors.items()}, expected_shapes(config))
     if mismatch:
         raise CheckpointError(f"{weights_path}: {mismatch}")
     bad = non_finite_tensor(tensors)
@@ -155,6 +164,7 @@ def load_model(folder: str | Path, device: torch.device | str = "cpu") -> tuple[
     for name, tensor in tensors.items():
         if tensor.is_floating_point():
             tensors[name] = tensor.float()
+    net = StemsNet(config)
     net.load_state_dict(tensors)
     net.eval()
     return config, net.to(device)

@@ -29,14 +29,11 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any, Mapping, Sequence
 
-import torch
-
 from unet_sep import __version__
 from unet_sep.config import CONFIG_FILE, WEIGHTS_FILE, ConfigError, ModelConfig, migrate_config
 from unet_sep.extras import import_extra
 from unet_sep.fields import read_json
-from unet_sep.model.stems import StemsNet
-from unet_sep.weights.checkpoint import CheckpointError, shape_mismatch, verify_weights
+from unet_sep.weights.checkpoint import CheckpointError, expected_shapes, shape_mismatch, verify_weights
 from unet_sep.weights.download import sha256_of
 from unet_sep.weights.entries import ModelNotFoundError
 
@@ -218,13 +215,6 @@ def check_config(path: Path, where: str) -> ModelConfig:
 def _some(names: Sequence[str], shown: int = 5) -> str:
     more = f" and {len(names) - shown} more" if len(names) > shown else ""
     return ", ".join(names[:shown]) + more
-
-
-def expected_shapes(config: ModelConfig) -> dict[str, tuple[int, ...]]:
-    """The name and shape of every tensor of ``config``'s network (built on the meta device: nothing allocated)."""
-    with torch.device("meta"):
-        net = StemsNet(config)
-    return {name: tuple(tensor.shape) for name, tensor in net.state_dict().items()}
 
 
 def safetensors_shapes(path: Path) -> dict[str, tuple[int, ...]]:

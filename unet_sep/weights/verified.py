@@ -31,13 +31,20 @@ SETTLE_SECONDS = 2.0  # coarser than any file system's timestamps (FAT: 2 s; ext
 _DIGEST = re.compile(r"[0-9a-f]{64}")
 
 
+def file_identity(path: Path) -> tuple[int, int, int, int, int]:
+    """The identity of the file ``path`` (following links): device, inode, size, and modification and change
+    times in nanoseconds. Any write to the file changes it."""
+    status = os.stat(path)
+    return status.st_dev, status.st_ino, status.st_size, status.st_mtime_ns, status.st_ctime_ns
+
+
 def _memo_path(path: Path, kind: str) -> tuple[Path, bool]:
     """Where the ``kind`` digest of ``path``'s current identity is remembered, and whether the file has settled
     (was last modified at least :data:`SETTLE_SECONDS` ago)."""
-    status = os.stat(path)
-    identity = f"{kind}\0{status.st_dev}\0{status.st_ino}\0{status.st_size}\0{status.st_mtime_ns}\0{status.st_ctime_ns}"
-    settled = time.time_ns() - status.st_mtime_ns >= SETTLE_SECONDS * 1e9
-    return cache_dir() / "verified" / hashlib.sha256(identity.encode()).hexdigest()[:40], settled
+    identity = file_identity(path)
+    settled = time.time_ns() - identity[3] >= SETTLE_SECONDS * 1e9
+    key = "\0".join(map(str, (kind, *identity)))
+    return cache_dir() / "verified" / hashlib.sha256(key.encode()).hexdigest()[:40], settled
 
 
 def remembered_digest(path: Path, kind: str, compute: Callable[[Path], str]) -> str:
