@@ -14,10 +14,16 @@
 - The writer thread (:mod:`unet_sep.separate.writer`) resamples the stems back, shares out the residual above the
   model's band, encodes, and commits each stem by renaming its temporary file.
 
+Each input's stems are checked against what the output format holds (rate, channels, bit rate, size:
+:meth:`FileOptions.check_output <unet_sep.separate.files.FileOptions.check_output>`) as soon as its reader has
+opened it, before any of it is separated.
+
 Both queues are bounded (``queue_blocks`` blocks), and a reader starts a file only when it is done with the
 last one, so memory stays flat however many files are given. A file that fails (decoding, encoding, bad
-samples) is reported and removed; the others go on. On ``KeyboardInterrupt`` every unfinished output is
-removed before the exception leaves :meth:`FilePipeline.run`.
+samples) is reported and removed; the others go on, unless the output folder can take no more (full disk, quota,
+read-only): then the run stops, the inputs in progress are removed, and every input not done is reported as not
+separated (:class:`~unet_sep.separate.files.NotSeparatedError`). On ``KeyboardInterrupt`` every unfinished output
+is removed before the exception leaves :meth:`FilePipeline.run`.
 """
 
 from __future__ import annotations
@@ -29,8 +35,8 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
 from unet_sep.atomic import remove_stale_temporaries
-from unet_sep.errors import SettingError
-from unet_sep.separate.files import QUEUE_END, FileEvent, FileJob, FileOptions
+from unet_sep.errors import FileError, SettingError
+from unet_sep.separate.files import QUEUE_END, FileEvent, FileJob, FileOptions, RunHalt
 from unet_sep.separate.inputs import InputFile
 from unet_sep.separate.outputs import OutputPathError, OutputStems, output_paths, plan_outputs
 from unet_sep.separate.reader import InputReader
@@ -136,11 +142,12 @@ class FilePipeline:
         pending: queue.SimpleQueue = queue.SimpleQueue()
         for job in jobs:
             pending.put(job)
+        halt = RunHalt(pending)  # set by the writer when the output folder can take no more
         reader = InputReader(self.runner, self.options)
         readers = [threading.Thread(target=reader.run, args=(pending, to_model, stop), name=f"unet-sep-reader-{i}",
                                     daemon=True) for i in range(min(self.readers, len(jobs)))]
-        writer = threading.Thread(target=StemWriter(self.runner, self.options, self.outputs).run,
-                                  args=(to_writer, events, aborted), name="unet-sep-writer", daemon=True)
+        writer = threading.Thread(target=StemWriter(self.runner, self.options, self.outputs, events, halt).run,
+                                  args=(to_writer, aborted), name="unet-sep-writer", daemon=True)
 
         def dispatch() -> None:
             while True:
@@ -156,11 +163,15 @@ class FilePipeline:
         for thread in readers + [writer]:
             thread.start()
         try:
-            ModelStage(self.runner, to_writer, dispatch).run(len(readers), to_model)
+            ModelStage(self.runner, to_writer, dispatch, self.options, halt).run(len(readers), to_model)
             _put_waiting(to_writer, QUEUE_END, dispatch)
             while writer.is_alive():
                 writer.join(timeout=0.05)
                 dispatch()
+            if halt.is_set():  # the inputs it never started
+                for job in jobs:
+                    if job.index not in final:
+                        events.put(FileEvent("failed", job.index, job.path, error=halt.error().about(job.path)))
             dispatch()
         except BaseException as error:
             stop.set()
@@ -183,19 +194,26 @@ class ModelStage:
     whose ready segments :meth:`NetworkRunner.run_ready <unet_sep.separate.runner.NetworkRunner.run_ready>` runs
     in shared batches; after every batch each engine's final samples go to the writer.
 
-    ``dispatch`` hands out the writer's events; it is called whenever this thread waits.
+    ``dispatch`` hands out the writer's events; it is called whenever this thread waits. Each input's outputs are
+    checked (``options``) when it starts; once ``halt`` is set, the inputs in progress are dropped.
     """
 
-    def __init__(self, runner: NetworkRunner, to_writer: queue.Queue, dispatch: Callable[[], None]) -> None:
+    def __init__(self, runner: NetworkRunner, to_writer: queue.Queue, dispatch: Callable[[], None],
+                 options: FileOptions, halt: RunHalt) -> None:
         self.runner = runner
         self.to_writer = to_writer
         self.dispatch = dispatch
+        self.options = options
+        self.halt = halt
         self.engines: dict[int, tuple[FileJob, SeparationStream]] = {}  # in the order the files started
 
     def run(self, n_readers: int, to_model: queue.Queue) -> None:
         """Handle the readers' messages until every reader is done and every file has left."""
         readers_left = n_readers
         while readers_left > 0 or self.engines:
+            if self.halt.is_set():
+                for job, _ in list(self.engines.values()):
+                    self._fail(job, self.halt.error())
             try:
                 message = to_model.get(timeout=0.05) if readers_left > 0 else None
             except queue.Empty:
@@ -219,6 +237,13 @@ class ModelStage:
     def _handle(self, message: tuple) -> None:
         kind, job = message[0], message[1]
         if kind == "start":
+            try:  # what the format cannot hold fails the input before any of it is separated
+                if self.halt.is_set():
+                    raise self.halt.error()
+                self.options.check_output(message[3], job.total)
+            except FileError as error:
+                self._fail(job, error)
+                return
             # The segments are planned for the length the reader announced (an estimate for some formats; 0: unknown).
             self.engines[job.index] = (job, self.runner.engine(message[2], job.total, message[3].sample_rate))
             self._send(("start", job, message[3]))

@@ -276,21 +276,26 @@ class Separator:
         progress: Callable[[int, int], None] | None = None,
         bitrate: int | None = None,
         two_stems: str | None = None,
+        clip_mode: str | None = None,
     ) -> FileResult:
         """Separate one file into ``out_dir``, streaming: memory does not grow with the file's length.
 
         Each stem is written under a temporary name and renamed when complete; on any error (or Ctrl-C)
         the temporary files are removed and nothing is left under the final names. Existing outputs are
-        kept (``skipped=True``) unless ``overwrite``. ``bit_depth`` defaults to the input's own (16 or 24-bit
-        PCM; float WAV for float and lossy inputs, 24-bit FLAC). ``sample_rate`` resamples the stems (default:
-        the input's rate). ``bitrate`` (kbit/s) is for mp3 and ogg. ``two_stems="vocals"`` writes ``vocals`` and
-        ``no_vocals`` (the sum of the other stems). ``progress(done, total)`` counts input samples.
+        kept (``skipped=True``) unless ``overwrite``. ``bit_depth`` defaults to float for WAV and to the input's
+        depth for FLAC (16 bits for 16-bit inputs, else 24). ``clip_mode`` says what happens to samples beyond
+        full scale where the format cannot hold them: "rescale" (the default there: one gain for all the stems,
+        logged), "clamp" or "none" (see :class:`~unet_sep.separate.files.FileOptions`). ``sample_rate`` resamples
+        the stems (default: the input's rate). ``bitrate`` (kbit/s) is for mp3 and ogg. ``two_stems="vocals"``
+        writes ``vocals`` and ``no_vocals`` (the sum of the other stems). ``progress(done, total)`` counts input
+        samples. A format that cannot hold this input's stems (mp3 at 96 kHz, 6 channels) fails before any work
+        with an :class:`~unet_sep.audio.encode.EncoderLimitError` whose message says what to use instead.
         Raises :class:`~unet_sep.errors.SettingError` for an unusable setting, and for a file that fails
         :class:`AudioDecodeError`, :class:`AudioEncodeError`, :class:`InvalidAudioError` or
         :class:`~unet_sep.separate.outputs.OutputPathError`, whose messages name the file.
         """
         options = FileOptions(Path(out_dir), template, fmt, bit_depth, bitrate, None if stems is None else list(stems),
-                              two_stems, offset, duration, overwrite, sample_rate)
+                              two_stems, offset, duration, overwrite, sample_rate, clip_mode)
 
         def report(event: FileEvent) -> None:
             if progress is not None and event.kind in ("progress", "done"):

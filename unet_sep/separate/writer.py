@@ -1,14 +1,20 @@
 """The file pipeline's writer thread: stems back to each input's rate and channels (sharing out the residual above
 the model's band, see :class:`~unet_sep.separate.stages.OutputStage`), to the output rate, encoded under
-temporary names and committed by renaming; and every :class:`~unet_sep.separate.files.FileEvent` of the run.
+temporary names (or first spooled, where ``clip_mode`` is "rescale") and committed by renaming; and every
+:class:`~unet_sep.separate.files.FileEvent` of the run.
 
 Messages from the model stage: ``("start", job, info)``, ``("input", job, block)`` (the input's own samples, for
 the residual), ``("output", job, stems, weights, final)``, ``("skip", job)``, and ``("error" | "abort", job,
-error)`` for an input that failed elsewhere; :data:`~unet_sep.separate.files.QUEUE_END` ends the thread.
+error)`` for an input that failed elsewhere; :data:`~unet_sep.separate.files.QUEUE_END` ends the thread. A write
+that finds the output folder full (or read-only) fails its input, stops the run (:class:`RunHalt`) and fails the
+other inputs in progress with the one :class:`~unet_sep.separate.files.NotSeparatedError`.
 """
 
 from __future__ import annotations
 
+import errno
+import logging
+import math
 import os
 import queue
 import time
@@ -17,18 +23,21 @@ from pathlib import Path
 import numpy as np
 
 from unet_sep.audio.decode import AudioDecodeError, AudioInfo
-from unet_sep.audio.encode import AtomicAudioWriter, AudioEncodeError, default_bit_depth
+from unet_sep.audio.encode import AtomicAudioWriter, AudioEncodeError, OutputFolderError, rescale_gain, write_failure
 from unet_sep.audio.resample import StreamResampler
+from unet_sep.audio.spool import StemSpool
 from unet_sep.errors import FileError
-from unet_sep.separate.files import QUEUE_END, FileEvent, FileJob, FileOptions
+from unet_sep.separate.files import QUEUE_END, FileEvent, FileJob, FileOptions, RunHalt
 from unet_sep.separate.outputs import OutputStems
 from unet_sep.separate.runner import NetworkRunner
-from unet_sep.separate.stages import OutputStage
+from unet_sep.separate.stages import BLOCK_SAMPLES, OutputStage
+
+logger = logging.getLogger(__name__)
 
 
 class _OpenOutputs:
     """The writer's state of one input being written: ``back`` brings the stems to the input's rate and channels,
-    ``resampler`` them to the output rate (``out_rate``), the writers encode them."""
+    ``resampler`` them to the output rate (``out_rate``), the writers encode them (after the spool, if any)."""
 
     def __init__(self, job: FileJob, info: AudioInfo, back: OutputStage, out_rate: int) -> None:
         self.job = job
@@ -37,6 +46,7 @@ class _OpenOutputs:
         self.out_rate = out_rate
         self.resampler = StreamResampler(info.sample_rate, out_rate, len(job.outputs) * info.channels)
         self.writers: dict[str, AtomicAudioWriter] = {}
+        self.spool: StemSpool | None = None  # clip mode "rescale": the whole song before any of it is encoded
         self.created_dirs: list[Path] = []
         self.written = 0  # samples per stem at the output rate
         self.emitted = 0  # samples per stem at the input's rate
@@ -46,25 +56,57 @@ class _OpenOutputs:
         return FileEvent(kind, job.index, job.path, job.outputs, done=self.emitted, total=max(job.total, self.emitted),
                          sample_rate=self.info.sample_rate, **values)
 
-    def write(self, block: np.ndarray, channels: int) -> None:
+    def write(self, block: np.ndarray) -> None:
+        """Stems ``[outputs * channels, n]`` at the output rate."""
         if block.shape[-1] == 0:
             return
-        per_stem = block.reshape(len(self.writers), channels, -1)
+        if self.spool is not None:
+            self.spool.write(block)
+        else:
+            self._encode(block)
+        self.written += block.shape[-1]
+
+    def _encode(self, block: np.ndarray) -> None:
+        per_stem = block.reshape(len(self.writers), self.info.channels, -1)
         for i, writer in enumerate(self.writers.values()):
             writer.write(per_stem[i])
-        self.written += per_stem.shape[-1]
 
-    def commit(self) -> None:
+    def commit(self) -> float:
+        """Encode what the spool holds (with its gain), finish every stem, then rename them all; returns the gain.
+
+        A stem that fails to finish fails the input before any is renamed; one that fails to be renamed takes
+        back the renames before it, so an input's stems appear together or not at all (with ``overwrite``, the
+        files they replaced are gone either way).
+        """
         if self.written == 0:
             raise AudioDecodeError("no audio samples were decoded")
+        gain = 1.0
+        if self.spool is not None:
+            gain = rescale_gain(self.spool.peak)
+            for block in self.spool.blocks(BLOCK_SAMPLES):
+                self._encode(block * np.float32(gain) if gain != 1.0 else block)
+            self.spool.remove()
+            self.spool = None
         for writer in self.writers.values():
-            writer.commit()
+            writer.finish()
+        published: list[Path] = []
+        try:
+            for writer in self.writers.values():
+                published.append(writer.publish())
+        except AudioEncodeError:
+            for path in published:
+                path.unlink(missing_ok=True)
+            raise
+        return gain
 
     def abort(self) -> None:
         """Remove the temporary files and the folders made for them."""
         for writer in self.writers.values():
             writer.abort()
         self.writers = {}
+        if self.spool is not None:
+            self.spool.remove()
+            self.spool = None
         for folder in reversed(self.created_dirs):
             try:
                 folder.rmdir()
@@ -74,48 +116,70 @@ class _OpenOutputs:
 
 
 class StemWriter:
-    """What the writer thread does (:meth:`run`), for the inputs of one run."""
+    """What the writer thread does (:meth:`run`), for the inputs of one run: its events go to ``events``, and a
+    full output folder stops the run through ``halt``."""
 
-    def __init__(self, runner: NetworkRunner, options: FileOptions, outputs: OutputStems) -> None:
+    def __init__(self, runner: NetworkRunner, options: FileOptions, outputs: OutputStems, events: queue.Queue,
+                 halt: RunHalt) -> None:
         self.runner = runner
         self.options = options
         self.outputs = outputs
+        self.events = events
+        self.halt = halt
+        self._open_outputs: dict[int, _OpenOutputs] = {}
+        self._reported: set[int] = set()  # inputs whose failure is reported (one final event each)
 
-    def run(self, to_writer: queue.Queue, events: queue.Queue, aborted: list[Path]) -> None:
+    def run(self, to_writer: queue.Queue, aborted: list[Path]) -> None:
         """Handle messages until :data:`QUEUE_END`; then remove what is unfinished (an interrupted run) and list
         those inputs in ``aborted``."""
-        open_outputs: dict[int, _OpenOutputs] = {}
         while True:
             message = to_writer.get()
             if message is QUEUE_END:
                 break
             job = message[1]
+            if self.halt.is_set() and message[0] != "skip":
+                self._fail(job, self.halt.error())
+                continue
             try:
-                self._handle(message, open_outputs, events)
-            except Exception as error:  # an encoding failure: this file only
-                job.failed.set()
-                _abort(open_outputs.pop(job.index, None))
-                events.put(FileEvent("failed", job.index, job.path, error=_naming(error, job.path)))
-        for state in open_outputs.values():  # interrupted: nothing partial stays behind
+                self._handle(message)
+            except Exception as error:  # an encoding failure: this file only, or the run if the folder is full
+                self._fail(job, error)
+                if isinstance(error, OutputFolderError):
+                    self._stop(error)
+        for state in self._open_outputs.values():  # interrupted: nothing partial stays behind
             state.abort()
             aborted.append(state.job.path)
 
-    def _handle(self, message: tuple, open_outputs: dict[int, _OpenOutputs], events: queue.Queue) -> None:
+    def _fail(self, job: FileJob, error: BaseException) -> None:
+        """Give up on ``job``: remove its outputs, and report it (once)."""
+        job.failed.set()
+        _abort(self._open_outputs.pop(job.index, None))
+        if job.index not in self._reported:
+            self._reported.add(job.index)
+            self.events.put(FileEvent("failed", job.index, job.path, error=_naming(error, job.path)))
+
+    def _stop(self, cause: OutputFolderError) -> None:
+        """The output folder can take no more: stop the run and fail every input in progress alike."""
+        self.halt.stop(cause)
+        for state in list(self._open_outputs.values()):
+            self._fail(state.job, self.halt.error())
+
+    def _handle(self, message: tuple) -> None:
         kind, job = message[0], message[1]
+        open_outputs = self._open_outputs
         if kind == "skip":
-            events.put(FileEvent("skipped", job.index, job.path, job.outputs))
+            self.events.put(FileEvent("skipped", job.index, job.path, job.outputs))
         elif kind == "error" or kind == "abort":
-            _abort(open_outputs.pop(job.index, None))
-            events.put(FileEvent("failed", job.index, job.path, error=_naming(message[2], job.path)))
+            self._fail(job, message[2])
         elif job.failed.is_set():
             return
         elif kind == "start":
             info = message[2]
-            events.put(FileEvent("started", job.index, job.path, job.outputs, total=job.total,
-                                 sample_rate=info.sample_rate))
+            self.events.put(FileEvent("started", job.index, job.path, job.outputs, total=job.total,
+                                      sample_rate=info.sample_rate))
             state = open_outputs[job.index] = _OpenOutputs(
                 job, info, self.runner.output_stage(1, info.channels, info.sample_rate),
-                int(self.options.sample_rate or info.sample_rate))
+                self.options.output_rate(info))
             self._open(state)
         elif kind == "input":
             open_outputs[job.index].back.add_input(message[2])
@@ -124,30 +188,35 @@ class StemWriter:
             state = open_outputs[job.index]
             self._emit(state, state.back.push(stems, weights, final=final), final)
             if final:
-                state.commit()
+                gain = state.commit()
                 del open_outputs[job.index]
-                events.put(state.event("done", seconds=time.perf_counter() - job.started))
+                if gain != 1.0:
+                    logger.warning("%s: stems scaled by %.3f (%.1f dB) so that they fit %s without clipping; they "
+                                   "add up to %.3f x the input", job.path, gain, 20 * math.log10(gain),
+                                   self.options.fmt, gain)
+                self.events.put(state.event("done", seconds=time.perf_counter() - job.started, gain=gain))
             else:
-                events.put(state.event("progress"))
+                self.events.put(state.event("progress"))
 
     def _open(self, state: _OpenOutputs) -> None:
-        """Create the output folders and the writers (temporary files) of one input."""
+        """Create the output folders and the writers (temporary files) of one input, and its spool if any."""
         options, outputs, info = self.options, state.job.outputs, state.info
         for target in outputs.values():
-            state.created_dirs.extend(_make_parents(target.parent))
-        depth = options.bit_depth or default_bit_depth(options.fmt, info.subtype)
+            state.created_dirs.extend(_make_parents(target))
+        depth, clip = options.bit_depth_for(info), options.clip
         for stem, target in outputs.items():
             state.writers[stem] = AtomicAudioWriter(target, state.out_rate, info.channels, options.fmt, depth,
-                                                    options.bitrate)
+                                                    options.bitrate, clamp=clip == "clamp")
+        if clip == "rescale":
+            state.spool = StemSpool(next(iter(outputs.values())), len(outputs) * info.channels)
 
     def _emit(self, state: _OpenOutputs, blocks: list[np.ndarray], final: bool) -> None:
-        channels = state.info.channels
         for block in blocks:  # [S, 1, C, n]
             state.emitted += block.shape[-1]
             chosen = np.tensordot(self.outputs.mix, block[:, 0], axes=1)  # the written stems (or sums of stems)
-            state.write(state.resampler.process(chosen.reshape(-1, chosen.shape[-1])), channels)
+            state.write(state.resampler.process(chosen.reshape(-1, chosen.shape[-1])))
         if final:
-            state.write(state.resampler.flush(), channels)
+            state.write(state.resampler.flush())
 
 
 def _abort(state: _OpenOutputs | None) -> None:
@@ -160,8 +229,9 @@ def _naming(error: BaseException, path: Path) -> BaseException:
     return error.about(path) if isinstance(error, FileError) else error
 
 
-def _make_parents(folder: Path) -> list[Path]:
-    """Create ``folder`` and missing parents; return the ones created, outermost first."""
+def _make_parents(target: Path) -> list[Path]:
+    """Create the folder of ``target`` and its missing parents; return the ones created, outermost first."""
+    folder = target.parent
     missing = []
     current = folder
     while not current.exists():
@@ -176,7 +246,9 @@ def _make_parents(folder: Path) -> list[Path]:
         except FileExistsError:
             pass
         except OSError as error:
-            raise AudioEncodeError(f"cannot create output folder {item}: {error.strerror or error}") from error
+            raise write_failure(target, error) from error
     if not os.access(folder, os.W_OK):
+        if os.statvfs(folder).f_flag & os.ST_RDONLY:
+            raise write_failure(target, OSError(errno.EROFS, os.strerror(errno.EROFS)))
         raise AudioEncodeError(f"output folder {folder} is not writable")
     return missing
