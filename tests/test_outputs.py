@@ -217,14 +217,16 @@ def test_empty_stem_selection_is_an_option_error(tmp_path, tiny_model, selection
     assert not (tmp_path / "out").exists()
 
 
-# ---- 17, 19. bit depth follows the input; stems add up without clipping -----------------------------------
+# ---- 17, 19; issue 25 item 5. wav stems are float, flac follows the input; stems add up without clipping ----
 
 
-@pytest.mark.parametrize("subtype, fmt, expected", [("PCM_16", "wav", "PCM_16"), ("PCM_24", "wav", "PCM_24"),
+@pytest.mark.parametrize("subtype, fmt, expected", [("PCM_16", "wav", "FLOAT"), ("PCM_24", "wav", "FLOAT"),
                                                      ("FLOAT", "wav", "FLOAT"), ("PCM_32", "wav", "FLOAT"),
                                                      ("PCM_24", "flac", "PCM_24"), ("FLOAT", "flac", "PCM_24"),
                                                      ("PCM_16", "flac", "PCM_16")])
-def test_bit_depth_defaults_to_the_inputs(tmp_path, tiny_model, subtype, fmt, expected):
+def test_bit_depth_defaults(tmp_path, tiny_model, subtype, fmt, expected):
+    """WAV stems are float whatever the input's depth (they are float results, which the input's depth does not
+    bound); FLAC, which has no float, keeps the input's depth."""
     source = song(tmp_path / "song.wav", subtype=subtype)
     result = cli(tiny_model, source, "--out", tmp_path / "out", "--format", fmt)
     assert result.returncode == 0, result.stderr
@@ -244,10 +246,92 @@ def test_mp3_above_full_scale_gives_float_stems_that_add_up_without_clipping(tmp
     assert snr_db(mixture, stems[0] + stems[1]) > 100
 
 
-def test_a_16_bit_choice_still_warns_about_clipping(tmp_path, example_mp3):
-    result = cli(BUNDLED, example_mp3, "--out", tmp_path / "out", "--bit-depth", "16")
+def test_a_16_bit_choice_rescales_and_clamp_still_clips_with_its_warning(tmp_path, example_mp3):
+    rescaled = cli(BUNDLED, example_mp3, "--out", tmp_path / "out", "--bit-depth", "16")
+    assert rescaled.returncode == 0, rescaled.stderr
+    assert "clipped" not in rescaled.stderr and f"WARNING unet_sep.separate.writer: {example_mp3}: stems scaled by " \
+        in rescaled.stderr
+    clamped = cli(BUNDLED, example_mp3, "--out", tmp_path / "clamped", "--bit-depth", "16", "--clip-mode", "clamp")
+    assert clamped.returncode == 0, clamped.stderr
+    assert "clipped to [-1, 1] for PCM_16" in clamped.stderr and "scaled" not in clamped.stderr
+
+
+# ---- issue 25 item 5: no default clips a loud master ------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def loud_master(tmp_path_factory, example_mp3) -> Path:
+    """A loud produced master as 16-bit FLAC: the real excerpt through 6 dB of soft limiting (tanh), peak at
+    -0.1 dBFS, RMS -8 dBFS. (The excerpt only normalised to -0.1 dBFS gives stems that fit the bundled model's
+    full scale; mastered for loudness, its separated accompaniment peaks at 1.18.)"""
+    mixture, rate = sf.read(example_mp3, dtype="float64")
+    limited = np.tanh(2.0 * mixture / np.abs(mixture).max())
+    path = tmp_path_factory.mktemp("loud") / "loud.flac"
+    sf.write(path, limited / np.abs(limited).max() * 10 ** (-0.1 / 20), rate, subtype="PCM_16")
+    return path
+
+
+def _stems(folder: Path, fmt: str) -> dict[str, np.ndarray]:
+    return {stem: sf.read(folder / "loud" / f"{stem}.{fmt}", dtype="float64")[0]
+            for stem in ("vocals", "accompaniment")}
+
+
+def _gain_in(stderr: str) -> float:
+    line = next(line for line in stderr.splitlines() if "stems scaled by " in line)
+    return float(line.split("stems scaled by ")[1].split()[0])
+
+
+def test_a_loud_16_bit_master_gives_stems_that_add_up_by_default(tmp_path, loud_master):
+    result = cli(BUNDLED, loud_master, "--out", tmp_path / "out")
+    assert result.returncode == 0 and "WARNING" not in result.stderr, result.stderr
+    stems = _stems(tmp_path / "out", "wav")
+    mixture, _ = sf.read(loud_master, dtype="float64")
+    assert sf.info(tmp_path / "out" / "loud" / "vocals.wav").subtype == "FLOAT"
+    assert np.abs(stems["accompaniment"]).max() > 1.1  # what 16-bit stems clipped
+    assert snr_db(mixture, stems["vocals"] + stems["accompaniment"]) > 100
+
+
+def test_flac_rescales_a_loud_master_by_one_gain_for_all_its_stems(tmp_path, loud_master):
+    result = cli(BUNDLED, loud_master, "--out", tmp_path / "out", "--format", "flac")
     assert result.returncode == 0, result.stderr
-    assert "clipped to [-1, 1] for PCM_16" in result.stderr
+    assert "clipped" not in result.stderr, result.stderr
+    warnings = [line for line in result.stderr.splitlines() if line.startswith("WARNING")]
+    assert len(warnings) == 1 and f": {loud_master}: stems scaled by " in warnings[0], result.stderr
+    gain = _gain_in(result.stderr)
+    assert 0.8 < gain < 0.9
+    stems = _stems(tmp_path / "out", "flac")
+    mixture, _ = sf.read(loud_master, dtype="float64")
+    assert sf.info(tmp_path / "out" / "loud" / "vocals.flac").subtype == "PCM_16"
+    assert max(np.abs(s).max() for s in stems.values()) == pytest.approx(32767 / 32768, abs=1 / 32768)
+    total = stems["vocals"] + stems["accompaniment"]
+    fitted = float(np.sum(total * mixture) / np.sum(mixture * mixture))  # the gain the stems add up to
+    assert fitted == pytest.approx(gain, abs=0.0005)  # the warning's, to its 3 decimals
+    assert snr_db(fitted * mixture, total) > 85  # exact but for the 16-bit rounding of two stems
+    assert not [p for p in (tmp_path / "out").rglob("*") if p.name.startswith(".")]  # the spool is gone
+
+
+def test_clamp_clips_a_loud_master_as_before_and_says_so(tmp_path, loud_master):
+    result = cli(BUNDLED, loud_master, "--out", tmp_path / "out", "--format", "flac", "--clip-mode", "clamp")
+    assert result.returncode == 0, result.stderr
+    assert "samples clipped to [-1, 1] for PCM_16" in result.stderr and "scaled" not in result.stderr
+    stems = _stems(tmp_path / "out", "flac")
+    mixture, _ = sf.read(loud_master, dtype="float64")
+    assert snr_db(mixture, stems["vocals"] + stems["accompaniment"]) < 60  # the damage clamp does
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--format", "flac", "--clip-mode", "none"],
+     "error: --clip-mode: flac (integer PCM) cannot hold samples beyond full scale; choose rescale or clamp, or "
+     "write float wav"),
+    (["--bit-depth", "24", "--clip-mode", "none"],
+     "error: --clip-mode: wav at 24 bits cannot hold samples beyond full scale; choose rescale or clamp, or write "
+     "float wav"),
+    (["--clip-mode", "soft"], "error: --clip-mode: unknown mode 'soft'; choose from rescale, clamp, none"),
+])
+def test_clip_mode_errors(tmp_path, tiny_model, args, message):
+    result = cli(tiny_model, song(tmp_path / "song.wav"), "--out", tmp_path / "out", *args)
+    assert result.returncode == 2 and result.stderr.strip() == message, result.stderr
+    assert not (tmp_path / "out").exists()
 
 
 # ---- 20. --bitrate and --two-stems --------------------------------------------------------------------------
@@ -281,11 +365,30 @@ def test_ogg_bitrate_orders_the_sizes(tmp_path, tiny_model):
 @pytest.mark.parametrize("args, message", [
     (["--bitrate", "100"], "--bitrate: 100 kbit/s is not offered"),
     (["--format", "wav", "--bitrate", "128"], "--bitrate: applies to mp3 and ogg, not wav"),
+    (["--format", "ogg", "--bitrate", "16"], "--bitrate: ogg takes 64 to 500 kbit/s, not 16"),
+    (["--sample-rate", "11025", "--bitrate", "320"], "--bitrate: mp3 at 11025 Hz offers 8, 16, 24, 32, 40, 48, 56, "
+                                                     "64 kbit/s, not 320; choose 64 kbit/s, or a sample rate of 44100"),
 ])
 def test_bitrate_errors(tmp_path, tiny_model, args, message):
     fmt = [] if "--format" in args else ["--format", "mp3"]
     result = cli(tiny_model, song(tmp_path / "song.wav"), "--out", tmp_path / "out", *fmt, *args)
     assert result.returncode == 2 and result.stderr.startswith(f"error: {message}"), result.stderr
+
+
+def test_a_bit_rate_mp3_cannot_give_at_the_inputs_rate_is_an_error_before_any_work(tmp_path, tiny_model):
+    """It was written at the nearest rate with a warning (320 -> 64 kbit/s at 11025 Hz) while a bit rate no rate
+    offers was an option error; both are errors now, and this one names the rates that work."""
+    source = song(tmp_path / "low.wav", 4.0, rate=11025)
+    other = song(tmp_path / "other.wav", 1.0)
+    result = cli(tiny_model, source, other, "--out", tmp_path / "out", "--format", "mp3", "--bitrate", "320")
+    assert result.returncode == 1, result.stderr
+    assert [line for line in result.stderr.splitlines() if line.startswith("error: ")] == [
+        f"error: {source}: mp3 at 11025 Hz offers 8, 16, 24, 32, 40, 48, 56, 64 kbit/s, not 320; use --bitrate 64 "
+        "or --sample-rate 44100"]
+    assert files_under(tmp_path / "out") == ["other/accompaniment.mp3", "other/vocals.mp3"]
+    kept = cli(tiny_model, source, "--out", tmp_path / "kept", "--format", "mp3", "--bitrate", "64")
+    assert kept.returncode == 0 and "WARNING" not in kept.stderr, kept.stderr
+    assert _kbps(tmp_path / "kept" / "low" / "vocals.mp3", 4.0) == pytest.approx(64, rel=0.05)
 
 
 def test_two_stems_writes_the_stem_and_the_sum_of_the_others(tmp_path, tmp_path_factory):

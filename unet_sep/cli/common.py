@@ -40,10 +40,14 @@ MAX_THREADS = 512
 OPTION_NAMES = {"fmt": "--format", "out_dir": "--out"}
 
 
+def option_name(setting: str) -> str:
+    """The command-line option of an API setting: ``"sample_rate"`` -> ``"--sample-rate"``."""
+    return OPTION_NAMES.get(setting, "--" + setting.replace("_", "-"))
+
+
 def setting_error_exit(error: SettingError) -> typer.Exit:
     """Print a :class:`~unet_sep.errors.SettingError` in one line naming the option; the exit (2) to raise."""
-    option = OPTION_NAMES.get(error.setting, "--" + error.setting.replace("_", "-"))
-    print_error(f"{option}: {error.reason}")
+    print_error(f"{option_name(error.setting)}: {error.reason}")
     return typer.Exit(2)
 
 

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, List, Optional
 
 import typer
 
-from unet_sep.cli.common import MAX_THREADS, print_error, setting_error_exit, setup_logging
+from unet_sep.cli.common import MAX_THREADS, option_name, print_error, setting_error_exit, setup_logging
 from unet_sep.cli.process import interrupted_exit_code
 from unet_sep.cli.progress import ProgressBars
 from unet_sep.config import DEFAULT_WIENER_WINDOW, MASK_EXTENSIONS, MAX_WIENER_ITERATIONS, PRECISIONS
@@ -45,6 +45,14 @@ _WIENER_HELP = (f"Multichannel Wiener filter: N EM iterations after the masks, 0
 _WINDOW_HELP = ("STFT frames the Wiener filter's statistics span (0: the whole track, memory grows with its "
                 f"length). Default: the whole track with --segmentation spleeter, else {DEFAULT_WIENER_WINDOW} frames.")
 
+_BIT_DEPTH_HELP = ("16, 24 or float (wav); 16 or 24 (flac). Default: float wav, whatever the input's depth (the stems "
+                   "are float results and may exceed full scale, so they add up to the input exactly); flac: 16 bits "
+                   "for 16-bit inputs, else 24.")
+_CLIP_MODE_HELP = ("Stem samples beyond full scale where the format cannot hold them (flac, 16- or 24-bit wav): "
+                   "rescale (the default there: one gain for all of a song's stems, so they still add up to gain x "
+                   "the input; a warning gives the gain), clamp (clip each sample; a warning counts them) or none "
+                   "(as they are: float wav, mp3 and ogg hold them; the default there).")
+
 
 def separate(
     inputs: List[str] = typer.Argument(..., metavar="INPUT", show_default=False,
@@ -59,14 +67,13 @@ def separate(
     two_stems: Optional[str] = typer.Option(None, "--two-stems", metavar="STEM", help="Write STEM and no_STEM, the sum "
                                             "of all other stems (e.g. --two-stems vocals: vocals and no_vocals)."),
     fmt: str = typer.Option("wav", "--format", "-f", help="Output format: wav, flac, ogg or mp3."),
-    bit_depth: Optional[str] = typer.Option(None, "--bit-depth", help="16, 24 or float (wav); 16 or 24 (flac). "
-                                            "Default: the input's: 16- and 24-bit PCM keep their depth, anything else "
-                                            "(float, mp3, aac, ...) is written as float wav or 24-bit flac, so the "
-                                            "stems add up to the input without clipping."),
+    bit_depth: Optional[str] = typer.Option(None, "--bit-depth", help=_BIT_DEPTH_HELP),
+    clip_mode: Optional[str] = typer.Option(None, "--clip-mode", help=_CLIP_MODE_HELP),
     bitrate: Optional[int] = typer.Option(None, "--bitrate", "-b", metavar="KBPS", help="mp3: constant bit rate in "
-                                          "kbit/s (32-320 at 32-48 kHz; 8-160 at 16-24 kHz); ogg: the Vorbis quality "
-                                          "of this nominal rate (64-500). Default: the encoder's (VBR, about 140 "
-                                          "kbit/s for mp3 at 44.1 kHz)."),
+                                          "kbit/s (32-320 at 32-48 kHz; 8-160 at 16-24 kHz; 8-64 at 8-12 kHz; one the "
+                                          "stems' rate does not offer is an error); ogg: the Vorbis quality of this "
+                                          "nominal rate (64-500). Default: the encoder's (VBR, about 140 kbit/s for "
+                                          "mp3 at 44.1 kHz)."),
     template: str = typer.Option(DEFAULT_TEMPLATE, "--template", help="Output path under --out; fields {dir} (the "
                                  "input's folder under the folder or glob given), {track}, {trackext}, {stem}, {ext}, "
                                  "{model}."),
@@ -113,7 +120,7 @@ def separate(
     """
     setup_logging(verbose)
     options = _file_options(out, template, fmt, bit_depth, bitrate, stems, two_stems, offset, duration, overwrite,
-                            sample_rate)
+                            sample_rate, clip_mode)
     model_options = dict(segmentation=segmentation, overlap=overlap, batch_size=batch_size,
                          mask_extension=mask_extension, precision=precision, compile=compile_net, backend=backend,
                          wiener_iterations=wiener_iterations, wiener_window=wiener_window)
@@ -128,7 +135,7 @@ def separate(
 
 def _file_options(out: Path, template: str, fmt: str, bit_depth: Optional[str], bitrate: Optional[int],
                   stems: Optional[str], two_stems: Optional[str], offset: float, duration: Optional[float],
-                  overwrite: bool, sample_rate: Optional[int]) -> FileOptions:
+                  overwrite: bool, sample_rate: Optional[int], clip_mode: Optional[str]) -> FileOptions:
     """Where and how the stems are written; a setting that cannot be used exits 2 with one line."""
     from unet_sep.errors import SettingError
     from unet_sep.separate.files import FileOptions
@@ -136,7 +143,7 @@ def _file_options(out: Path, template: str, fmt: str, bit_depth: Optional[str], 
     selected = None if stems is None else [name.strip() for name in stems.split(",") if name.strip()]
     try:
         return FileOptions(out, template, fmt, bit_depth, bitrate, selected, two_stems, offset, duration, overwrite,
-                           sample_rate)
+                           sample_rate, clip_mode)
     except SettingError as error:
         raise setting_error_exit(error) from None
 
@@ -169,8 +176,11 @@ def _load_pipeline(model: Optional[str], device: str, model_options: dict, optio
 
 def _failure_text(error: BaseException | None) -> str:
     """One line for a failed file (the caller names the file)."""
+    from unet_sep.audio.encode import EncoderLimitError
     from unet_sep.errors import FileError
 
+    if isinstance(error, EncoderLimitError):  # its advice in the options' words: --sample-rate 48000
+        return error.spelled(lambda setting, value: f"{option_name(setting)} {value}")
     if isinstance(error, FileError):
         return error.reason
     if isinstance(error, (ValueError, OSError)):
@@ -183,6 +193,7 @@ def _separate(ranks: SeparationRanks, inputs: list[str], options: FileOptions, m
               model_options: dict, threads: Optional[int], readers: int, quiet: bool) -> None:
     import torch
 
+    from unet_sep.separate.files import NotSeparatedError
     from unet_sep.separate.inputs import expand_inputs
 
     torch.set_num_threads(threads or ranks.cpu_threads())
@@ -200,6 +211,7 @@ def _separate(ranks: SeparationRanks, inputs: list[str], options: FileOptions, m
     done: list[float] = []
     skipped: list[Path] = []
     failed: list[Path] = []
+    not_separated: list[FileEvent] = []  # inputs a stopped run left undone: reported together, once
     started = time.perf_counter()
     interrupted = 0  # the exit status of an interrupted run
     runner = pipeline.runner
@@ -213,7 +225,10 @@ def _separate(ranks: SeparationRanks, inputs: list[str], options: FileOptions, m
             progress.write(printable(f"skipped {event.path}: outputs exist (use --overwrite to replace them)"))
         elif event.kind == "failed":
             failed.append(event.path)
-            progress.write(printable(f"error: {event.path}: {_failure_text(event.error)}"))
+            if isinstance(event.error, NotSeparatedError):
+                not_separated.append(event)
+            else:
+                progress.write(printable(f"error: {event.path}: {_failure_text(event.error)}"))
         elif event.kind == "done":
             done.append(event.done / event.sample_rate if event.sample_rate else 0.0)
             if not quiet:
@@ -228,6 +243,8 @@ def _separate(ranks: SeparationRanks, inputs: list[str], options: FileOptions, m
         interrupted = interrupted_exit_code(error)
     finally:
         progress.close()
+    if not_separated:
+        print_error(printable(_not_separated_line(not_separated)))
 
     mine = {"done": len(done), "audio": sum(done), "skipped": len(skipped),
             "failed": len(failed) + (len(input_errors) if lead else 0), "wall": time.perf_counter() - started,
@@ -240,6 +257,17 @@ def _separate(ranks: SeparationRanks, inputs: list[str], options: FileOptions, m
         raise typer.Exit(interrupted)
     if any(r["failed"] for r in everyone):
         raise typer.Exit(1)
+
+
+def _not_separated_line(events: list[FileEvent], shown: int = 5) -> str:
+    """One line for the inputs a stopped run left undone (each event's error is a NotSeparatedError)."""
+    events = sorted(events, key=lambda event: event.index)
+    cause = getattr(events[0].error, "cause", None)
+    why = _failure_text(cause) if cause is not None else "stopped"
+    names = ", ".join(str(event.path) for event in events[:shown])
+    more = f" and {len(events) - shown} more" if len(events) > shown else ""
+    return (f"the run stopped ({why}); {len(events)} input(s) not separated: {names}{more}; run the same command "
+            "again once that is fixed (finished inputs are skipped)")
 
 
 def _separate_summary(everyone: list[dict], world: int) -> str:
