@@ -16,6 +16,16 @@ SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 EXAMPLE_MP3 = SHARED / "data" / "mixtures" / "audio_example.mp3"
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _own_model_cache(tmp_path_factory):
+    """Tests never write into the user's model cache (downloads, conversions, remembered weight digests): the session
+    gets one of its own, inherited by the commands it runs; a test that needs an empty one sets UNET_SEP_CACHE
+    itself."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("UNET_SEP_CACHE", str(tmp_path_factory.mktemp("unet-sep-cache")))
+        yield
+
+
 def make_model(folder: Path, seed: int = 0, **overrides) -> Path:
     torch.manual_seed(seed)
     unet = overrides.pop("unet", UNetConfig(filters=[4, 8, 16, 32, 64, 128]))

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -199,3 +200,12 @@ def test_remote_model_configs_are_migrated_and_refused_alike(tmp_path):
         remote_models(listing)
     assert str(caught.value) == (f"{listing}: models[0]: model format version {FORMAT_VERSION + 1} is newer than "
                                  f"unet-sep {__version__} reads (format version {FORMAT_VERSION}): upgrade unet-sep")
+
+
+def test_the_readme_states_the_format_version_this_code_writes():
+    """The README said 1 while the code wrote 2 (issue 25): its statement and its refusal example follow the code."""
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    stated = re.findall(r'carries `"format_version"` \((\d+) today\)', readme)
+    assert stated == [str(FORMAT_VERSION)]
+    newer = re.findall(r"model format version (\d+) is newer than unet-sep \S+ reads \(format version (\d+)\)", readme)
+    assert newer == [(str(FORMAT_VERSION + 1), str(FORMAT_VERSION))]
