@@ -200,7 +200,7 @@ def test_whole_rates_of_any_number_type_are_taken(separator):
 
 def test_an_output_rate_of_a_file_is_checked_by_the_same_rule(separator, tmp_path):
     sf.write(tmp_path / "song.wav", music_like(0.5, 16000).T, 16000)
-    with pytest.raises(SettingError, match=r"^sample_rate: .* got 44100.5 \(float\)"):
+    with pytest.raises(SettingError, match=r"^sample_rate: .* got 44100.5$"):
         separator.separate_file(tmp_path / "song.wav", tmp_path / "out", sample_rate=44100.5)  # type: ignore[arg-type]
     assert not (tmp_path / "out").exists()
 
@@ -242,8 +242,8 @@ def test_a_rate_of_one_hz_is_refused_before_memory_grows(tiny_model):
     result = subprocess.run([sys.executable, "-c", _peak_growth_script(tiny_model, [1, True], 10.0)],
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
-    assert "refused: sample_rate: must be a whole number of Hz from 8000 to 192000, got 1 (int)" in result.stdout
-    assert "refused: sample_rate: must be a whole number of Hz from 8000 to 192000, got True (bool)" in result.stdout
+    assert "refused: sample_rate: must be a whole number of Hz from 8000 to 192000, got 1\n" in result.stdout
+    assert "refused: sample_rate: must be a whole number of Hz from 8000 to 192000, got True\n" in result.stdout
     assert float(result.stdout.split("growth MB")[1]) < 50
 
 

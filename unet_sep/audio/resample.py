@@ -26,9 +26,9 @@ def check_sample_rate(value: object, setting: str = "sample_rate") -> int:
         isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_)) and math.isfinite(float(value))
         and float(value).is_integer())
     if not whole or not MIN_SAMPLE_RATE <= int(value) <= MAX_SAMPLE_RATE:  # type: ignore[call-overload]
-        shown = repr(value) if isinstance(value, str) else str(value)
+        shown = str(value) if isinstance(value, numbers.Real) and not isinstance(value, bool) else repr(value)
         raise SettingError(setting, f"must be a whole number of Hz from {MIN_SAMPLE_RATE} to {MAX_SAMPLE_RATE}, got "
-                                    f"{shown} ({type(value).__name__})")
+                                    f"{shown}")
     return int(value)  # type: ignore[call-overload]
 
 
