@@ -49,7 +49,7 @@ CASES = {
     "format": (["--format", "aiff"], "error: --format: unknown output format 'aiff'; choose from wav, flac, ogg, mp3"),
     "bit-depth": (["--format", "flac", "--bit-depth", "float"],
                   "error: --bit-depth: flac cannot store bit depth float; choose from 16, 24"),
-    "batch-size": (["--batch-size", "0"], "error: --batch-size: must be a positive number of segments, got 0"),
+    "batch-size": (["--batch-size", "0"], "error: --batch-size: must be from 1 to 256 segments, got 0"),
     "offset": (["--offset", "-1"], "error: --offset: must be a number of seconds >= 0, got -1.0"),
     "template-field": (["--template", "{album}/{stem}.{ext}"],
                        "error: --template: '{album}/{stem}.{ext}' has unknown field(s) {album}; fields: {dir}, "
