@@ -217,7 +217,7 @@ def test_a_remote_model_that_fails_leaves_nothing(tmp_path: Path, monkeypatch: p
     ([{"name": "x", "url": "file:///x.safetensors", "sha256": "abc", "config": {}}],
      r"models\[0\]\.sha256 must be 64 hex digits, got 'abc'"),
     ([{"name": "x", "url": "file:///x.safetensors", "sha256": "0" * 64, "config": {"stems": []}}],
-     r"models\[0\]: stems must be a non-empty list"),
+     r"models\[0\]: stems must be a list of 1 to 16 distinct names"),
     ([{"name": "x", "url": "file:///x.safetensors", "sha256": "0" * 64, "config": "config.json"}],
      r"models\[0\]\.config must be an object"),
     ([{"name": "x", "url": f"file:///{i}/x.safetensors", "sha256": "0" * 64, "config": {}} for i in range(2)],
