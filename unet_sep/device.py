@@ -1,4 +1,5 @@
-"""Choosing the torch device to run on, from what the user asked for and what the machine has."""
+"""Choosing the torch device to run on, from what the user asked for, what the machine has and, under torchrun,
+which of the machine's processes this is."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import logging
 
 import torch
 
+from unet_sep.distributed import Ranks
 from unet_sep.errors import SettingError
 
 logger = logging.getLogger(__name__)
@@ -70,4 +72,41 @@ def separation_device(device: str | torch.device = "auto") -> torch.device:
     if chosen.type == "mps" and not _mps_runs_separation():
         logger.warning("mps: this PyTorch build cannot run the STFT and U-Nets on Apple's GPU; using the CPU")
         return torch.device("cpu")
+    return chosen
+
+
+def process_device(requested: str | torch.device = "auto", ranks: Ranks | None = None,
+                   exclusive: bool = False) -> torch.device:
+    """The device this process works on (``unet-sep separate`` and training alike), made the current CUDA device.
+
+    Without torchrun (or with one process per machine) it is :func:`resolve_device`'s. Under torchrun with
+    several processes on this machine (``ranks``; default: from the environment), "auto" and "cuda" give local
+    rank ``r`` the GPU ``cuda:(r mod n)`` of the machine's ``n``; a device with an index (``cuda:0``) is refused,
+    since every process would take that one GPU (``CUDA_VISIBLE_DEVICES`` says which GPUs the processes share
+    out). With more local processes than GPUs they share them, unless ``exclusive`` (NCCL, which training uses,
+    refuses two processes of one group on one GPU): then that is a :class:`~unet_sep.errors.SettingError`.
+
+    A CUDA device with an index is made the current device before anything else runs, so that what torch does on
+    "the current device" (a context, pinned host memory, NCCL) happens on this process's GPU, not on GPU 0.
+    """
+    ranks = Ranks.from_env() if ranks is None else ranks
+    chosen = resolve_device(requested)
+    if chosen.type != "cuda":
+        return chosen
+    if ranks.local_world > 1:
+        count = torch.cuda.device_count()
+        if chosen.index is not None:
+            raise SettingError("device", f"{chosen} would put all {ranks.local_world} processes torchrun started on "
+                                         "this machine on one GPU; ask for cuda (local rank r takes GPU r) and choose "
+                                         "the GPUs with CUDA_VISIBLE_DEVICES")
+        if exclusive and ranks.local_world > count:
+            raise SettingError("device", f"torchrun started {ranks.local_world} processes on this machine, which has "
+                                         f"{count} GPU{'s' if count > 1 else ''}: training needs a GPU per process "
+                                         f"(NCCL); use --nproc-per-node {count}, or cpu")
+        chosen = torch.device("cuda", ranks.local_rank % count)
+        if ranks.local_world > count:
+            logger.info("%d processes share %d GPU(s): local rank %d on %s", ranks.local_world, count,
+                        ranks.local_rank, chosen)
+    if chosen.index is not None:
+        torch.cuda.set_device(chosen)
     return chosen

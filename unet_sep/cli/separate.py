@@ -18,6 +18,8 @@ from unet_sep.errors import one_line, printable
 from unet_sep.separate.outputs import DEFAULT_TEMPLATE
 
 if TYPE_CHECKING:
+    import torch
+
     from unet_sep.separate.files import FileEvent, FileOptions
     from unet_sep.separate.pipeline import FilePipeline
     from unet_sep.separate.ranks import SeparationRanks
@@ -128,9 +130,21 @@ def separate(
 
     ranks = SeparationRanks()
     try:
-        _separate(ranks, inputs, options, model, ranks.device(device), model_options, threads, readers, quiet)
+        _separate(ranks, inputs, options, model, _process_device(ranks, device), model_options, threads, readers,
+                  quiet)
     finally:
         ranks.close()
+
+
+def _process_device(ranks: SeparationRanks, device: str) -> torch.device:
+    """This process's device, made the current GPU before anything is put on one; one that cannot be used exits 2
+    with one line."""
+    from unet_sep.errors import SettingError
+
+    try:
+        return ranks.device(device)
+    except SettingError as error:
+        raise setting_error_exit(error) from None
 
 
 def _file_options(out: Path, template: str, fmt: str, bit_depth: Optional[str], bitrate: Optional[int],
@@ -148,7 +162,7 @@ def _file_options(out: Path, template: str, fmt: str, bit_depth: Optional[str], 
         raise setting_error_exit(error) from None
 
 
-def _load_pipeline(model: Optional[str], device: str, model_options: dict, options: FileOptions,
+def _load_pipeline(model: Optional[str], device: torch.device, model_options: dict, options: FileOptions,
                    readers: int) -> tuple[str, FilePipeline]:
     """The model and the file pipeline around it; option and model errors exit 2 with one line."""
     from unet_sep.config import ConfigError
@@ -189,8 +203,8 @@ def _failure_text(error: BaseException | None) -> str:
     return f"unexpected {type(error).__name__}: {one_line(error)} (use --verbose for details)"
 
 
-def _separate(ranks: SeparationRanks, inputs: list[str], options: FileOptions, model: Optional[str], device: str,
-              model_options: dict, threads: Optional[int], readers: int, quiet: bool) -> None:
+def _separate(ranks: SeparationRanks, inputs: list[str], options: FileOptions, model: Optional[str],
+              device: torch.device, model_options: dict, threads: Optional[int], readers: int, quiet: bool) -> None:
     import torch
 
     from unet_sep.separate.files import NotSeparatedError

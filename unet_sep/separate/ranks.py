@@ -4,24 +4,25 @@ Without torchrun it is a single rank and does nothing."""
 
 from __future__ import annotations
 
-import datetime
-import os
+import torch
 
-from unet_sep.distributed import Ranks
+from unet_sep.device import process_device
+from unet_sep.distributed import WAIT_TIMEOUT, Ranks
 
 
 class SeparationRanks:
     """This process's place among the ranks of a separation run; :meth:`close` when the run is over."""
 
     def __init__(self) -> None:
-        env = Ranks.from_env()
+        self.env = env = Ranks.from_env()
         self.world, self.rank, self.local_rank, self.local_world = env.world, env.rank, env.local_rank, env.local_world
         self.group = False
         if self.world > 1:
             import torch.distributed as dist
 
-            # gloo for the few small messages (the summary), whatever device separates.
-            dist.init_process_group("gloo", timeout=datetime.timedelta(hours=12))
+            # gloo for the few small messages (the summary), whatever device separates; a rank that is done waits
+            # for the others' last songs in the summary's gather, for up to WAIT_TIMEOUT.
+            dist.init_process_group("gloo", timeout=WAIT_TIMEOUT)
             self.group = True
 
     @property
@@ -29,18 +30,14 @@ class SeparationRanks:
         """``(rank, world)``: this process separates every ``world``-th input from its rank's index on."""
         return self.rank, self.world
 
-    def device(self, requested: str) -> str:
-        """One GPU per process on a machine: ``cuda:<local rank>`` where "auto" or "cuda" was asked for."""
-        import torch
-
-        if self.world > 1 and requested in ("auto", "cuda") and torch.cuda.is_available():
-            return f"cuda:{self.local_rank % torch.cuda.device_count()}"
-        return requested
+    def device(self, requested: str) -> torch.device:
+        """This process's device (:func:`~unet_sep.device.process_device`: one GPU per local rank, shared round the
+        GPUs when there are more ranks), made the current CUDA device before anything is put on it."""
+        return process_device(requested, self.env)
 
     def cpu_threads(self) -> int:
         """The cores this process may use, shared out among the ranks on this machine."""
-        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-        return max(1, cores // self.local_world)
+        return self.env.cores()
 
     def gather(self, stats: dict) -> list[dict]:
         """Every rank's ``stats``, in rank order (only this one's without torchrun)."""

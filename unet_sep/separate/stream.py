@@ -273,7 +273,10 @@ class SeparationStream:
     def _to_device(self, block: np.ndarray | torch.Tensor) -> torch.Tensor:
         block = torch.as_tensor(block, dtype=torch.float32)
         if self.device.type == "cuda" and block.device.type == "cpu":
-            return block.pin_memory().to(self.device, non_blocking=True)
+            # Pinned through this engine's GPU, whatever the current device: no context, no memory on GPU 0.
+            with torch.cuda.device(self.device):
+                pinned = block.pin_memory()
+            return pinned.to(self.device, non_blocking=True)
         return block.to(self.device)
 
     def _empty(self) -> tuple[np.ndarray, np.ndarray | None]:

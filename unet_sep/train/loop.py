@@ -36,8 +36,8 @@ import torch
 import torch.distributed as dist
 
 from unet_sep.data.load import load_tracks
-from unet_sep.device import resolve_device
-from unet_sep.distributed import Ranks
+from unet_sep.device import process_device
+from unet_sep.distributed import Ranks, waiting_group
 from unet_sep.dsp.stft import stft
 from unet_sep.model.stems import StemsNet
 from unet_sep.train.average import WeightAverage, with_average
@@ -96,7 +96,9 @@ class Trainer:
     Args:
         recipe: model, data and training settings.
         out: the run folder.
-        device: "auto", "cpu", "cuda", ... (under torchrun each process takes ``cuda:LOCAL_RANK``).
+        device: "auto", "cpu", "cuda", ... (under torchrun each process takes ``cuda:LOCAL_RANK``; more processes
+            on a machine than GPUs, or a GPU named by index, is a :class:`~unet_sep.errors.SettingError`: see
+            :func:`~unet_sep.device.process_device`).
         resume: continue from ``out/checkpoints/latest``; without it an existing run folder is an error.
         allow_changes: on resume, accept a recipe that differs from the run's ``recipe.json`` in keys that change
             the training (see :mod:`unet_sep.train.resume`); the differences are logged and the old recipe is kept.
@@ -127,16 +129,15 @@ class Trainer:
         self.on_step = on_step
         self.ranks = Ranks.from_env()
         self.distributed = self.ranks.world > 1
+        # The device first (a GPU per local rank, made current before NCCL starts); NCCL takes one per process.
+        self.device = process_device(device, self.ranks, exclusive=self.distributed)
         self._owns_group = False
-        if self.distributed and not dist.is_initialized():
-            backend = "nccl" if torch.cuda.is_available() and device != "cpu" else "gloo"
-            dist.init_process_group(backend=backend)
-            self._owns_group = True
-        if self.distributed and dist.get_backend() == "nccl":
-            self.device = torch.device("cuda", self.ranks.local_rank)
-            torch.cuda.set_device(self.device)
-        else:
-            self.device = resolve_device(device)
+        self._waits: dist.ProcessGroup | None = None  # barriers and rank 0's word, with a timeout that covers its work
+        if self.distributed:
+            if not dist.is_initialized():
+                dist.init_process_group(backend="nccl" if self.device.type == "cuda" else "gloo")
+                self._owns_group = True
+            self._waits = waiting_group()
         # one layout for training and validation: a Separator in another layout would convert the network
         self.channels_last = recipe.train.channels_last and self.device.type in ("cpu", "cuda")
         self.use_amp = self.device.type == "cuda" and recipe.train.precision != "fp32"
@@ -164,6 +165,7 @@ class Trainer:
         if self.channels_last:
             state.net = state.net.to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # torch's stubs lack it
         sampler, validator = self._load_data()
+        self._barrier()  # rank 0 loads the validation tracks too: the others wait here, not in DDP's first broadcast
         state.model = state.net
         if self.distributed:
             device_ids = [self.device.index] if self.device.type == "cuda" else None
@@ -265,11 +267,12 @@ class Trainer:
 
     def _validate(self, state: _RunState, validator: Validator, metrics: MetricsWriter) -> bool:
         """Validate the model (the weight average once it has begun) on the main process; True means stop early,
-        agreed by all processes."""
+        agreed by all processes. The others wait for rank 0's word on the waiting group, whose timeout covers a
+        validation (NCCL's default of 10 minutes would not)."""
         stop = validator.validate(state.step, with_average(state.net, state.average), state.loop_state, metrics)
         if self.distributed:
-            flag = torch.tensor([1 if stop else 0], device=self.device if dist.get_backend() == "nccl" else "cpu")
-            dist.broadcast(flag, src=0)
+            flag = torch.tensor([1 if stop else 0])
+            dist.broadcast(flag, src=0, group=self._waits)
             stop = bool(flag.item())
         return stop
 
@@ -343,13 +346,14 @@ class Trainer:
 
     # -- helpers
     def _barrier(self) -> None:
+        """Wait for every process (on the waiting group: one may be doing rank 0's work for a long time)."""
         if self.distributed:
-            dist.barrier()
+            dist.barrier(group=self._waits)
 
     def _shutdown(self) -> None:
         self._barrier()
-        if self.distributed and self._owns_group:
-            dist.destroy_process_group()  # a clean shutdown, so no rank is killed while it flushes its output
+        if self.distributed:  # a clean shutdown, so no rank is killed while it flushes its output
+            dist.destroy_process_group(None if self._owns_group else self._waits)
 
     def _result(self, state: _RunState, started: float, complete: str = "") -> TrainResult:
         loop_state = state.loop_state
