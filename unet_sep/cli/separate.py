@@ -192,8 +192,9 @@ def _failure_text(error: BaseException | None) -> str:
     """One line for a failed file (the caller names the file)."""
     from unet_sep.audio.encode import EncoderLimitError
     from unet_sep.errors import FileError
+    from unet_sep.separate.out_of_memory import SeparationMemoryError
 
-    if isinstance(error, EncoderLimitError):  # its advice in the options' words: --sample-rate 48000
+    if isinstance(error, (EncoderLimitError, SeparationMemoryError)):  # advice in the options' words: --batch-size 4
         return error.spelled(lambda setting, value: f"{option_name(setting)} {value}")
     if isinstance(error, FileError):
         return error.reason

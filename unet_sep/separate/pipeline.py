@@ -35,13 +35,14 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
 from unet_sep.atomic import remove_stale_temporaries
-from unet_sep.errors import FileError, SettingError
+from unet_sep.errors import SettingError, one_line
 from unet_sep.separate.files import QUEUE_END, FileEvent, FileJob, FileOptions, RunHalt
 from unet_sep.separate.inputs import InputFile
+from unet_sep.separate.out_of_memory import is_out_of_memory, out_of_memory, release_cached
 from unet_sep.separate.outputs import OutputPathError, OutputStems, output_paths, plan_outputs
 from unet_sep.separate.reader import InputReader
 from unet_sep.separate.runner import NetworkRunner
-from unet_sep.separate.stream import NonFiniteStemsError, SeparationStream
+from unet_sep.separate.stream import SeparationStream
 from unet_sep.separate.writer import StemWriter
 
 logger = logging.getLogger(__name__)
@@ -206,6 +207,7 @@ class ModelStage:
         self.options = options
         self.halt = halt
         self.engines: dict[int, tuple[FileJob, SeparationStream]] = {}  # in the order the files started
+        self._release = False  # an input ran out of memory: give the cached memory back to the device
 
     def run(self, n_readers: int, to_model: queue.Queue) -> None:
         """Handle the readers' messages until every reader is done and every file has left."""
@@ -241,11 +243,13 @@ class ModelStage:
                 if self.halt.is_set():
                     raise self.halt.error()
                 self.options.check_output(message[3], job.total)
-            except FileError as error:
-                self._fail(job, error)
+                # The segments are planned for the length the reader announced (an estimate for some formats; 0:
+                # unknown).
+                engine = self.runner.engine(message[2], job.total, message[3].sample_rate)
+            except Exception as error:
+                self._fail(job, error, "start")
                 return
-            # The segments are planned for the length the reader announced (an estimate for some formats; 0: unknown).
-            self.engines[job.index] = (job, self.runner.engine(message[2], job.total, message[3].sample_rate))
+            self.engines[job.index] = (job, engine)
             self._send(("start", job, message[3]))
         elif kind == "block" and job.index in self.engines and not job.failed.is_set():
             _, engine = self.engines[job.index]
@@ -253,14 +257,14 @@ class ModelStage:
             try:
                 engine.feed(message[3])
             except Exception as error:
-                self._fail(job, error)
+                self._fail(job, error, "spectrogram")
         elif kind == "end" and job.index in self.engines and not job.failed.is_set():
             _, engine = self.engines[job.index]
             try:
                 engine.feed(message[2])
                 engine.close()
             except Exception as error:
-                self._fail(job, error)
+                self._fail(job, error, "spectrogram")
         elif kind in ("skip", "error"):
             if kind == "error" and job.index in self.engines:
                 self._fail(job, message[2])
@@ -270,25 +274,36 @@ class ModelStage:
     def run_ready(self, final: bool) -> None:
         """Run full batches (with ``final``: everything ready), sending each file's final samples on after every
         batch; then send on the files whose last segments ran already."""
+        self._run_ready(final)
+        if self._release:  # the failed files' engines are gone now: their memory can go back to the device
+            self._release = False
+            release_cached(self.runner.device)
+
+    def _run_ready(self, final: bool) -> None:
         for job, _ in list(self.engines.values()):  # files the writer gave up on
             if job.failed.is_set():
                 self.engines.pop(job.index, None)
-        batches = self.runner.run_ready(self._live_engines, final)
-        while self._next_batch(batches):
+        in_batch: list[SeparationStream] = []  # the engines with segments in the batch being run
+        batches = self.runner.run_ready(self._live_engines, final, in_batch)
+        while self._next_batch(batches, in_batch):
             for job, engine in self._live():
                 self._emit(job, engine)
         for job, engine in list(self.engines.values()):
             if engine.finished and engine.ready() == 0:
                 self._emit(job, engine)
 
-    def _next_batch(self, batches: Iterator[int]) -> bool:
-        """Run the next batch; False when none is ready or it failed (then the files in it fail)."""
+    def _next_batch(self, batches: Iterator[int], in_batch: list[SeparationStream]) -> bool:
+        """Run the next batch; False when none is ready or it failed: then the files with segments in it fail (all
+        in flight if it failed before taking any), and the others go on."""
         try:
             return next(batches, 0) > 0
-        except Exception as error:  # a failure inside the U-Nets (out of memory, a bug): these files fail
-            logger.info("U-Net batch failed", exc_info=True)
-            for job, _ in self._live():
-                self._fail(job, error)
+        except Exception as error:  # a failure inside the U-Nets (out of memory, a bug)
+            logger.info("U-Net batch failed", exc_info=not is_out_of_memory(error))
+            broken = [id(engine) for engine in in_batch] or [id(engine) for engine in self._live_engines()]
+            for job, engine in self._live():
+                if id(engine) in broken:
+                    self._fail(job, error, "batch")
+            in_batch.clear()
             return False
 
     def _live(self) -> list[tuple[FileJob, SeparationStream]]:
@@ -300,8 +315,8 @@ class ModelStage:
     def _emit(self, job: FileJob, engine: SeparationStream) -> None:
         try:
             stems, weights = engine.drain()
-        except NonFiniteStemsError as error:  # this file's stems only: the others of its batches go on
-            self._fail(job, error)
+        except Exception as error:  # stems not finite, out of memory: this file's only, the others go on
+            self._fail(job, error, "synthesis")
             return
         finished = engine.done
         if stems.shape[-1] or finished:
@@ -309,9 +324,16 @@ class ModelStage:
         if finished:
             del self.engines[job.index]
 
-    def _fail(self, job: FileJob, error: BaseException) -> None:
+    def _fail(self, job: FileJob, error: BaseException, step: str = "start") -> None:
+        """Give up on ``job`` and let go of its engine. Running out of memory in ``step`` (a key of
+        :data:`~unet_sep.separate.out_of_memory.STEPS`) becomes one line naming settings that need less, without the
+        original error, whose traceback would hold on to the engine's tensors."""
         job.failed.set()
-        self.engines.pop(job.index, None)
+        _, engine = self.engines.pop(job.index, (None, None))
+        if is_out_of_memory(error):
+            logger.info("%s: %s (%s)", job.path, one_line(error), step)
+            error = out_of_memory(self.runner, step, engine)
+            self._release = True  # once the callers' frames have let go of the engine too
         self._send(("abort", job, error))
 
     def _send(self, item: Any) -> None:

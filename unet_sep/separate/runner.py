@@ -180,29 +180,40 @@ class NetworkRunner:
                                 precision=self.precision)
 
     # ---- running segments ---------------------------------------------------------------------------
-    def run_ready(self, engines: Callable[[], Sequence[SeparationStream]], final: bool = False) -> Iterator[int]:
+    def run_ready(self, engines: Callable[[], Sequence[SeparationStream]], final: bool = False,
+                  in_batch: list[SeparationStream] | None = None) -> Iterator[int]:
         """Run the ready segments of ``engines()`` through the U-Nets, ``batch_size`` at a time, while a full batch
         is ready (with ``final``, when no more input is coming: while any segment is).
 
         Yields the number of segments after each batch, so a caller can drain the engines between batches;
-        ``engines`` is asked again before every batch (the set of signals in flight may change).
+        ``engines`` is asked again before every batch (the set of signals in flight may change). ``in_batch``, when
+        given, holds the engines with segments in the batch being run (see :meth:`run_batch`).
         """
         while True:
             current = engines()
             ready = sum(engine.ready() for engine in current)
             if ready == 0 or (ready < self.batch_size and not final):
                 return
-            yield self.run_batch(current, self.batch_size)
+            yield self.run_batch(current, self.batch_size, in_batch)
 
     @torch.inference_mode()
-    def run_batch(self, engines: Sequence[SeparationStream], limit: int) -> int:
+    def run_batch(self, engines: Sequence[SeparationStream], limit: int,
+                  in_batch: list[SeparationStream] | None = None) -> int:
         """Take up to ``limit`` ready segments from ``engines`` (in order), run them through the U-Nets as one
-        batch and give every engine its estimates; returns the number of segments run."""
+        batch and give every engine its estimates; returns the number of segments run.
+
+        ``in_batch``, when given, is set to the engines the batch takes segments from, each before its segments are
+        taken: when the batch fails (out of memory, say), those are the signals it leaves unusable, and only those.
+        """
         taken = []
         count = 0
+        if in_batch is not None:
+            in_batch.clear()
         for engine in engines:
             want = min(engine.ready(), limit - count)
             if want > 0:
+                if in_batch is not None:
+                    in_batch.append(engine)
                 batch, starts = engine.take(want)
                 taken.append((engine, batch, starts))
                 count += len(starts)
