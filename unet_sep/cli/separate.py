@@ -47,6 +47,11 @@ _WIENER_HELP = (f"Multichannel Wiener filter: N EM iterations after the masks, 0
 _WINDOW_HELP = ("STFT frames the Wiener filter's statistics span (0: the whole track, memory grows with its "
                 f"length). Default: the whole track with --segmentation spleeter, else {DEFAULT_WIENER_WINDOW} frames.")
 
+_READERS_HELP = ("Threads decoding the next inputs while the model computes, 1 to 64. Default: 2 on the CPU; with a "
+                 "GPU, the cores this process may use less one (shared out among torchrun's local ranks).")
+_WRITERS_HELP = ("Threads encoding stems (each input's by one), 1 to 64. Default: 1 on the CPU; with a GPU, as many as "
+                 "readers (encoding is most of what a GPU leaves to the CPU).")
+
 _BIT_DEPTH_HELP = ("16, 24 or float (wav); 16 or 24 (flac). Default: float wav, whatever the input's depth (the stems "
                    "are float results and may exceed full scale, so they add up to the input exactly); flac: 16 bits "
                    "for 16-bit inputs, else 24.")
@@ -82,7 +87,8 @@ def separate(
     offset: float = typer.Option(0.0, "--offset", help="Start this many seconds into each input."),
     duration: Optional[float] = typer.Option(None, "--duration", help="Separate only this many seconds (default: to "
                                              "the end; nothing is cut silently)."),
-    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:N or mps."),
+    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:N or mps (under torchrun, auto or "
+                               "cuda: local rank r takes GPU r, round the GPUs when there are more ranks)."),
     batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Segments per U-Net batch (default: 2 on the "
                                              "CPU, 8 on a GPU)."),
     overlap: Optional[float] = typer.Option(None, "--overlap", help="Least overlap between segments, as a fraction "
@@ -98,8 +104,8 @@ def separate(
     threads: Optional[int] = typer.Option(None, "--threads", min=1, max=MAX_THREADS, help="CPU threads for torch "
                                           "(default: the cores this process may use, shared out among torchrun's "
                                           "local ranks)."),
-    readers: int = typer.Option(2, "--readers",
-                                help="Threads decoding the next inputs while the model computes."),
+    readers: Optional[int] = typer.Option(None, "--readers", help=_READERS_HELP),
+    writers: Optional[int] = typer.Option(None, "--writers", help=_WRITERS_HELP),
     precision: str = typer.Option("fp32", "--precision",
                                   help=f"U-Net arithmetic: {_spelled(PRECISIONS)} (autocast; for GPUs)."),
     compile_net: bool = typer.Option(False, "--compile",
@@ -130,8 +136,8 @@ def separate(
 
     ranks = SeparationRanks()
     try:
-        _separate(ranks, inputs, options, model, _process_device(ranks, device), model_options, threads, readers,
-                  quiet)
+        _separate(ranks, inputs, options, model, _process_device(ranks, device), model_options, threads,
+                  dict(readers=readers, writers=writers), quiet)
     finally:
         ranks.close()
 
@@ -163,7 +169,7 @@ def _file_options(out: Path, template: str, fmt: str, bit_depth: Optional[str], 
 
 
 def _load_pipeline(model: Optional[str], device: torch.device, model_options: dict, options: FileOptions,
-                   readers: int) -> tuple[str, FilePipeline]:
+                   stage_threads: dict) -> tuple[str, FilePipeline]:
     """The model and the file pipeline around it; option and model errors exit 2 with one line."""
     from unet_sep.config import ConfigError
     from unet_sep.errors import SettingError
@@ -180,7 +186,7 @@ def _load_pipeline(model: Optional[str], device: torch.device, model_options: di
         raise typer.Exit(2)
     try:
         separator = Separator.from_pretrained(model_name, device=device, **model_options)
-        return model_name, FilePipeline(separator.runner, options, readers=readers)
+        return model_name, FilePipeline(separator.runner, options, **stage_threads)
     except SettingError as error:
         raise setting_error_exit(error) from None
     except (ModelNotFoundError, CheckpointError, ConfigError, RuntimeError, ValueError) as error:
@@ -205,7 +211,8 @@ def _failure_text(error: BaseException | None) -> str:
 
 
 def _separate(ranks: SeparationRanks, inputs: list[str], options: FileOptions, model: Optional[str],
-              device: torch.device, model_options: dict, threads: Optional[int], readers: int, quiet: bool) -> None:
+              device: torch.device, model_options: dict, threads: Optional[int], stage_threads: dict,
+              quiet: bool) -> None:
     import torch
 
     from unet_sep.separate.files import NotSeparatedError
@@ -217,7 +224,7 @@ def _separate(ranks: SeparationRanks, inputs: list[str], options: FileOptions, m
     if lead:
         for message in input_errors:
             print_error(printable(message))
-    model_name, pipeline = _load_pipeline(model, device, model_options, options, readers)
+    model_name, pipeline = _load_pipeline(model, device, model_options, options, stage_threads)
     if not files and not ranks.group:
         raise typer.Exit(1)
 

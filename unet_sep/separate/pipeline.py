@@ -1,7 +1,7 @@
 """Separating many files at once: a three-stage pipeline around one :class:`~unet_sep.separate.runner.NetworkRunner`.
 
-    reader threads                 the calling thread                      writer thread
-    decode -> check -> model rate  -> [bounded queue] -> STFT, U-Net batches -> [bounded queue] ->
+    reader threads                 the calling thread                      writer threads
+    decode -> check -> model rate  -> [bounded queue] -> STFT, U-Net batches -> [bounded queues] ->
                                       across songs, masks, iSTFT                back to the input's rate,
                                                                                  residual, encode, rename
 
@@ -11,8 +11,15 @@
 - The calling thread (:class:`ModelStage`) holds one :class:`~unet_sep.separate.stream.SeparationStream` per file
   in flight and sends the ready segments of all of them through the U-Nets together, ``batch_size`` at a time, so
   short songs and song ends fill batches too. Only full batches run until the readers are done.
-- The writer thread (:mod:`unet_sep.separate.writer`) resamples the stems back, shares out the residual above the
-  model's band, encodes, and commits each stem by renaming its temporary file.
+- Writer threads (:mod:`unet_sep.separate.writer`) resample the stems back, share out the residual above the
+  model's band, encode, and commit each stem by renaming its temporary file. Each input is written by one of them
+  (:class:`WriterRoutes`), so several inputs are encoded at once.
+
+How many threads read and write follows the machine (:func:`default_threads`): where the U-Nets run on the CPU they
+need its cores, and 2 readers and a writer keep them fed; with a GPU the U-Nets take milliseconds per song and the
+CPU's share sets the pace: decoding, resampling and above all encoding (``benchmarks/pipeline_profile.py``: the
+writer does 45 % of the work a GPU leaves to the CPU with WAV stems, 94 % with mp3), so readers and writers each get
+the cores less the one that drives the GPU.
 
 Each input's stems are checked against what the output format holds (rate, channels, bit rate, size:
 :meth:`FileOptions.check_output <unet_sep.separate.files.FileOptions.check_output>`) as soon as its reader has
@@ -34,7 +41,10 @@ import threading
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
+import torch
+
 from unet_sep.atomic import remove_stale_temporaries
+from unet_sep.distributed import Ranks
 from unet_sep.errors import SettingError, one_line
 from unet_sep.separate.files import QUEUE_END, FileEvent, FileJob, FileOptions, RunHalt
 from unet_sep.separate.inputs import InputFile
@@ -47,8 +57,21 @@ from unet_sep.separate.writer import StemWriter
 
 logger = logging.getLogger(__name__)
 
-# Most reader threads: each holds an open decoder and its blocks; more than the cores decode no faster.
+# Most reader (and writer) threads: each holds an open decoder (encoders) and its blocks; more than the cores decode
+# (encode) no faster.
 MAX_READERS = 64
+
+
+def default_threads(device: torch.device, cores: int | None = None) -> tuple[int, int]:
+    """Reader and writer threads where none are asked for, on ``device`` with ``cores`` (default: those this process
+    may use, shared out among torchrun's local ranks): 2 and 1 where the U-Nets run on the CPU, whose cores they
+    need; else, for a GPU that would wait for the CPU, the cores less one for the thread that drives the GPU, each
+    (from 2 to :data:`MAX_READERS`: readers mostly wait, and a writer encodes only inputs a reader has opened)."""
+    if device.type == "cpu":
+        return 2, 1
+    cores = Ranks.from_env().cores() if cores is None else cores
+    threads = min(MAX_READERS, max(2, cores - 1))
+    return threads, threads
 
 
 class SeparationInterrupted(KeyboardInterrupt):
@@ -66,20 +89,23 @@ class FilePipeline:
     Args:
         runner: the model's U-Nets and how they run (device, batch size, segmentation, precision).
         options: output folder, template, format and what to cut.
-        readers: decoding threads (default 2).
-        queue_blocks: blocks each queue holds at most (bounds memory).
+        readers: decoding threads; each reads one input at a time (default: :func:`default_threads`).
+        writers: encoding threads; each writes the inputs given to it (default: :func:`default_threads`).
+        queue_blocks: blocks the queues hold at most (bounds memory): the readers' queue, and the writers' together
+            (at least 2 each).
 
     Raises :class:`~unet_sep.errors.SettingError` for ``stems`` or ``two_stems`` the model does not have and for
     a template that cannot work for any input.
     """
 
-    def __init__(self, runner: NetworkRunner, options: FileOptions, readers: int = 2, queue_blocks: int = 8) -> None:
+    def __init__(self, runner: NetworkRunner, options: FileOptions, readers: int | None = None,
+                 writers: int | None = None, queue_blocks: int = 8) -> None:
         self.runner = runner
         self.options = options
         self.outputs = OutputStems.choose(runner.stems, options.stems, options.two_stems)
-        if not 1 <= readers <= MAX_READERS:
-            raise SettingError("readers", f"must be from 1 to {MAX_READERS} decoding threads, got {readers}")
-        self.readers = int(readers)
+        default_readers, default_writers = default_threads(runner.device)
+        self.readers = _thread_count("readers", "decoding", default_readers if readers is None else readers)
+        self.writers = _thread_count("writers", "encoding", default_writers if writers is None else writers)
         self.queue_blocks = max(2, int(queue_blocks))
         try:  # a template that cannot work for any input fails here, not once per file
             self._paths_of(InputFile(Path("song.wav")))
@@ -136,7 +162,8 @@ class FilePipeline:
                   on_event: Callable[[FileEvent], None] | None) -> None:
         """The three stages over ``jobs``; final events land in ``final``."""
         to_model: queue.Queue = queue.Queue(maxsize=self.queue_blocks)
-        to_writer: queue.Queue = queue.Queue(maxsize=self.queue_blocks)
+        count = min(self.writers, len(jobs))
+        to_writers: list[queue.Queue] = [queue.Queue(maxsize=max(2, self.queue_blocks // count)) for _ in range(count)]
         events: queue.Queue = queue.Queue()
         aborted: list[Path] = []  # inputs whose outputs the writer removed on an interrupt
         stop = threading.Event()
@@ -147,8 +174,9 @@ class FilePipeline:
         reader = InputReader(self.runner, self.options)
         readers = [threading.Thread(target=reader.run, args=(pending, to_model, stop), name=f"unet-sep-reader-{i}",
                                     daemon=True) for i in range(min(self.readers, len(jobs)))]
-        writer = threading.Thread(target=StemWriter(self.runner, self.options, self.outputs, events, halt).run,
-                                  args=(to_writer, aborted), name="unet-sep-writer", daemon=True)
+        writers = [threading.Thread(target=StemWriter(self.runner, self.options, self.outputs, events, halt).run,
+                                    args=(to_writer, aborted), name=f"unet-sep-writer-{i}", daemon=True)
+                   for i, to_writer in enumerate(to_writers)]
 
         def dispatch() -> None:
             while True:
@@ -161,14 +189,16 @@ class FilePipeline:
                 if on_event is not None:
                     on_event(event)
 
-        for thread in readers + [writer]:
+        for thread in readers + writers:
             thread.start()
         try:
-            ModelStage(self.runner, to_writer, dispatch, self.options, halt).run(len(readers), to_model)
-            _put_waiting(to_writer, QUEUE_END, dispatch)
-            while writer.is_alive():
-                writer.join(timeout=0.05)
-                dispatch()
+            ModelStage(self.runner, WriterRoutes(to_writers), dispatch, self.options, halt).run(len(readers), to_model)
+            for to_writer in to_writers:
+                _put_waiting(to_writer, QUEUE_END, dispatch)
+            for writer in writers:
+                while writer.is_alive():
+                    writer.join(timeout=0.05)
+                    dispatch()
             if halt.is_set():  # the inputs it never started
                 for job in jobs:
                     if job.index not in final:
@@ -179,9 +209,10 @@ class FilePipeline:
             _drain(to_model)
             for thread in readers:
                 thread.join()
-            _drain(to_writer)
-            to_writer.put(QUEUE_END)
-            writer.join()
+            for to_writer, writer in zip(to_writers, writers, strict=True):
+                _drain(to_writer)
+                to_writer.put(QUEUE_END)
+                writer.join()
             if isinstance(error, KeyboardInterrupt):
                 raise SeparationInterrupted(aborted) from error
             raise
@@ -190,19 +221,49 @@ class FilePipeline:
                 thread.join()
 
 
+def _thread_count(setting: str, work: str, count: int) -> int:
+    if isinstance(count, bool) or not isinstance(count, int) or not 1 <= count <= MAX_READERS:
+        raise SettingError(setting, f"must be from 1 to {MAX_READERS} {work} threads, got {count!r}")
+    return count
+
+
+class WriterRoutes:
+    """Which writer each input's messages go to: all of an input's to one writer (its state lives there), chosen at
+    its first message as the writer with the fewest inputs open."""
+
+    def __init__(self, queues: list[queue.Queue]) -> None:
+        self.queues = queues
+        self.open = [0] * len(queues)  # inputs per writer whose last message has not been sent yet
+        self.writer_of: dict[int, int] = {}  # input index -> writer (kept: a late message goes to the same writer)
+        self.closed: set[int] = set()
+
+    def queue_for(self, message: tuple) -> queue.Queue:
+        """The queue of the writer of ``message``'s input; its last message (done, failed, skipped) closes it."""
+        kind, index = message[0], message[1].index
+        if index not in self.writer_of:
+            self.writer_of[index] = min(range(len(self.queues)), key=self.open.__getitem__)
+            self.open[self.writer_of[index]] += 1
+        writer = self.writer_of[index]
+        last = kind in ("skip", "error", "abort") or (kind == "output" and message[4])
+        if last and index not in self.closed:
+            self.closed.add(index)
+            self.open[writer] -= 1
+        return self.queues[writer]
+
+
 class ModelStage:
     """The calling thread's part of the pipeline: an engine per file in flight, fed from the readers' messages,
     whose ready segments :meth:`NetworkRunner.run_ready <unet_sep.separate.runner.NetworkRunner.run_ready>` runs
-    in shared batches; after every batch each engine's final samples go to the writer.
+    in shared batches; after every batch each engine's final samples go to its writer (``routes``).
 
     ``dispatch`` hands out the writer's events; it is called whenever this thread waits. Each input's outputs are
     checked (``options``) when it starts; once ``halt`` is set, the inputs in progress are dropped.
     """
 
-    def __init__(self, runner: NetworkRunner, to_writer: queue.Queue, dispatch: Callable[[], None],
+    def __init__(self, runner: NetworkRunner, routes: WriterRoutes, dispatch: Callable[[], None],
                  options: FileOptions, halt: RunHalt) -> None:
         self.runner = runner
-        self.to_writer = to_writer
+        self.routes = routes
         self.dispatch = dispatch
         self.options = options
         self.halt = halt
@@ -336,8 +397,8 @@ class ModelStage:
             self._release = True  # once the callers' frames have let go of the engine too
         self._send(("abort", job, error))
 
-    def _send(self, item: Any) -> None:
-        _put_waiting(self.to_writer, item, self.dispatch)
+    def _send(self, item: tuple) -> None:
+        _put_waiting(self.routes.queue_for(item), item, self.dispatch)
 
 
 def _put_waiting(target: queue.Queue, item: Any, dispatch: Callable[[], None]) -> None:

@@ -301,7 +301,7 @@ class Separator:
             if progress is not None and event.kind in ("progress", "done"):
                 progress(event.done, event.total)
 
-        (event,) = FilePipeline(self.runner, options, readers=1).run([path], on_event=report)
+        (event,) = FilePipeline(self.runner, options, readers=1, writers=1).run([path], on_event=report)
         if event.error is not None:  # only a "failed" event carries one, and it always does
             raise event.error
         return FileResult(Path(path), event.outputs, skipped=event.kind == "skipped", seconds=event.seconds)
@@ -311,7 +311,8 @@ class Separator:
         paths: Iterable[str | Path | InputFile],
         out_dir: str | Path,
         on_event: Callable[[FileEvent], None] | None = None,
-        readers: int = 2,
+        readers: int | None = None,
+        writers: int | None = None,
         **options,
     ) -> list[FileEvent]:
         """Separate many files, batching U-Net segments across songs, decoding and encoding in threads.
@@ -320,6 +321,9 @@ class Separator:
         ...). ``paths`` may be :class:`~unet_sep.separate.inputs.InputFile` entries from
         :func:`~unet_sep.separate.inputs.expand_inputs` (folders and globs, with their ``{dir}``). A file that fails
         does not stop the others: every input gets one final event ("done", "skipped", or "failed" with an error
-        naming the file and no outputs); ``on_event`` also sees "started" and "progress" events.
+        naming the file and no outputs); ``on_event`` also sees "started" and "progress" events. ``readers`` and
+        ``writers``, the decoding and encoding threads (1 to 64), follow the machine by default: 2 and 1 on the CPU,
+        the cores less one each with a GPU (:func:`~unet_sep.separate.pipeline.default_threads`).
         """
-        return FilePipeline(self.runner, FileOptions(Path(out_dir), **options), readers=readers).run(paths, on_event)
+        pipeline = FilePipeline(self.runner, FileOptions(Path(out_dir), **options), readers=readers, writers=writers)
+        return pipeline.run(paths, on_event)
