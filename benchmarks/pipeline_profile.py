@@ -236,7 +236,7 @@ def main() -> None:
             raise SystemExit(f"not separated: {failed[0].path}: {failed[0].error}")
     print(f"{cpu_name()}; torch {torch.__version__} on 1 thread; {args.songs} songs x {args.seconds:g} s, "
           f"{args.input} at {args.rate} Hz -> {args.format}; model {args.model} ({len(separator.stems)} stems, "
-          f"{separator.sample_rate} Hz); {args.readers} readers, {args.writers} writers, batch {args.batch_size}")
+          f"{separator.sample_rate} Hz); readers {args.readers}, writers {args.writers}, batch {args.batch_size}")
     table(clock, args.songs * args.seconds / 60, wall)
 
 

@@ -18,8 +18,8 @@
 How many threads read and write follows the machine (:func:`default_threads`): where the U-Nets run on the CPU they
 need its cores, and 2 readers and a writer keep them fed; with a GPU the U-Nets take milliseconds per song and the
 CPU's share sets the pace: decoding, resampling and above all encoding (``benchmarks/pipeline_profile.py``: the
-writer does 45 % of the work a GPU leaves to the CPU with WAV stems, 94 % with mp3), so readers and writers each get
-the cores less the one that drives the GPU.
+writer does 40 % of the work a GPU leaves to the CPU with WAV stems, 68 % with FLAC, 94 % with mp3), so readers and
+writers each get the cores less the one that drives the GPU.
 
 Each input's stems are checked against what the output format holds (rate, channels, bit rate, size:
 :meth:`FileOptions.check_output <unet_sep.separate.files.FileOptions.check_output>`) as soon as its reader has
