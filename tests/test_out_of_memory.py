@@ -60,7 +60,7 @@ def _limited_filter(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_a_long_track_the_whole_track_filter_cannot_hold_fails_alone(tmp_path, tiny_model, monkeypatch):
     songs = [_song(tmp_path, "short.wav", 4.0, seed=1), _song(tmp_path, "long.wav", 30.0, seed=2),
              _song(tmp_path, "other.wav", 6.0, seed=3)]
-    exact = dict(device="cpu", segmentation="spleeter", wiener_iterations=1, batch_size=2)
+    exact = dict(device="cpu", segmentation="spleeter", wiener_iterations=1, batch_size=1)
     expected = Separator.from_pretrained(tiny_model, **exact)
     expected.separate_files([songs[0], songs[2]], tmp_path / "expected")
 
@@ -75,7 +75,9 @@ def test_a_long_track_the_whole_track_filter_cannot_hold_fails_alone(tmp_path, t
         return engine
 
     separator.runner.engine = recorded  # type: ignore[method-assign]
-    events = separator.separate_files(songs, tmp_path / "out", readers=2)
+    # One reader and batches of one: the long input is alone in flight when its filter runs (see the next test for
+    # the advice with several).
+    events = separator.separate_files(songs, tmp_path / "out", readers=1)
     assert [event.kind for event in events] == ["done", "failed", "done"]
     error = events[1].error
     assert isinstance(error, SeparationMemoryError) and not isinstance(error, torch.OutOfMemoryError)
@@ -96,6 +98,63 @@ def test_a_long_track_the_whole_track_filter_cannot_hold_fails_alone(tmp_path, t
     with pytest.raises(SeparationMemoryError, match="use wiener_window=1024") as caught:  # one file, the same way
         separator.separate_file(songs[1], tmp_path / "single")
     assert caught.value.path == songs[1] and not (tmp_path / "single" / "long").exists()
+
+
+def test_with_another_input_in_flight_the_advice_names_fewer_readers(tmp_path, tiny_model, monkeypatch):
+    """Each input in flight holds its whole track for the filter: with the short one held in flight (its reader
+    waits after its only block until the long one has failed, and the long one's reader starts once that block is
+    in its engine), the long one's error also names --readers."""
+    short, long = _song(tmp_path, "short.wav", 4.0, seed=1), _song(tmp_path, "long.wav", 30.0, seed=2)
+    short_fed, failed = threading.Event(), threading.Event()
+    real = wiener_window.wiener
+
+    def wiener(stems, mixture, *args, **kwargs):
+        if mixture.shape[-1] > FILTER_FRAMES:
+            failed.set()
+            raise torch.OutOfMemoryError(CUDA_MESSAGE)
+        return real(stems, mixture, *args, **kwargs)
+
+    open_audio = reader_module.open_audio
+
+    def ordered(path):
+        if Path(path) == long:
+            short_fed.wait(60)
+        audio = open_audio(path)
+        if Path(path) == short:
+            blocks = audio.blocks
+
+            def held(*args, **kwargs):
+                for block in blocks(*args, **kwargs):
+                    yield block
+                    failed.wait(60)
+
+            audio.blocks = held  # type: ignore[method-assign]
+        return audio
+
+    monkeypatch.setattr(wiener_window, "wiener", wiener)
+    monkeypatch.setattr(reader_module, "open_audio", ordered)
+    separator = Separator.from_pretrained(tiny_model, device="cpu", segmentation="spleeter", wiener_iterations=1,
+                                          batch_size=1)
+    make_engine = separator.runner.engine
+
+    def engine(groups, length=None, sample_rate=None):
+        made = make_engine(groups, length, sample_rate)
+        if length == 4 * 44100:
+            feed = made.feed
+
+            def fed(block):
+                feed(block)
+                short_fed.set()
+
+            made.feed = fed  # type: ignore[method-assign]
+        return made
+
+    separator.runner.engine = engine  # type: ignore[method-assign]
+    events = separator.separate_files([short, long], tmp_path / "out", readers=2)
+    assert [event.kind for event in events] == ["done", "failed"]
+    assert str(events[1].error) == (f"{long}: the CPU ran out of memory synthesising its stems, with the Wiener "
+                                    "filter's statistics over the whole track (0.5 min); use wiener_window=1024 or "
+                                    "readers=1")
 
 
 def test_a_batch_out_of_memory_fails_the_inputs_in_it_and_no_other(tmp_path, tiny_model, monkeypatch):
@@ -182,7 +241,9 @@ def test_the_advice_names_what_needs_less_on_a_gpu(tiny_model):
     assert filtering.spelled(lambda setting, value: f"--{setting.replace('_', '-')} {value}") == (
         "the GPU (cuda:1) ran out of memory synthesising its stems, with the Wiener filter's statistics over the "
         "whole track (12.0 min); use --wiener-window 1024 or --device cpu")
-    batch = out_of_memory(on_gpu, "batch")  # type: ignore[arg-type]
+    crowded = out_of_memory(on_gpu, "synthesis", engine, in_flight=6)  # type: ignore[arg-type]
+    assert str(crowded).endswith("use wiener_window=1024 or readers=3 or device='cpu'")  # each holds its whole track
+    batch = out_of_memory(on_gpu, "batch", in_flight=6)  # type: ignore[arg-type]
     assert str(batch) == ("the GPU (cuda:1) ran out of memory running the U-Nets on a batch of 8 segments; use "
                           "batch_size=4 or device='cpu'")
     windowed = SimpleNamespace(device=torch.device("cuda:0"), batch_size=1, sample_rate=44100,
@@ -235,7 +296,7 @@ def _cli(where: str, *args) -> subprocess.CompletedProcess:
 def test_the_command_line_fails_the_long_track_with_one_line(tmp_path, tiny_model):
     songs = [_song(tmp_path, "long.wav", 30.0, seed=7), _song(tmp_path, "short.wav", 3.0, seed=8)]
     result = _cli("filter", *songs, "--out", tmp_path / "out", "--model", tiny_model, "--segmentation", "spleeter",
-                  "--wiener-iterations", "1", "--quiet")
+                  "--wiener-iterations", "1", "--readers", "1", "--batch-size", "1", "--quiet")
     assert result.returncode == 1, result.stderr
     lines = result.stderr.splitlines()
     assert lines[0] == (f"error: {songs[0]}: the CPU ran out of memory synthesising its stems, with the Wiener "

@@ -2,10 +2,11 @@
 less (:class:`SeparationMemoryError`), the file pipeline lets go of what it held, and the other inputs go on.
 
 Where it happens decides the advice: a U-Net batch (``batch_size``), the Wiener filter with statistics over the
-whole track, which holds all of a song's spectra at once however long it is (``wiener_window``), and on a GPU
-always ``device="cpu"``. Exact mode (``segmentation="spleeter"`` with the filter) keeps Spleeter's whole-track
-statistics rather than silently switching to a window, whose stems differ; so a song too long for the device is
-this error for that song, naming the window that would fit.
+whole track, which holds all of a song's spectra at once however long it is (``wiener_window``, or fewer
+``readers``: every input in flight holds its own), and on a GPU always ``device="cpu"``. Exact mode
+(``segmentation="spleeter"`` with the filter) keeps Spleeter's whole-track statistics rather than silently switching
+to a window, whose stems differ; so a song too long for the device is this error for that song, naming the window
+that would fit.
 """
 
 from __future__ import annotations
@@ -57,9 +58,10 @@ def is_out_of_memory(error: BaseException) -> bool:
     return isinstance(error, RuntimeError) and "can't allocate memory" in str(error)
 
 
-def out_of_memory(runner: NetworkRunner, step: str, engine: SeparationStream | None = None) -> SeparationMemoryError:
+def out_of_memory(runner: NetworkRunner, step: str, engine: SeparationStream | None = None,
+                  in_flight: int = 1) -> SeparationMemoryError:
     """The error of an input whose ``step`` (a key of :data:`STEPS`) ran out of memory on ``runner``'s device;
-    ``engine``, the input's, says how long it is."""
+    ``engine``, the input's, says how long it is, ``in_flight`` how many inputs were being separated at once."""
     device = runner.device
     where = "the CPU" if device.type == "cpu" else f"the GPU ({device})" if device.type == "cuda" else str(device)
     problem = f"{where} ran out of memory {STEPS[step].format(batch=runner.batch_size)}"
@@ -70,6 +72,8 @@ def out_of_memory(runner: NetworkRunner, step: str, engine: SeparationStream | N
     advice: list[tuple[str, object]] = []
     if whole_track and step != "batch":
         advice.append(("wiener_window", DEFAULT_WIENER_WINDOW))
+        if in_flight > 1:  # each input in flight holds its whole track until it ends
+            advice.append(("readers", in_flight // 2))
     elif runner.batch_size > 1:
         advice.append(("batch_size", runner.batch_size // 2))
     if device.type != "cpu":

@@ -390,10 +390,11 @@ class ModelStage:
         :data:`~unet_sep.separate.out_of_memory.STEPS`) becomes one line naming settings that need less, without the
         original error, whose traceback would hold on to the engine's tensors."""
         job.failed.set()
+        in_flight = len(self.engines)
         _, engine = self.engines.pop(job.index, (None, None))
         if is_out_of_memory(error):
             logger.info("%s: %s (%s)", job.path, one_line(error), step)
-            error = out_of_memory(self.runner, step, engine)
+            error = out_of_memory(self.runner, step, engine, max(1, in_flight))
             self._release = True  # once the callers' frames have let go of the engine too
         self._send(("abort", job, error))
 
