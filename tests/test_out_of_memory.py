@@ -231,6 +231,24 @@ def test_the_spectrogram_of_one_input_out_of_memory(tmp_path, tiny_model, monkey
                                     "batch_size=2")
 
 
+def test_an_input_whose_engine_cannot_be_made(tmp_path, tiny_model):
+    """The engine's buffers are allocated on the device as an input starts: failing there fails that input."""
+    songs = [_song(tmp_path, "first.wav", 2.0, seed=1), _song(tmp_path, "second.wav", 3.0, seed=2)]
+    separator = Separator.from_pretrained(tiny_model, device="cpu", batch_size=4)
+    make_engine = separator.runner.engine
+
+    def engine(groups, length=None, sample_rate=None):
+        if length == 3 * 44100:
+            raise torch.OutOfMemoryError(CUDA_MESSAGE)
+        return make_engine(groups, length, sample_rate)
+
+    separator.runner.engine = engine  # type: ignore[method-assign]
+    events = separator.separate_files(songs, tmp_path / "out")
+    assert [event.kind for event in events] == ["done", "failed"]
+    assert str(events[1].error) == f"{songs[1]}: the CPU ran out of memory preparing to separate it; use batch_size=2"
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["first"]
+
+
 def test_the_advice_names_what_needs_less_on_a_gpu(tiny_model):
     """The wording where the device is a GPU (this machine may have none): the device, then --device cpu."""
     runner = Separator.from_pretrained(tiny_model, device="cpu", batch_size=8).runner

@@ -7,6 +7,7 @@ from __future__ import annotations
 import errno
 import os
 import queue
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -16,7 +17,15 @@ import pytest
 import soundfile as sf
 import torch
 
-from test_bad_inputs import check_no_leftovers, write_wav
+from test_bad_inputs import (
+    check_no_leftovers,
+    check_stems,
+    frames_of,
+    run_while,
+    wait_for_partial,
+    wait_for_stems,
+    write_wav,
+)
 from tests.conftest import music_like
 from unet_sep import Separator
 from unet_sep.audio.encode import OutputFolderError
@@ -114,3 +123,26 @@ def test_thread_counts_are_bounded_and_named(tmp_path, tiny_model):
     assert result.returncode == 2
     assert result.stderr == "error: --writers: must be from 1 to 64 encoding threads, got 65\n"
     assert not (tmp_path / "out").exists()
+
+
+def test_ctrl_c_with_several_writers_removes_what_is_unfinished(tmp_path, tiny_model):
+    """Each writer has its own queue: an interrupt ends them all, the input one of them was writing is removed and the
+    one another finished is kept (10 minutes of noise: still in progress when the short one is done)."""
+    model_dir, stems = tiny_model, ["vocals", "accompaniment"]
+    long_wav = write_wav(tmp_path / "in" / "long.wav", 600.0, seed=7)
+    done_first = write_wav(tmp_path / "in" / "done_first.wav", 1.0, seed=5)
+    out = tmp_path / "out"
+    args = [sys.executable, "-m", "unet_sep", "separate", str(done_first), str(long_wav), "--out", str(out), "--model",
+            str(model_dir), "--quiet", "--readers", "2", "--writers", "2"]
+
+    def interrupt(process: subprocess.Popen) -> None:
+        wait_for_partial(process, out / "long")
+        wait_for_stems(process, out / "done_first", stems)
+        process.send_signal(signal.SIGINT)
+
+    result = run_while(args, interrupt, timeout=60)
+    assert result.returncode == 130, result.stderr
+    assert result.stderr.splitlines()[0] == f"error: {long_wav}: interrupted; its partial outputs were removed"
+    assert not (out / "long").exists()
+    check_stems(out, "done_first", stems, frames_of(done_first))
+    check_no_leftovers(out, ["long"])
