@@ -4,7 +4,10 @@ The U-Nets see ``T`` STFT frames at a time. In the default *overlapped* mode, se
 stride grid (multiples of ``2 ** depth``, so every segment sees the same grid) and the segments' ratio masks are
 cross-faded with trapezoid weights, which removes the seams a hard cut leaves. The last segment is moved back so
 that it ends at most ``2 ** depth - 1`` frames after the song (still on the stride grid), instead of running a
-mostly padded segment: the U-Nets compute almost no frames that are thrown away.
+mostly padded segment: the U-Nets compute almost no frames that are thrown away. The frames it has beyond the song
+(and those of a song shorter than one segment) show the song's last frames mirrored (:meth:`SegmentPlan.pad_index`),
+not zeros: the U-Nets read silence after the song as content, and the song's last seconds are the last segment's
+alone (``benchmarks/last_segment.py`` measures what each costs them).
 
 How far apart the starts are (``hop``) depends on what is known of the signal's length:
 
@@ -40,7 +43,9 @@ class SegmentPlan:
     ``multiple`` is the U-Net's stride grid (segment starts stay on it); ``fit_end`` moves the last segment
     back to the end of the signal instead of padding it (the overlapped mode; Spleeter pads); ``min_overlap`` is
     the least overlap (frames) a plan made for a known length (:meth:`for_length`) keeps between segments;
-    ``fade_power`` is the power of the cross-fade's ramps (1: linear, as streams have; 2 for songs' plans).
+    ``fade_power`` is the power of the cross-fade's ramps (1: linear, as streams have; 2 for songs' plans);
+    ``reflect_end`` fills a segment's frames beyond the signal with its last frames mirrored (:meth:`pad_index`)
+    instead of zeros (the overlapped mode; Spleeter pads with zeros).
     """
 
     frames: int
@@ -49,6 +54,7 @@ class SegmentPlan:
     fit_end: bool = False
     min_overlap: int = 0
     fade_power: int = 1
+    reflect_end: bool = False
 
     @property
     def overlap(self) -> int:
@@ -73,7 +79,7 @@ class SegmentPlan:
             raise SettingError("overlap", f"must be a fraction of the segment from 0 to 0.75, got {overlap}")
         hop = max(multiple, min(frames, int(round(frames * (1.0 - fraction) / multiple)) * multiple))
         least = min(multiple, frames - multiple) if overlap is None else frames - hop
-        return cls(frames, hop, multiple, fit_end=True, min_overlap=least)
+        return cls(frames, hop, multiple, fit_end=True, min_overlap=least, reflect_end=True)
 
     def for_length(self, total_frames: int) -> "SegmentPlan":
         """This plan made for a signal expected to have ``total_frames`` frames: the fewest segments on the stride
@@ -138,6 +144,18 @@ class SegmentPlan:
         return len(self.starts(total_frames))
 
     def padded_frames(self, total_frames: int) -> int:
-        """Frames the U-Nets compute beyond the end of the signal (zero padding)."""
+        """Frames the U-Nets compute beyond the end of the signal (padding)."""
         starts = self.starts(total_frames)
         return max(0, starts[-1] + self.frames - total_frames) if starts else 0
+
+    def pad_index(self, available: int, device: torch.device | str | None = None) -> torch.Tensor:
+        """Which of a segment's ``available`` frames (the signal's last ones) each of its T frames shows, when the
+        signal ends inside it (``reflect_end``): the frames themselves, then the frames before the last one mirrored
+        about it (``numpy.pad``'s "reflect": ``a b c d`` -> ``a b c d c b a b ...``), over and over when the
+        signal is shorter than the padding, so the U-Nets see music up to the segment's end instead of silence."""
+        position = torch.arange(self.frames, device=device)
+        last = available - 1
+        if last == 0:
+            return torch.zeros_like(position)
+        distance = (position - last).abs() % (2 * last)  # from the last frame, folded at the first one
+        return last - torch.minimum(distance, 2 * last - distance)

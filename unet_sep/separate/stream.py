@@ -297,11 +297,14 @@ class SeparationStream:
         self.signal_start = keep_from
 
     def _segment_magnitude(self, start: int) -> torch.Tensor:
-        """Magnitude ``[G, C, T, F]`` of frames [start, start + T), zero beyond the computed frames."""
+        """Magnitude ``[G, C, T, F]`` of frames [start, start + T); beyond the signal's last frame (only once closed),
+        the last frames mirrored (:meth:`SegmentPlan.pad_index`) or, in Spleeter's mode, zeros."""
         lo = start - self.spec_start
         piece = self.spec.data[..., : self.config.frequency_bins, lo : lo + self.plan.frames].abs()
         short = self.plan.frames - piece.shape[-1]
-        if short > 0:
+        if short > 0 and self.plan.reflect_end:
+            piece = piece[..., self.plan.pad_index(piece.shape[-1], self.device)]
+        elif short > 0:
             piece = torch.nn.functional.pad(piece, (0, short))
         return piece.transpose(-1, -2)
 
