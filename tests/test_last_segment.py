@@ -6,9 +6,11 @@ little against the same seconds with the song going on after them."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
+import soundfile as sf
 import torch
 
 from conftest import SHARED, music_like
@@ -65,9 +67,25 @@ def test_pad_index_is_numpys_reflection_repeated_over_the_segment(available):
     assert np.array_equal(plan.pad_index(available).numpy(), expected)
 
 
-def test_the_last_segment_sees_the_song_mirrored_after_its_end_not_silence(loaded):
-    """Two segments (starts 0 and 128): the last one's 54 frames after the song are its last frames mirrored;
-    with zero padding (before) all 54 were silent. The frames inside the song are the song's."""
+def _separate(separator: Separator, audio: np.ndarray, way: str, folder: Path) -> np.ndarray:
+    """The vocals of ``audio`` separated by ``way``: an array, a float WAV file, or a stream in 50000-sample blocks
+    of unknown length or announced as 0.6 of its length (a decoder's wrong estimate)."""
+    if way == "array":
+        return separator.separate(audio, RATE)["vocals"]
+    if way == "file":
+        sf.write(folder / "song.wav", audio.T, RATE, subtype="FLOAT")
+        result = separator.separate_file(folder / "song.wav", folder / "out", bit_depth="float")
+        return sf.read(result.outputs["vocals"], dtype="float32", always_2d=True)[0].T
+    blocks = [audio[None, :, i : i + 50000] for i in range(0, audio.shape[1], 50000)]
+    length = int(0.6 * audio.shape[1]) if way == "stream, wrong length" else None
+    return np.concatenate(list(separator.stream(blocks, RATE, length=length)), axis=-1)[0, 0]
+
+
+@pytest.mark.parametrize("way", ["array", "file", "stream", "stream, wrong length"])
+def test_the_last_segment_sees_the_song_mirrored_after_its_end_not_silence(loaded, tmp_path, way):
+    """Two segments (starts 0 and 128, whatever the plan's hop): the last one's 54 frames after the song are its
+    last frames mirrored, for arrays, files and streams alike; with zero padding (before) all 54 were silent. The
+    frames inside the song are the song's, and the stems have the song's length."""
     config, net = loaded
     audio = music_like(SAMPLES / RATE, RATE, seed=7)[:, :SAMPLES]
     total = num_frames(SAMPLES, 4096, 1024)
@@ -75,8 +93,8 @@ def test_the_last_segment_sees_the_song_mirrored_after_its_end_not_silence(loade
     assert total == 586 and separator.runner.plan_for(SAMPLES).starts(total) == [0, 128]
     assert separator.runner.plan_for(SAMPLES).padded_frames(total) == 54
     seen = _unet_inputs(separator)
-    separator.separate(audio, RATE)
-    assert len(seen) == 2
+    vocals = _separate(separator, audio, way, tmp_path)
+    assert vocals.shape == audio.shape and len(seen) == 2
     song = _magnitude(audio)
     expected = np.pad(song[:, 128:], ((0, 0), (0, 54), (0, 0)), mode="reflect")  # ... 584 585 | 584 583 ...
     gap = _gap(seen[-1], expected)
