@@ -19,7 +19,7 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from typing import Iterator, TypeVar
+from typing import Callable, Iterator, TypeVar
 
 import numpy as np
 import torch
@@ -82,15 +82,22 @@ def mir1k_mixture(clip: str) -> tuple[np.ndarray, dict[str, np.ndarray], int]:
     return vocals + accompaniment, {"vocals": vocals, "accompaniment": accompaniment}, rate
 
 
-def mir1k_sdrs(separators: dict[K, Separator], clips: list[str]) -> dict[K, dict[str, list[float]]]:
-    """Whole-clip SDR of every separator on every clip (mixed by :func:`mir1k_mixture`): ``{key: {stem: [dB]}}``."""
+def mir1k_sdrs(separators: dict[K, Separator], clips: list[str],
+               spans: Callable[[int], dict[str, slice]] | None = None) -> dict[K, dict[str, list[float]]]:
+    """Whole-clip SDR of every separator on every clip (mixed by :func:`mir1k_mixture`): ``{key: {stem: [dB]}}``;
+    with ``spans`` (a clip's length in samples -> named ranges of it), also the SDR of each range, under
+    ``"{stem} {name}"``."""
     sdr: dict[K, dict[str, list[float]]] = {key: {} for key in separators}
     for clip in clips:
         mixture, references, rate = mir1k_mixture(clip)
+        ranges = spans(mixture.shape[-1]) if spans else {}
         for key, separator in separators.items():
             stems = separator.separate(mixture, rate)
             for stem in separator.stems:
                 sdr[key].setdefault(stem, []).append(whole_sdr(references[stem], stems[stem]))
+                for name, span in ranges.items():
+                    score = whole_sdr(references[stem][span], stems[stem][span])
+                    sdr[key].setdefault(f"{stem} {name}", []).append(score)
     return sdr
 
 
@@ -113,19 +120,22 @@ def mir1k(args: argparse.Namespace, precisions: list[str]) -> None:
         print(line)
 
 
-def spleeter_fixtures() -> Iterator[tuple[str, ModelConfig, StemsNet, np.ndarray, dict[str, np.ndarray]]]:
-    """The reference checkpoints of ../shared/data/spleeter-ref that are there (2stems, 4stems, 5stems): name,
-    config and network, their input ``[channels, samples]`` and Spleeter's output ``{stem: [channels, samples]}``."""
+def spleeter_fixtures(models: tuple[str, ...] = ("2stems", "4stems", "5stems"),
+                      ) -> Iterator[tuple[str, ModelConfig, StemsNet, np.ndarray, dict[str, np.ndarray]]]:
+    """The reference checkpoints of ../shared/data/spleeter-ref among ``models`` that are there (of 2stems, 4stems,
+    5stems and 2stems-16kHz, the 2stems weights with a 16 kHz band): name, config and network, their input
+    ``[channels, samples]`` and Spleeter's output ``{stem: [channels, samples]}``."""
     root = SHARED / "spleeter-ref"
     if not (root / "manifest.json").is_file():
         return
     manifest = json.loads((root / "manifest.json").read_text())
     full = np.load(root / "input.npy")
-    for model in ("2stems", "4stems", "5stems"):
-        folder = root / model
+    for model in models:
+        info = manifest["models"].get(model, {})
+        folder = root / info.get("checkpoint_dir", model)
         if not (folder / "checkpoint").is_file():
             continue
-        config, net = spleeter.load_spleeter(folder, folder / "config.json", name=f"spleeter:{model}")
+        config, net = spleeter.load_spleeter(folder, root / info["config"], name=f"spleeter:{model}")
         start, stop = manifest["models"][model]["input_slice"]
         audio = np.ascontiguousarray(full[start:stop].T, dtype=np.float32)
         yield model, config, net, audio, {stem: np.load(folder / f"out_{stem}.npy").T for stem in config.stems}

@@ -215,15 +215,20 @@ def quality_song(label: str, config: ModelConfig, seconds: float) -> np.ndarray:
     return audio
 
 
-def linear_ramps(separator: Separator) -> Separator:
-    """The separator with its songs' plans cross-faded by linear ramps (as streams are), for comparison."""
+def replanned(separator: Separator, **changes: object) -> Separator:
+    """The separator with ``changes`` (fields of :class:`SegmentPlan`) made to every plan it runs, for comparison."""
     plan_for = separator.runner.plan_for
 
-    def linear(length: int | None = None, sample_rate: int | None = None) -> SegmentPlan:
-        return dataclasses.replace(plan_for(length, sample_rate), fade_power=1)
+    def changed(length: int | None = None, sample_rate: int | None = None) -> SegmentPlan:
+        return dataclasses.replace(plan_for(length, sample_rate), **changes)  # type: ignore[arg-type]
 
-    separator.runner.plan_for = linear  # type: ignore[method-assign]
+    separator.runner.plan_for = changed  # type: ignore[method-assign]
     return separator
+
+
+def linear_ramps(separator: Separator) -> Separator:
+    """The separator with its songs' plans cross-faded by linear ramps (as streams are), for comparison."""
+    return replanned(separator, fade_power=1)
 
 
 PLANS = ("stream (before)", "min 64 linear", "min 64 (default)", "min 128", "back to back")
