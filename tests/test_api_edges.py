@@ -121,6 +121,7 @@ def test_clipped_integer_stems_are_counted_in_a_warning(separator, caplog):
     clipped = [r.getMessage() for r in caplog.records if "clipped to the range of int16" in r.getMessage()]
     assert clipped, "clipping was not reported"
     assert int(clipped[0].split(": ")[1].split()[0]) > 0
+    assert "pass float samples" in clipped[0]  # what to do about it (issue 25, item 5)
 
 
 def test_complex_samples_are_refused(separator):

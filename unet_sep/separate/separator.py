@@ -195,7 +195,9 @@ class Separator:
         for i, stem in enumerate(self.stems):
             out, clipped = from_float32(stems[i].reshape(array.shape), array.dtype)
             if clipped:
-                logger.warning("%s: %d samples clipped to the range of %s", stem, clipped, array.dtype)
+                logger.warning("%s: %d samples clipped to the range of %s (the stems no longer add up to the input; "
+                               "pass float samples, e.g. x / 32768 for int16, to get stems beyond full scale)",
+                               stem, clipped, array.dtype)
             result[stem] = (torch.from_numpy(out).to(tensor_in.device, tensor_in.dtype) if tensor_in is not None
                             else out)
         return result
