@@ -114,7 +114,8 @@ from unet_sep.config import ModelConfig  # noqa: E402
 from unet_sep.dsp.measures import snr_db  # noqa: E402
 from unet_sep.errors import one_line  # noqa: E402
 from unet_sep.model import StemsNet  # noqa: E402
-from unet_sep.model.unet import UNet, _phase_weights, same_padding  # noqa: E402
+from unet_sep.model.subpixel import phase_weights  # noqa: E402
+from unet_sep.model.unet import UNet, same_padding  # noqa: E402
 from unet_sep.weights import spleeter  # noqa: E402
 from unet_sep.weights.checkpoint import load_model  # noqa: E402
 from unet_sep.weights.registry import default_model_name, resolve_model  # noqa: E402
@@ -178,7 +179,7 @@ class FixedUNet(nn.Module):
         for index, block in enumerate(unet.decoder):
             top, left = (same_padding(n, block.kernel_size, 2)[0] for n in self.sizes[-2 - index])
             if subpixel:  # the float path's own sub-pixel weights, as a module the quantizers see
-                kernel, bias, (pad_top, pad_bottom, pad_left, pad_right) = _phase_weights(
+                kernel, bias, (pad_top, pad_bottom, pad_left, pad_right) = phase_weights(
                     block.deconv.weight, block.deconv.bias, block.kernel_size, top, left)
                 conv = nn.Conv2d(kernel.shape[1], kernel.shape[0], tuple(kernel.shape[-2:]))
                 conv.weight.data, conv.bias.data = kernel, bias

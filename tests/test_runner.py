@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 
 from conftest import count_batches, music_like, record_starts
 from unet_sep import Separator
@@ -79,3 +80,15 @@ def test_reduced_precision_stays_close_to_fp32(tiny_model):
         assert 25.0 < snr_db(expected, reduced[stem]) < 90.0  # close, and really computed in bf16
     with pytest.raises(ValueError, match="precision"):
         Separator.from_pretrained(tiny_model, device="cpu", precision="fp8")
+
+
+def test_the_torchscript_form_gives_the_eager_numbers(tiny_model):
+    """``optimize=True`` traces and freezes the U-Nets in their inference form (sub-pixel decoders made for the
+    segments' size): the same stems as eager mode, to float rounding."""
+    audio = music_like(4.0, 44100, 2, seed=13)
+    eager = Separator.from_pretrained(tiny_model, device="cpu").separate(audio, 44100)
+    frozen = Separator.from_pretrained(tiny_model, device="cpu", optimize=True)
+    assert isinstance(frozen.runner.network(), torch.jit.ScriptModule)  # traced, not the eager fallback
+    stems = frozen.separate(audio, 44100)
+    for stem, expected in eager.items():
+        assert snr_db(expected, stems[stem]) > 100.0

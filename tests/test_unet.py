@@ -75,22 +75,48 @@ def test_config_validation_and_round_trip(tmp_path):
 @pytest.mark.parametrize("height,width,size", [(4, 6, (8, 12)), (4, 6, (7, 11)), (5, 3, (9, 6)), (1, 1, (2, 1))])
 def test_inference_subpixel_decoder_equals_the_transposed_convolution(kernel, height, width, size):
     """Inference runs each decoder's cropped transposed convolution as one sub-pixel convolution: same numbers."""
-    from unet_sep.model.unet import DecoderBlock, same_padding
+    from unet_sep.model.subpixel import SubpixelDecoderBlock
+    from unet_sep.model.unet import DecoderBlock
 
     torch.manual_seed(kernel)
     block = DecoderBlock(6, 5, UNetConfig(filters=[4, 8, 16, 32, 64, 128], kernel_size=kernel), 0.0).double().eval()
     x = torch.randn(2, 6, height, width, dtype=torch.float64)
-    top, _ = same_padding(size[0], kernel, 2)
-    left, _ = same_padding(size[1], kernel, 2)
     with torch.no_grad():
-        reference = block.deconv(x)[..., top : top + size[0], left : left + size[1]]
-        fast = block._subpixel(x, top, left)[..., : size[0], : size[1]]
-    assert fast.shape == reference.shape
-    assert torch.allclose(fast, reference, rtol=0, atol=1e-12)
-    with torch.no_grad():  # channels-last inputs take the other phase order; same numbers, channels-last out
-        last = block._subpixel(x.contiguous(memory_format=torch.channels_last), top, left)[..., : size[0], : size[1]]
-    assert torch.allclose(last, reference, rtol=0, atol=1e-12)
-    with torch.no_grad():  # the weights change (training): the cached sub-pixel weights follow
-        block.deconv.weight.mul_(2.0)
-        assert torch.allclose(block._subpixel(x, top, left)[..., : size[0], : size[1]],
-                              block.deconv(x)[..., top : top + size[0], left : left + size[1]], rtol=0, atol=1e-12)
+        reference = block(x, size)
+        for channels_last in (False, True):  # channels-last inputs take the other phase order; channels-last out
+            fast = SubpixelDecoderBlock(block, size, channels_last).eval()
+            inputs = x.contiguous(memory_format=torch.channels_last) if channels_last else x
+            out = fast(inputs, size)
+            assert out.shape == reference.shape
+            assert torch.allclose(out, reference, rtol=0, atol=1e-12)
+            other = x if channels_last else x.contiguous(memory_format=torch.channels_last)
+            assert torch.allclose(fast(other, size), reference, rtol=0, atol=1e-12)  # the other layout too
+
+
+def test_inference_network_shares_the_weights_and_gives_the_same_numbers():
+    """The inference form of a net (sub-pixel decoders made for one input size) holds no copy of the weights, gives
+    the net's numbers for that size, and the transposed convolutions' for other sizes, gradients and training."""
+    from unet_sep.model.stems import inference_network
+    from unet_sep.model.subpixel import SubpixelDecoderBlock
+
+    torch.manual_seed(3)
+    config = ModelConfig(unet=UNetConfig(filters=[4, 8, 16]), frequency_bins=64, segment_frames=24)
+    net = StemsNet(config).double().eval()
+    fast = inference_network(net, 24, 64, channels_last=False)
+    assert all(isinstance(block, SubpixelDecoderBlock) for unet in fast.unets for block in unet.decoder)
+    assert [p.data_ptr() for p in fast.parameters()] == [p.data_ptr() for p in net.parameters()]
+    assert list(fast.state_dict()) == list(net.state_dict())  # same names, nothing added
+    used = []
+    for unet in fast.unets:
+        for block in unet.decoder:
+            block.deconv.register_forward_hook(lambda *_: used.append(1))
+    x = torch.rand(3, 2, 24, 64, dtype=torch.float64)
+    with torch.no_grad():
+        assert torch.allclose(fast(x), net(x), rtol=0, atol=1e-12)
+        assert not used  # the sub-pixel convolutions ran, not the transposed ones
+        other = torch.rand(1, 2, 37, 64, dtype=torch.float64)
+        assert torch.allclose(fast(other), net(other), rtol=0, atol=1e-12)
+    assert used
+    assert torch.allclose(fast(x), net(x), rtol=0, atol=1e-12)  # with gradients: the transposed convolutions
+
+

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import copy
+import itertools
 import logging
 import warnings
-from typing import Callable
+from typing import Callable, cast
 
 import torch
 from torch import nn
 
 from unet_sep.config import ModelConfig
-from unet_sep.model.unet import UNet
+from unet_sep.model.subpixel import SubpixelDecoderBlock
+from unet_sep.model.unet import DecoderBlock, UNet, level_sizes
 
 logger = logging.getLogger(__name__)
 
@@ -40,19 +43,42 @@ class StemsNet(nn.Module):
         return self.soft_masks(magnitude) * magnitude.unsqueeze(0)
 
 
+def inference_network(net: StemsNet, frames: int, bins: int, channels_last: bool = False) -> StemsNet:
+    """``net`` made for inference on inputs ``[B, C, frames, bins]`` (channels-last or not): the same modules and
+    parameters (none is copied), but each decoder's transposed convolution runs as a sub-pixel convolution
+    (:class:`~unet_sep.model.subpixel.SubpixelDecoderBlock`), about 1.4x faster for Spleeter's U-Nets on the CPU,
+    with the same numbers to float precision. Its weights are derived once, here, from ``net``'s as they are now
+    (a later change to ``net``'s weights needs a new one), so its forward pass holds no state: ``torch.compile``
+    traces it into one graph, without guards on Python state. Other input sizes, training mode and gradients
+    run ``net``'s own transposed convolutions."""
+    shared = {id(tensor): tensor for tensor in itertools.chain(net.parameters(), net.buffers())}
+    with torch.inference_mode(False), torch.no_grad():  # weights usable outside inference mode too
+        prepared = copy.deepcopy(net, shared)  # new modules around the same tensors
+        for unet in prepared.unets:
+            decoder = unet.decoder
+            assert isinstance(decoder, nn.ModuleList)  # UNet's
+            sizes = level_sizes(frames, bins, len(decoder))
+            unet.decoder = nn.ModuleList(SubpixelDecoderBlock(cast(DecoderBlock, block), sizes[-2 - i], channels_last)
+                                         for i, block in enumerate(decoder))
+    return prepared.eval()
+
+
 def freeze_for_inference(net: StemsNet, example: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
     """``net`` traced, frozen and optimised by TorchScript for inputs shaped like ``example`` (any batch size).
 
     On the CPU this pre-packs the convolution weights for oneDNN and fuses what it can, about 1.5x faster
     than eager mode for Spleeter's U-Nets, with the same numbers to float precision. The time and frequency
-    sizes are fixed by ``example`` (the padding of each layer depends on them). Falls back to ``net`` itself
-    if tracing fails.
+    sizes are fixed by ``example`` (the padding of each layer depends on them); the decoders are traced in their
+    sub-pixel form (:func:`inference_network`). Falls back to that form in eager mode if tracing fails.
     """
+    channels_last = example.dim() == 4 and not example.is_contiguous() and \
+        example.is_contiguous(memory_format=torch.channels_last)
+    prepared = inference_network(net, example.shape[-2], example.shape[-1], channels_last)
     try:
         with warnings.catch_warnings(), torch.no_grad():
             warnings.simplefilter("ignore")
-            traced = torch.jit.trace(net.eval(), example, check_trace=False)
+            traced = torch.jit.trace(prepared, example, check_trace=False)
             return torch.jit.optimize_for_inference(torch.jit.freeze(traced))
     except Exception as error:  # TorchScript is optional: eager mode gives the same result, slower
         logger.info("TorchScript optimisation unavailable (%s); running the U-Nets in eager mode", error)
-        return net
+        return prepared

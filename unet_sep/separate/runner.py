@@ -19,7 +19,7 @@ from unet_sep.config import MASK_EXTENSIONS, PRECISIONS, ModelConfig
 from unet_sep.device import separation_device
 from unet_sep.dsp.stft import num_frames
 from unet_sep.errors import SettingError
-from unet_sep.model.stems import StemsNet, freeze_for_inference
+from unet_sep.model.stems import StemsNet, freeze_for_inference, inference_network
 from unet_sep.separate.onnx_network import OnnxNetwork, require_onnxruntime
 from unet_sep.separate.segments import SegmentPlan
 from unet_sep.separate.stages import InputStage, OutputStage
@@ -228,25 +228,33 @@ class NetworkRunner:
         return count
 
     def forward(self, batch: torch.Tensor) -> torch.Tensor:
-        """The U-Nets on one batch ``[N, C, T, F]`` -> ``[S, N, C, T, F]``, in the chosen precision (float32 out)."""
+        """The U-Nets on one batch ``[N, C, T, F]`` -> ``[S, N, C, T, F]``, in the chosen precision (float32 out).
+        Compiled U-Nets get every batch padded to :attr:`batch_size` segments, so they are compiled once."""
         network = self.network()
+        count = batch.shape[0]
+        if self.compile and count < self.batch_size:
+            # One graph for every batch: a smaller one is padded to the batch size, which costs less than compiling
+            # each size (benchmarks/compile_batches.py). The segments of a batch do not mix, so padding changes none.
+            padding = batch.new_zeros(self.batch_size - count, *batch.shape[1:])
+            batch = torch.cat([batch, padding]).contiguous(memory_format=self._layout)
         if self.precision == "fp32":
-            return network(batch)
+            return network(batch)[:, :count]
         with torch.autocast(self.device.type, dtype=_AUTOCAST_DTYPES[self.precision]):
-            return network(batch).float()
+            return network(batch)[:, :count].float()
 
     def network(self) -> Callable[[torch.Tensor], torch.Tensor]:
-        """The U-Nets as run on segments, built on first use: the module itself (the default), its
+        """The U-Nets as run on segments, built on first use from the module's weights as they are then: the module
+        made for inference on segments (:func:`~unet_sep.model.stems.inference_network`; the default), its
         TorchScript-frozen form (``optimize``) or its ``torch.compile`` form (``compile``); with the onnxruntime
         backend, the ONNX Runtime session made with the runner."""
         if self._network is None:
             assert self.net is not None  # the torch backend always has its module
-            if self.compile:
-                self._network = torch.compile(self.net, dynamic=False)
-            elif self.optimize:
-                example = torch.rand(1, self.config.n_channels, self.plan.frames, self.config.frequency_bins,
+            frames, bins = self.plan.frames, self.config.frequency_bins
+            if self.optimize:
+                example = torch.rand(1, self.config.n_channels, frames, bins,
                                      device=self.device).contiguous(memory_format=self._layout)
                 self._network = freeze_for_inference(self.net, example)
-            else:
-                self._network = self.net
+                return self._network
+            prepared = inference_network(self.net, frames, bins, self.channels_last)
+            self._network = torch.compile(prepared, dynamic=False) if self.compile else prepared
         return self._network
