@@ -82,6 +82,32 @@ def test_reduced_precision_stays_close_to_fp32(tiny_model):
         Separator.from_pretrained(tiny_model, device="cpu", precision="fp8")
 
 
+def test_tf32_convolutions_in_the_default_mode_only(tiny_model):
+    """cuDNN runs float32 convolutions in TF32 unless told otherwise: about 70 dB from float32 (benchmarks/tf32.py),
+    where Spleeter-exact mode promises Spleeter's numbers at about 100 dB. The runner asks for full float32 around
+    the U-Nets in exact mode and for TF32 in the default mode, and leaves the process's setting as it found it, so
+    separators of both modes share a process. Read inside the U-Nets' first convolution (the setting is a flag on
+    the CPU too)."""
+    conv = torch.backends.cudnn.conv
+    config, net = load_model(tiny_model)
+    seen: list[str] = []
+    net.unets[0].encoder[0].register_forward_pre_hook(lambda *_: seen.append(conv.fp32_precision))
+    exact = Separator(net, config, device="cpu", segmentation="spleeter", mask_extension="zeros")
+    default = Separator(net, config, device="cpu")
+    audio = music_like(3.0, 44100, 2, seed=12)
+    original = conv.fp32_precision
+    try:
+        for before in ("ieee", "tf32"):
+            conv.fp32_precision = before
+            for separator, expected in ((exact, "ieee"), (default, "tf32"), (exact, "ieee")):
+                seen.clear()
+                separator.separate(audio, 44100)
+                assert seen and set(seen) == {expected}, (separator.runner.plan, seen)
+                assert conv.fp32_precision == before
+    finally:
+        conv.fp32_precision = original
+
+
 def test_the_torchscript_form_gives_the_eager_numbers(tiny_model):
     """``optimize=True`` traces and freezes the U-Nets in their inference form (sub-pixel decoders made for the
     segments' size): the same stems as eager mode, to float rounding."""

@@ -10,6 +10,7 @@ that sends the ready segments of any number of engines through the U-Nets, a bat
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable, Iterator, Sequence
 
@@ -32,6 +33,30 @@ BACKENDS = ("torch", "onnxruntime")
 # Most segments per U-Net batch: a batch's activations grow with it (Spleeter's U-Nets: about 0.2 GB per segment
 # and stem), and beyond a few dozen a GPU gains nothing more.
 MAX_BATCH_SIZE = 256
+
+
+@contextmanager
+def convolution_precision(tf32: bool) -> Iterator[None]:
+    """cuDNN's float32 convolutions in TF32 (``tf32``: inputs and weights rounded to a 10-bit mantissa on the tensor
+    cores, sums in float32) or in full float32, for the calls made inside; the process-wide setting is restored on
+    the way out, so separators of either kind can share a process (not threads running at once: the setting is
+    the process's). Other devices ignore it."""
+    cudnn = torch.backends.cudnn
+    wanted = "tf32" if tf32 else "ieee"
+    if hasattr(cudnn, "conv"):  # the per-operation API (torch 2.9+); the old flag may not be mixed with it
+        before = cudnn.conv.fp32_precision
+        cudnn.conv.fp32_precision = wanted
+        try:
+            yield
+        finally:
+            cudnn.conv.fp32_precision = before
+        return
+    old = cudnn.allow_tf32  # pragma: no cover - torch before 2.9
+    cudnn.allow_tf32 = tf32
+    try:
+        yield
+    finally:
+        cudnn.allow_tf32 = old
 
 
 def check_network_settings(precision: str = "fp32", backend: str = "torch", compile: bool = False,
@@ -66,6 +91,9 @@ class NetworkRunner:
     :class:`~unet_sep.weights.checkpoint.CheckpointError` for an ONNX file whose U-Nets do not fit it. Its
     engines refuse stems that are not finite (:class:`~unet_sep.separate.stream.NonFiniteStemsError`, naming
     ``precision`` when it is not fp32).
+    On a GPU, the U-Nets' float32 convolutions run as TF32 in the default mode and in full float32 in
+    Spleeter-exact mode (``segmentation="spleeter"``), whatever the process has set (:attr:`tf32`,
+    :func:`convolution_precision`).
     With ``backend="onnxruntime"`` the U-Nets are those of the ONNX file ``onnx_path`` (then ``net`` may be None),
     or ``net`` exported in memory (:mod:`unet_sep.separate.onnx_network`); the session is made here, so a
     problem with the file shows before any input is read.
@@ -112,6 +140,10 @@ class NetworkRunner:
         self.optimize = optimize and not compile
         self._network: Callable[[torch.Tensor], torch.Tensor] | None = None
         self.plan = SegmentPlan.create(config.segment_frames, overlap, 2 ** config.unet.depth, segmentation)
+        # TF32 convolutions (cuDNN's default on a GPU) put the stems 66-75 dB from float32 (emulated on the CPU,
+        # benchmarks/tf32.py). Spleeter-exact mode promises Spleeter's numbers (99-103 dB): float32. The default mode
+        # keeps TF32: its error is 55 dB under the model's own (MIR-1K SDR 9.58 dB, changed by 0.0001 dB).
+        self.tf32 = segmentation != "spleeter"
         if batch_size is not None and not 1 <= batch_size <= MAX_BATCH_SIZE:
             raise SettingError("batch_size", f"must be from 1 to {MAX_BATCH_SIZE} segments, got {batch_size}")
         self.batch_size = batch_size or (2 if self.device.type == "cpu" else 8)
@@ -228,8 +260,9 @@ class NetworkRunner:
         return count
 
     def forward(self, batch: torch.Tensor) -> torch.Tensor:
-        """The U-Nets on one batch ``[N, C, T, F]`` -> ``[S, N, C, T, F]``, in the chosen precision (float32 out).
-        Compiled U-Nets get every batch padded to :attr:`batch_size` segments, so they are compiled once."""
+        """The U-Nets on one batch ``[N, C, T, F]`` -> ``[S, N, C, T, F]``, in the chosen precision (float32 out),
+        float32 convolutions in TF32 or not as :attr:`tf32` says (:func:`convolution_precision`). Compiled U-Nets
+        get every batch padded to :attr:`batch_size` segments, so they are compiled once."""
         network = self.network()
         count = batch.shape[0]
         if self.compile and count < self.batch_size:
@@ -237,10 +270,11 @@ class NetworkRunner:
             # each size (benchmarks/compile_batches.py). The segments of a batch do not mix, so padding changes none.
             padding = batch.new_zeros(self.batch_size - count, *batch.shape[1:])
             batch = torch.cat([batch, padding]).contiguous(memory_format=self._layout)
-        if self.precision == "fp32":
-            return network(batch)[:, :count]
-        with torch.autocast(self.device.type, dtype=_AUTOCAST_DTYPES[self.precision]):
-            return network(batch)[:, :count].float()
+        with convolution_precision(self.tf32):
+            if self.precision == "fp32":
+                return network(batch)[:, :count]
+            with torch.autocast(self.device.type, dtype=_AUTOCAST_DTYPES[self.precision]):
+                return network(batch)[:, :count].float()
 
     def network(self) -> Callable[[torch.Tensor], torch.Tensor]:
         """The U-Nets as run on segments, built on first use from the module's weights as they are then: the module
