@@ -56,8 +56,9 @@ def onnx_model_bytes(net: StemsNet, config: ModelConfig, opset: int = ONNX_OPSET
     onnx = import_extra("onnx", "onnx", "ONNX export")
     parameter = next(net.parameters())
     example = torch.zeros(1, config.n_channels, config.segment_frames, config.frequency_bins, device=parameter.device)
-    # Gradients on, so the decoders trace their ConvTranspose2d (the inference-only sub-pixel form caches weights
-    # the exporter cannot follow); the module stays in eval mode (BatchNorm statistics, no dropout).
+    # The training module itself is exported: its decoders are plain ConvTranspose2d (the inference-only sub-pixel
+    # form is model/subpixel.py's, built by the runner). Gradients on, so nothing takes an inference-only path;
+    # the module stays in eval mode (BatchNorm statistics, no dropout).
     with tempfile.TemporaryDirectory(prefix=".unet-sep-onnx-") as folder, torch.inference_mode(False), \
             torch.enable_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")  # tracer warnings about the padding sizes, fixed for T on the stride grid
