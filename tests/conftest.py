@@ -26,6 +26,12 @@ def _own_model_cache(tmp_path_factory):
         yield
 
 
+# A Python expression for the peak resident memory (MB) of the process that evaluates it, for scripts the tests run
+# in a subprocess: the high-water mark of its own address space (VmHWM). Not ru_maxrss, which Linux carries over
+# exec from the parent (pytest, a gigabyte late in a run), so a child would report the parent's peak.
+PEAK_MB = "int(next(l for l in open('/proc/self/status') if l.startswith('VmHWM')).split()[1]) / 1024"
+
+
 def make_model(folder: Path, seed: int = 0, **overrides) -> Path:
     torch.manual_seed(seed)
     unet = overrides.pop("unet", UNetConfig(filters=[4, 8, 16, 32, 64, 128]))
