@@ -3,10 +3,13 @@ into ../shared (tests that need it skip with a reason when it is absent)."""
 
 from __future__ import annotations
 
+import errno
+import os
 from pathlib import Path
 
 import numpy as np
 import pytest
+import soundfile as sf
 import torch
 
 from unet_sep import ModelConfig, UNetConfig, save_model
@@ -32,6 +35,19 @@ def _own_model_cache(tmp_path_factory):
 PEAK_MB = "int(next(l for l in open('/proc/self/status') if l.startswith('VmHWM')).split()[1]) / 1024"
 
 
+def disk_full_for(monkeypatch, marker: str) -> None:
+    """Every write to a sound file whose name holds ``marker`` fails as on a full disk (ENOSPC), where the writer
+    writes (``soundfile.SoundFile.write``)."""
+    write = sf.SoundFile.write
+
+    def full(handle, data):
+        if marker in str(handle.name):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), handle.name)
+        return write(handle, data)
+
+    monkeypatch.setattr(sf.SoundFile, "write", full)
+
+
 def make_model(folder: Path, seed: int = 0, **overrides) -> Path:
     torch.manual_seed(seed)
     unet = overrides.pop("unet", UNetConfig(filters=[4, 8, 16, 32, 64, 128]))
@@ -51,6 +67,17 @@ def make_model(folder: Path, seed: int = 0, **overrides) -> Path:
 def tiny_model(tmp_path_factory) -> Path:
     """A 2-stem (vocals/accompaniment) 44.1 kHz stereo model with small filters, saved on disk."""
     return make_model(tmp_path_factory.mktemp("models") / "tiny")
+
+
+@pytest.fixture(scope="session")
+def bundled() -> Path:
+    """The folder of the bundled default model."""
+    from unet_sep.weights.registry import default_model_name, resolve_model
+
+    name = default_model_name()
+    if name is None:
+        pytest.skip("no bundled model in this installation")
+    return resolve_model(name)
 
 
 @pytest.fixture(scope="session")

@@ -17,7 +17,7 @@ import pytest
 import soundfile as sf
 import torch
 
-from tests.conftest import music_like
+from conftest import music_like
 from unet_sep import Separator
 from unet_sep.separate import wiener_window
 

@@ -32,7 +32,6 @@ from unet_sep.separate.separator import Separator
 from unet_sep.separate.stream import NonFiniteStemsError
 from unet_sep.weights import checkpoint
 from unet_sep.weights.checkpoint import CheckpointError
-from unet_sep.weights.registry import default_model_name, resolve_model
 
 RATE = 44100
 
@@ -69,14 +68,6 @@ def settle(path: Path) -> None:
     """Date ``path`` 10 s back, as a file written earlier (a file modified in the last seconds is not remembered)."""
     status = path.stat()
     os.utime(path, ns=(status.st_atime_ns, status.st_mtime_ns - 10 * 10**9))
-
-
-@pytest.fixture(scope="module")
-def bundled() -> Path:
-    name = default_model_name()
-    if name is None:
-        pytest.skip("no bundled model in this installation")
-    return resolve_model(name)
 
 
 # ---- the weights' digest -------------------------------------------------------------------------------------

@@ -26,7 +26,6 @@ from unet_sep.dsp.measures import snr_db
 from unet_sep.separate.separator import Separator
 from unet_sep.weights import spleeter as sp
 from unet_sep.weights.checkpoint import load_model
-from unet_sep.weights.registry import default_model_name, resolve_model
 
 pytest.importorskip("onnxruntime", reason="the onnx extra is not installed (pip install 'unet-sep[onnx]')")
 pytest.importorskip("onnx", reason="the onnx extra is not installed (pip install 'unet-sep[onnx]')")
@@ -44,14 +43,6 @@ def run(*args) -> tuple[int, str]:
 
 def stem_snrs(reference: dict, estimate: dict) -> dict[str, float]:
     return {stem: round(snr_db(reference[stem], estimate[stem]), 1) for stem in reference}
-
-
-@pytest.fixture(scope="module")
-def bundled() -> Path:
-    name = default_model_name()
-    if name is None:
-        pytest.skip("no bundled model in this installation")
-    return resolve_model(name)
 
 
 @pytest.fixture(scope="module")

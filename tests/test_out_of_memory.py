@@ -19,7 +19,7 @@ import pytest
 import soundfile as sf
 import torch
 
-from tests.conftest import music_like
+from conftest import music_like
 from unet_sep import Separator
 from unet_sep.dsp.measures import snr_db
 from unet_sep.separate import reader as reader_module
@@ -100,6 +100,50 @@ def test_a_long_track_the_whole_track_filter_cannot_hold_fails_alone(tmp_path, t
     assert caught.value.path == songs[1] and not (tmp_path / "single" / "long").exists()
 
 
+def _read_in_order(monkeypatch, held: Path, waiting: Path, held_fed: threading.Event,
+                   release: threading.Event) -> None:
+    """Order two inputs' readers: ``waiting`` is opened once ``held_fed`` is set (``held``'s first block is in its
+    engine, see :func:`_set_when_fed`), and ``held``'s reader waits after its first block until ``release``."""
+    open_audio = reader_module.open_audio
+
+    def ordered(path):
+        if Path(path) == waiting:
+            held_fed.wait(60)
+        audio = open_audio(path)
+        if Path(path) == held:
+            blocks = audio.blocks
+
+            def holding(*args, **kwargs):
+                for index, block in enumerate(blocks(*args, **kwargs)):
+                    yield block
+                    if index == 0:
+                        release.wait(60)
+
+            audio.blocks = holding  # type: ignore[method-assign]
+        return audio
+
+    monkeypatch.setattr(reader_module, "open_audio", ordered)
+
+
+def _set_when_fed(separator: Separator, length: int, fed: threading.Event) -> None:
+    """Set ``fed`` once the engine of the input of ``length`` samples has been fed a block."""
+    make_engine = separator.runner.engine
+
+    def engine(groups, length_=None, sample_rate=None):
+        made = make_engine(groups, length_, sample_rate)
+        if length_ == length:
+            feed = made.feed
+
+            def feeding(block):
+                feed(block)
+                fed.set()
+
+            made.feed = feeding  # type: ignore[method-assign]
+        return made
+
+    separator.runner.engine = engine  # type: ignore[method-assign]
+
+
 def test_with_another_input_in_flight_the_advice_names_fewer_readers(tmp_path, tiny_model, monkeypatch):
     """Each input in flight holds its whole track for the filter: with the short one held in flight (its reader
     waits after its only block until the long one has failed, and the long one's reader starts once that block is
@@ -114,42 +158,11 @@ def test_with_another_input_in_flight_the_advice_names_fewer_readers(tmp_path, t
             raise torch.OutOfMemoryError(CUDA_MESSAGE)
         return real(stems, mixture, *args, **kwargs)
 
-    open_audio = reader_module.open_audio
-
-    def ordered(path):
-        if Path(path) == long:
-            short_fed.wait(60)
-        audio = open_audio(path)
-        if Path(path) == short:
-            blocks = audio.blocks
-
-            def held(*args, **kwargs):
-                for block in blocks(*args, **kwargs):
-                    yield block
-                    failed.wait(60)
-
-            audio.blocks = held  # type: ignore[method-assign]
-        return audio
-
     monkeypatch.setattr(wiener_window, "wiener", wiener)
-    monkeypatch.setattr(reader_module, "open_audio", ordered)
+    _read_in_order(monkeypatch, held=short, waiting=long, held_fed=short_fed, release=failed)
     separator = Separator.from_pretrained(tiny_model, device="cpu", segmentation="spleeter", wiener_iterations=1,
                                           batch_size=1)
-    make_engine = separator.runner.engine
-
-    def engine(groups, length=None, sample_rate=None):
-        made = make_engine(groups, length, sample_rate)
-        if length == 4 * 44100:
-            feed = made.feed
-
-            def fed(block):
-                feed(block)
-                short_fed.set()
-
-            made.feed = fed  # type: ignore[method-assign]
-        return made
-
-    separator.runner.engine = engine  # type: ignore[method-assign]
+    _set_when_fed(separator, 4 * 44100, short_fed)
     events = separator.separate_files([short, long], tmp_path / "out", readers=2)
     assert [event.kind for event in events] == ["done", "failed"]
     assert str(events[1].error) == (f"{long}: the CPU ran out of memory synthesising its stems, with the Wiener "
@@ -171,42 +184,10 @@ def test_a_batch_out_of_memory_fails_the_inputs_in_it_and_no_other(tmp_path, tin
             raise torch.OutOfMemoryError(CUDA_MESSAGE)
         return forward(self, batch)
 
-    open_audio = reader_module.open_audio
-
-    def ordered(path):
-        if Path(path) == silent:
-            long_fed.wait(60)
-        audio = open_audio(path)
-        if Path(path) == long:
-            blocks = audio.blocks
-
-            def held(*args, **kwargs):
-                for index, block in enumerate(blocks(*args, **kwargs)):
-                    if index == 1:
-                        failed.wait(60)
-                    yield block
-
-            audio.blocks = held  # type: ignore[method-assign]
-        return audio
-
     monkeypatch.setattr(NetworkRunner, "forward", limited)
-    monkeypatch.setattr(reader_module, "open_audio", ordered)
+    _read_in_order(monkeypatch, held=long, waiting=silent, held_fed=long_fed, release=failed)
     separator = Separator.from_pretrained(tiny_model, device="cpu", batch_size=1)
-    make_engine = separator.runner.engine
-
-    def engine(groups, length=None, sample_rate=None):
-        made = make_engine(groups, length, sample_rate)
-        if length == 20 * 44100:
-            feed = made.feed
-
-            def fed(block):
-                feed(block)
-                long_fed.set()
-
-            made.feed = fed  # type: ignore[method-assign]
-        return made
-
-    separator.runner.engine = engine  # type: ignore[method-assign]
+    _set_when_fed(separator, 20 * 44100, long_fed)
     events = separator.separate_files([long, silent], tmp_path / "out", readers=2)
     assert failed.is_set() and [event.kind for event in events] == ["done", "failed"], events
     assert str(events[1].error) == f"{silent}: the CPU ran out of memory running the U-Nets on a batch of 1 segments"

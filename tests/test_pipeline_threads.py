@@ -4,7 +4,6 @@ write whole inputs and give the stems one writer gives, a full disk that still s
 
 from __future__ import annotations
 
-import errno
 import os
 import queue
 import signal
@@ -17,6 +16,7 @@ import pytest
 import soundfile as sf
 import torch
 
+from conftest import disk_full_for, music_like
 from test_bad_inputs import (
     check_no_leftovers,
     check_stems,
@@ -26,7 +26,6 @@ from test_bad_inputs import (
     wait_for_stems,
     write_wav,
 )
-from tests.conftest import music_like
 from unet_sep import Separator
 from unet_sep.audio.encode import OutputFolderError
 from unet_sep.errors import SettingError
@@ -91,14 +90,7 @@ def test_several_writers_write_the_stems_one_writer_writes(tmp_path, tiny_model)
 def test_a_full_disk_with_several_writers_stops_the_run_once(tmp_path, tiny_model, monkeypatch):
     inputs = [write_wav(tmp_path / "in" / f"song{i}.wav", 1.0, seed=i) for i in range(6)]
     out = tmp_path / "out"
-    write = sf.SoundFile.write
-
-    def full_from_song2(handle, data):
-        if "song2" in str(handle.name):
-            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), handle.name)
-        return write(handle, data)
-
-    monkeypatch.setattr(sf.SoundFile, "write", full_from_song2)
+    disk_full_for(monkeypatch, "song2")
     events = Separator.from_pretrained(tiny_model, device="cpu").separate_files(inputs, out, readers=3, writers=3)
     assert sorted(event.path for event in events) == sorted(inputs)  # one final event each
     full = [event for event in events if isinstance(event.error, OutputFolderError)]

@@ -15,8 +15,8 @@ import soundfile as sf
 import torch
 import torch.distributed as dist
 
+from conftest import music_like
 from musdb_tree import make_musdb_tree
-from tests.conftest import music_like
 from train_runs import musdb_recipe, write_recipe
 from unet_sep.device import process_device
 from unet_sep.distributed import Ranks

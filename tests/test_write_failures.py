@@ -6,7 +6,6 @@ and, in every one of them, no message naming a temporary file and nothing partia
 from __future__ import annotations
 
 import contextlib
-import errno
 import os
 import resource
 import shutil
@@ -21,7 +20,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from conftest import count_batches, music_like
+from conftest import count_batches, disk_full_for, music_like
 from test_bad_inputs import (
     check_no_leftovers,
     check_stderr,
@@ -245,14 +244,7 @@ def test_the_format_check_comes_before_the_u_nets_run(tmp_path, tiny_model):
 def test_enospc_in_the_writer_stops_the_pipeline_and_reports_the_rest_once(tmp_path, tiny_model, monkeypatch):
     inputs = [write_wav(tmp_path / "in" / f"song{i}.wav", 1.0, seed=i) for i in range(5)]
     out = tmp_path / "out"
-    write = sf.SoundFile.write
-
-    def full_from_song2(handle, data):
-        if "song2" in str(handle.name):
-            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), handle.name)
-        return write(handle, data)
-
-    monkeypatch.setattr(sf.SoundFile, "write", full_from_song2)
+    disk_full_for(monkeypatch, "song2")
     separator = Separator.from_pretrained(tiny_model, device="cpu")
     events = separator.separate_files(inputs, out, readers=1)
 

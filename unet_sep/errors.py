@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import Callable
 
 
 class SettingError(ValueError):
@@ -52,6 +53,27 @@ class FileError(Exception):
 
     def __reduce__(self):  # keep the path when the error crosses a process boundary
         return type(self), (self.reason, self.path)
+
+
+class AdvisedError(FileError):
+    """A problem with one file that settings would avoid: ``problem`` says what went wrong, ``advice`` lists
+    settings that would work, as (setting, value) pairs (``[("sample_rate", 48000), ("fmt", "flac")]``), which
+    :meth:`spelled` writes the caller's way: the Python names by default (``sample_rate=48000``), the command
+    line's options in the CLI (``--sample-rate 48000``)."""
+
+    def __init__(self, problem: str, advice: list[tuple[str, object]], path: str | Path | None = None) -> None:
+        self.problem = problem
+        self.advice = advice
+        super().__init__(self.spelled(lambda setting, value: f"{setting}={value!r}"), path)
+
+    def spelled(self, spell: Callable[[str, object], str]) -> str:
+        """The reason with each piece of advice written by ``spell(setting, value)``."""
+        if not self.advice:
+            return self.problem
+        return f"{self.problem}; use {' or '.join(spell(setting, value) for setting, value in self.advice)}"
+
+    def __reduce__(self):
+        return type(self), (self.problem, self.advice, self.path)
 
 
 def one_line(error: object) -> str:

@@ -11,13 +11,13 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Callable, Iterator
+from typing import Iterator
 
 import numpy as np
 import soundfile as sf
 
 from unet_sep.atomic import temporary_path
-from unet_sep.errors import FileError, SettingError, one_line
+from unet_sep.errors import AdvisedError, FileError, SettingError, one_line
 
 logger = logging.getLogger(__name__)
 
@@ -41,6 +41,7 @@ _MP3_BITRATES = {
     (8000, 11025, 12000): (8, 16, 24, 32, 40, 48, 56, 64),
 }
 MP3_RATES = tuple(sorted(rate for rates in _MP3_BITRATES for rate in rates))
+_MP3_ANY_BITRATE = tuple(sorted({bitrate for bitrates in _MP3_BITRATES.values() for bitrate in bitrates}))
 # Ogg Vorbis nominal bit rates (kbit/s, stereo 44.1 kHz) at qualities 0.0, 0.1, ..., 1.0 (libvorbis's table); a
 # bit rate between two is the quality interpolated between theirs.
 _VORBIS_NOMINAL = (64, 80, 96, 112, 128, 160, 192, 224, 256, 320, 500)
@@ -82,27 +83,9 @@ class OutputFolderError(AudioEncodeError):
     would fail the same way, so the file pipeline stops early."""
 
 
-class EncoderLimitError(AudioEncodeError):
-    """Stems the chosen format cannot hold (a rate, a channel count, a bit rate, a size), found before any work.
-
-    ``problem`` says what does not fit; ``advice`` lists settings that would work, as (setting, value) pairs
-    (``[("sample_rate", 48000), ("fmt", "flac")]``), which :meth:`spelled` writes the caller's way: the Python
-    names by default (``sample_rate=48000``), the command line's options in the CLI (``--sample-rate 48000``).
-    """
-
-    def __init__(self, problem: str, advice: list[tuple[str, object]], path: str | Path | None = None) -> None:
-        self.problem = problem
-        self.advice = advice
-        super().__init__(self.spelled(lambda setting, value: f"{setting}={value!r}"), path)
-
-    def spelled(self, spell: Callable[[str, object], str]) -> str:
-        """The reason with each piece of advice written by ``spell(setting, value)``."""
-        if not self.advice:
-            return self.problem
-        return f"{self.problem}; use {' or '.join(spell(setting, value) for setting, value in self.advice)}"
-
-    def __reduce__(self):
-        return type(self), (self.problem, self.advice, self.path)
+class EncoderLimitError(AudioEncodeError, AdvisedError):
+    """Stems the chosen format cannot hold (a rate, a channel count, a bit rate, a size), found before any work;
+    ``advice`` names settings that would hold them (:class:`~unet_sep.errors.AdvisedError`)."""
 
 
 def subtype_for(fmt: str, bit_depth: str | None) -> tuple[str, str]:
@@ -133,9 +116,9 @@ def check_encoding(fmt: str, bit_depth: str | None, bitrate: int | None) -> tupl
         raise SettingError("bitrate", f"applies to mp3 and ogg, not {fmt}")
     if fmt == "ogg" and not _VORBIS_NOMINAL[0] <= bitrate <= _VORBIS_NOMINAL[-1]:
         raise SettingError("bitrate", f"ogg takes {_VORBIS_NOMINAL[0]} to {_VORBIS_NOMINAL[-1]} kbit/s, not {bitrate}")
-    offered = sorted({rate for rates in _MP3_BITRATES.values() for rate in rates})
-    if fmt == "mp3" and bitrate not in offered:
-        raise SettingError("bitrate", f"{bitrate} kbit/s is not offered; choose from {', '.join(map(str, offered))}")
+    if fmt == "mp3" and bitrate not in _MP3_ANY_BITRATE:
+        raise SettingError("bitrate", f"{bitrate} kbit/s is not offered; choose from "
+                                      f"{', '.join(map(str, _MP3_ANY_BITRATE))}")
     return encoding
 
 
@@ -222,6 +205,13 @@ def check_output(fmt: str, sample_rate: int, channels: int, bitrate: int | None 
     if channels > limits.channels:
         raise EncoderLimitError(f"{fmt} holds at most {limits.channels} channels; these stems have {channels}",
                                 _fitting_formats(channels, fmt))
+    check_size(fmt, sample_rate, channels, frames, subtype)
+
+
+def check_size(fmt: str, sample_rate: int, channels: int, frames: int, subtype: str) -> None:
+    """Raise :class:`EncoderLimitError` where ``frames`` of ``channels`` stored as ``subtype`` outgrow what one
+    ``fmt`` file holds (:attr:`FormatLimits.data_bytes`)."""
+    limits = FORMAT_LIMITS[fmt]
     width = channels * _SAMPLE_BYTES.get(subtype, 0)
     if limits.data_bytes is not None and width and frames * width > limits.data_bytes:
         fits = limits.data_bytes // width / sample_rate
@@ -341,8 +331,7 @@ class AtomicAudioWriter:
 
     def write(self, block: np.ndarray) -> None:
         data = np.ascontiguousarray(block.T, dtype=np.float32)
-        check_output(self.fmt, self.sample_rate, self.channels, frames=self.frames + data.shape[0],
-                     subtype=self.subtype)
+        check_size(self.fmt, self.sample_rate, self.channels, self.frames + data.shape[0], self.subtype)
         if self._clamp:
             over = np.abs(data) > 1.0
             if over.any():

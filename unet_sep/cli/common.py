@@ -1,5 +1,5 @@
-"""What the ``unet-sep`` commands share: logging, one-line errors, option names, the usage line, SIGTERM handled
-as Ctrl-C, and Python's own stderr kept apart from file descriptor 2."""
+"""What the ``unet-sep`` commands share: logging, one-line errors, option names, the usage line, and the bound of
+``--threads`` (signals and the standard streams are :mod:`unet_sep.cli.process`'s)."""
 
 from __future__ import annotations
 
@@ -9,6 +9,8 @@ from typing import TYPE_CHECKING
 
 import typer
 import typer.core
+
+from unet_sep.errors import printable
 
 if TYPE_CHECKING:
     from unet_sep.errors import SettingError
@@ -28,8 +30,8 @@ class UsageCommand(typer.core.TyperCommand):
 
 
 def print_error(message: str) -> None:
-    """``error: <message>`` on stderr."""
-    typer.echo(f"error: {message}", err=True)
+    """``error: <message>`` on stderr, on one line whatever file names it holds (:func:`~unet_sep.errors.printable`)."""
+    typer.echo(f"error: {printable(message)}", err=True)
 
 
 # Most CPU threads --threads gives torch: more than the cores of any machine in use (OpenMP ran out of memory

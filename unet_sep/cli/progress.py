@@ -6,6 +6,8 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from unet_sep.errors import printable
+
 if TYPE_CHECKING:
     from tqdm import tqdm
 
@@ -61,10 +63,11 @@ class ProgressBars:
         bar.update(seconds - bar.n)
 
     def write(self, message: str) -> None:
-        """Print a line on stderr above the bars."""
+        """Print a line on stderr above the bars, one line whatever file names it holds
+        (:func:`~unet_sep.errors.printable`)."""
         from tqdm import tqdm
 
-        tqdm.write(message, file=sys.stderr)
+        tqdm.write(printable(message), file=sys.stderr)
 
     def close(self) -> None:
         """Close every bar (again: harmless)."""

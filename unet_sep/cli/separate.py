@@ -14,7 +14,7 @@ from unet_sep.cli.common import MAX_THREADS, option_name, print_error, setting_e
 from unet_sep.cli.process import interrupted_exit_code
 from unet_sep.cli.progress import ProgressBars
 from unet_sep.config import DEFAULT_WIENER_WINDOW, MASK_EXTENSIONS, MAX_WIENER_ITERATIONS, PRECISIONS
-from unet_sep.errors import one_line, printable
+from unet_sep.errors import one_line
 from unet_sep.separate.outputs import DEFAULT_TEMPLATE
 
 if TYPE_CHECKING:
@@ -196,11 +196,9 @@ def _load_pipeline(model: Optional[str], device: torch.device, model_options: di
 
 def _failure_text(error: BaseException | None) -> str:
     """One line for a failed file (the caller names the file)."""
-    from unet_sep.audio.encode import EncoderLimitError
-    from unet_sep.errors import FileError
-    from unet_sep.separate.out_of_memory import SeparationMemoryError
+    from unet_sep.errors import AdvisedError, FileError
 
-    if isinstance(error, (EncoderLimitError, SeparationMemoryError)):  # advice in the options' words: --batch-size 4
+    if isinstance(error, AdvisedError):  # advice in the options' words: --batch-size 4
         return error.spelled(lambda setting, value: f"{option_name(setting)} {value}")
     if isinstance(error, FileError):
         return error.reason
@@ -223,7 +221,7 @@ def _separate(ranks: SeparationRanks, inputs: list[str], options: FileOptions, m
     lead = ranks.rank == 0  # messages about the whole batch come from one rank
     if lead:
         for message in input_errors:
-            print_error(printable(message))
+            print_error(message)
     model_name, pipeline = _load_pipeline(model, device, model_options, options, stage_threads)
     if not files and not ranks.group:
         raise typer.Exit(1)
@@ -244,29 +242,29 @@ def _separate(ranks: SeparationRanks, inputs: list[str], options: FileOptions, m
         progress.add(event)
         if event.kind == "skipped":
             skipped.append(event.path)
-            progress.write(printable(f"skipped {event.path}: outputs exist (use --overwrite to replace them)"))
+            progress.write(f"skipped {event.path}: outputs exist (use --overwrite to replace them)")
         elif event.kind == "failed":
             failed.append(event.path)
             if isinstance(event.error, NotSeparatedError):
                 not_separated.append(event)
             else:
-                progress.write(printable(f"error: {event.path}: {_failure_text(event.error)}"))
+                progress.write(f"error: {event.path}: {_failure_text(event.error)}")
         elif event.kind == "done":
             done.append(event.done / event.sample_rate if event.sample_rate else 0.0)
             if not quiet:
-                progress.write(printable(f"{event.path} -> {', '.join(str(p) for p in event.outputs.values())}"))
+                progress.write(f"{event.path} -> {', '.join(str(p) for p in event.outputs.values())}")
 
     try:
         pipeline.run(files, on_event=on_event, shard=ranks.shard)
     except KeyboardInterrupt as error:  # Ctrl-C, or a signal that ends a run (cli.process)
         progress.close()
         for path in getattr(error, "unfinished", []):
-            print_error(printable(f"{path}: interrupted; its partial outputs were removed"))
+            print_error(f"{path}: interrupted; its partial outputs were removed")
         interrupted = interrupted_exit_code(error)
     finally:
         progress.close()
     if not_separated:
-        print_error(printable(_not_separated_line(not_separated)))
+        print_error(_not_separated_line(not_separated))
 
     mine = {"done": len(done), "audio": sum(done), "skipped": len(skipped),
             "failed": len(failed) + (len(input_errors) if lead else 0), "wall": time.perf_counter() - started,

@@ -45,11 +45,13 @@ def load_separator(name: str, device: str, wiener_iterations: int | None = None)
     from unet_sep.weights.entries import ModelNotFoundError
     from unet_sep.weights.hub import is_hub_ref
     from unet_sep.weights.registry import registered_models, resolve_model
+    from unet_sep.weights.verified import remembered_digest
 
     try:
         folder = Path(resolve_model(name))
         separator = Separator.from_pretrained(folder, device=device, wiener_iterations=wiener_iterations)
-        files = "".join(sha256_of(folder / f) for f in (CONFIG_FILE, WEIGHTS_FILE))
+        # the weights' digest was taken (and remembered per file identity) when they were verified at load
+        files = sha256_of(folder / CONFIG_FILE) + remembered_digest(folder / WEIGHTS_FILE, "sha256", sha256_of)
     except (ModelNotFoundError, CheckpointError, ConfigError, RuntimeError, ValueError, OSError) as error:
         raise EvaluationError(f"model {name}: {one_line(error)}") from error
     if is_hub_ref(name):

@@ -11,13 +11,10 @@ that would fit.
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Callable
-
 import torch
 
 from unet_sep.config import DEFAULT_WIENER_WINDOW
-from unet_sep.errors import FileError
+from unet_sep.errors import AdvisedError
 from unet_sep.separate.runner import NetworkRunner
 from unet_sep.separate.stream import SeparationStream
 
@@ -30,24 +27,9 @@ STEPS = {
 }
 
 
-class SeparationMemoryError(FileError, MemoryError):
+class SeparationMemoryError(AdvisedError, MemoryError):
     """One input that needed more memory than its device had: ``problem`` says where, ``advice`` lists settings that
-    need less, as (setting, value) pairs which :meth:`spelled` writes the caller's way (the Python names by
-    default, ``batch_size=4``; the command line's options in the CLI, ``--batch-size 4``)."""
-
-    def __init__(self, problem: str, advice: list[tuple[str, object]], path: str | Path | None = None) -> None:
-        self.problem = problem
-        self.advice = advice
-        super().__init__(self.spelled(lambda setting, value: f"{setting}={value!r}"), path)
-
-    def spelled(self, spell: Callable[[str, object], str]) -> str:
-        """The reason with each piece of advice written by ``spell(setting, value)``."""
-        if not self.advice:
-            return self.problem
-        return f"{self.problem}; use {' or '.join(spell(setting, value) for setting, value in self.advice)}"
-
-    def __reduce__(self):
-        return type(self), (self.problem, self.advice, self.path)
+    need less (:class:`~unet_sep.errors.AdvisedError`)."""
 
 
 def is_out_of_memory(error: BaseException) -> bool:
