@@ -111,10 +111,21 @@ def check_value(annotation: Any, value: Any, key: str) -> Any:
     the expected type and the value given."""
     if isinstance(annotation, type) and dataclasses.is_dataclass(annotation):
         return build_section(annotation, value, key)
+    item = _section_list_item(annotation)
+    if item is not None and isinstance(value, (list, tuple)):
+        return [build_section(item, entry, f"{key}[{number}]") for number, entry in enumerate(value)]
     try:
         return _coerce(annotation, value)
     except _Mismatch:
         raise ConfigError(f"{key} must be {_describe(annotation)}, got {show_value(value)}") from None
+
+
+def _section_list_item(annotation: Any) -> type | None:
+    """The dataclass of a ``list[SomeSection]`` annotation (a list of sections, each an object), else None."""
+    args = typing.get_args(annotation)
+    if typing.get_origin(annotation) is list and len(args) == 1 and isinstance(args[0], type):
+        return args[0] if dataclasses.is_dataclass(args[0]) else None
+    return None
 
 
 def build_section(cls: type, values: Any, section: str) -> Any:

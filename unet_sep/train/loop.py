@@ -54,7 +54,7 @@ from unet_sep.train.prefetch import BatchPrefetcher
 from unet_sep.train.recipe import Recipe
 from unet_sep.train.result import TrainResult
 from unet_sep.train.resume import nothing_left_to_do, recipe_changes, refuse_to_overwrite, save_recipe
-from unet_sep.train.sampler import ExcerptSampler
+from unet_sep.train.sampler import ExcerptSampler, load_stem_pool
 from unet_sep.train.threads import ThreadGovernor
 from unet_sep.train.validation import Validator, load_validation_tracks
 from unet_sep.weights.checkpoint import save_model
@@ -330,9 +330,11 @@ class Trainer:
         recipe, model_config = self.recipe, self.recipe.model
         logger.info("loading training data (%s)", recipe.data.root)
         train_tracks = load_tracks(recipe.data, "train", model_config.sample_rate, model_config.n_channels)
+        pools = [load_stem_pool(source, recipe.data.cache_dir, model_config.sample_rate, model_config.n_channels)
+                 for source in recipe.data.stem_sources]
         valid_tracks = load_validation_tracks(recipe) if self.ranks.main else []
         sampler = ExcerptSampler(train_tracks, self.excerpt_samples, list(model_config.stems), recipe.data.augment,
-                                 seed=recipe.train.seed, sample_rate=model_config.sample_rate)
+                                 seed=recipe.train.seed, sample_rate=model_config.sample_rate, pools=pools)
         return sampler, Validator(self.out, recipe, valid_tracks, self.device, self.channels_last)
 
     def _progress_bar(self, start_step: int) -> Any:

@@ -24,6 +24,7 @@ from typing import Any
 
 from unet_sep.config import MAX_SEGMENT_FRAMES, PRECISIONS, ModelConfig
 from unet_sep.data.config import DataConfig
+from unet_sep.data.stem_sources import StemSourceConfig, check_stem_sources
 from unet_sep.errors import ConfigError
 from unet_sep.fields import build_section, dotted, field_hints, read_json, unknown_key, value_from_text
 from unet_sep.train.augment import AugmentConfig
@@ -41,8 +42,13 @@ _SIZE_BOUNDS = {"steps": (1, 1_000_000_000), "batch_size": (1, 1024), "prefetch"
 @dataclass
 class TrainingDataConfig(DataConfig):
     """A recipe's ``data`` section: the data set (:class:`~unet_sep.data.config.DataConfig`) and, last, how its
-    training excerpts are augmented (``augment``, :class:`~unet_sep.train.augment.AugmentConfig`)."""
+    training excerpts are augmented (``augment``, :class:`~unet_sep.train.augment.AugmentConfig`).
 
+    ``stem_sources`` lends target stems from other data sets (:class:`~unet_sep.data.stem_sources.StemSourceConfig`,
+    each with its own split, probability and gain range); validation and testing use the main data set only.
+    """
+
+    stem_sources: list[StemSourceConfig] = field(default_factory=list)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
 
     def validate(self) -> None:
@@ -51,6 +57,7 @@ class TrainingDataConfig(DataConfig):
         if not isinstance(self.augment, AugmentConfig):
             raise ConfigError("data.augment must be an augmentation section")
         self.augment.validate()
+        check_stem_sources(self.stem_sources, self.targets)
         if self.augment.percussion_probability > 0 and self.augment.percussion_stem not in self.targets:
             raise ConfigError(
                 f"data.augment.percussion_stem {self.augment.percussion_stem!r} must be one of data.targets "
@@ -275,10 +282,14 @@ def _anchor_data_paths(data: dict[str, Any], folder: Path) -> None:
     section = data.get("data")
     if not isinstance(section, dict):
         return
-    for key in RELATIVE_DATA_PATHS:
-        value = section.get(key)
-        if isinstance(value, str) and value and not Path(value).expanduser().is_absolute():
-            section[key] = str((folder / value).resolve())
+    sources = section.get("stem_sources")
+    for part in [section, *(sources if isinstance(sources, list) else [])]:
+        if not isinstance(part, dict):
+            continue
+        for key in RELATIVE_DATA_PATHS:
+            value = part.get(key)
+            if isinstance(value, str) and value and not Path(value).expanduser().is_absolute():
+                part[key] = str((folder / value).resolve())
 
 
 def read_recipe(path: Path, derived: tuple[Path, ...] = ()) -> dict[str, Any]:
