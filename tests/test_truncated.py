@@ -235,3 +235,41 @@ def test_cut_wav_beside_a_good_one(tmp_path, model):
     for stem in stems:
         assert sf.info(str(out / "good" / stem)).frames == frames
     assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*")) == ["good", *(f"good/{s}" for s in stems)]
+
+
+def _ogg_crc(page: bytes) -> int:
+    """The Ogg page checksum: CRC-32, polynomial 0x04c11db7, no reflection, over the page with its CRC zeroed."""
+    crc = 0
+    for byte in page:
+        crc ^= byte << 24
+        for _ in range(8):
+            crc = ((crc << 1) ^ 0x04C11DB7) if crc & 0x80000000 else crc << 1
+            crc &= 0xFFFFFFFF
+    return crc
+
+
+def announce_more(path: Path, extra: int) -> Path:
+    """A copy of an Ogg file whose last page's granule position (the stream's announced length) is ``extra``
+    samples past what its packets decode to, with a valid page checksum: as in Debian's warzone2100 Opus tracks."""
+    data = bytearray(path.read_bytes())
+    start = data.rfind(b"OggS")
+    granule = struct.unpack_from("<q", data, start + 6)[0]
+    struct.pack_into("<q", data, start + 6, granule + extra)
+    struct.pack_into("<I", data, start + 22, 0)
+    struct.pack_into("<I", data, start + 22, _ogg_crc(bytes(data[start:])))
+    target = path.with_name("long_" + path.name)
+    target.write_bytes(bytes(data))
+    return target
+
+
+@pytest.mark.parametrize("case", ["ogg-vorbis", "ogg-opus"])
+def test_an_ogg_stream_announcing_a_few_samples_more_than_it_decodes_is_whole(tmp_path, case):
+    """Up to one codec block of end trimming is not truncation (the stream has its end-of-stream page); the file
+    decodes to every sample it holds. A stream announcing far more than it holds is still truncated."""
+    whole, frames = write_format(tmp_path, case)
+    slightly = announce_more(whole, 3000)  # past the last packet's padding, which end trimming would cut
+    assert sf.info(str(slightly)).frames == frames + 3000  # the announced length libsndfile reports
+    audio, _ = read_audio(slightly)
+    assert frames <= audio.shape[1] < frames + 3000 and audio.shape[0] == 2  # all the stream holds
+    far = announce_more(whole, 20000)
+    assert ANNOUNCES.match(one_line_error(read_audio, far))

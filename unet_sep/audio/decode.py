@@ -31,6 +31,9 @@ from unet_sep.errors import FileError, one_line
 
 logger = logging.getLogger(__name__)
 
+# samples an Ogg stream may announce beyond what decodes: the largest Vorbis block (an Opus packet is at most 5760)
+OGG_BLOCK_SLACK = 8192
+
 
 class AudioDecodeError(FileError):
     """A file that cannot be read as audio: ``str()`` is ``"<path>: <one-line reason>"``."""
@@ -89,8 +92,12 @@ class AudioReader:
 
         declared = self.info.frames
         # MP3 frame counts are estimates unless the file has a Xing/Info header, so read to the real end
-        # of the stream and only call a file truncated when clearly less came out than it announced.
-        is_mp3 = self.info.format.upper() == "MP3"
+        # of the stream and only call a file truncated when clearly less came out than it announced. An Ogg
+        # stream's count is its last granule position, which end trimming can put up to one codec block past
+        # the samples a decoder gives (Debian's warzone2100 Opus tracks: 10 samples); a cut Ogg file is caught
+        # by its missing end-of-stream page instead (_check_complete).
+        container = self.info.format.upper()
+        is_mp3 = container == "MP3"
         position = start
         try:
             with quiet_native_stderr():
@@ -108,7 +115,7 @@ class AudioReader:
         except (sf.LibsndfileError, RuntimeError) as error:
             raise AudioDecodeError(f"decoding failed after {position} samples: {one_line(error)}") from error
         expected = declared if stop is None else min(stop, declared)
-        tolerance = max(4608, expected // 200) if is_mp3 else 0
+        tolerance = max(4608, expected // 200) if is_mp3 else OGG_BLOCK_SLACK if container == "OGG" else 0
         if position < expected - tolerance:
             raise _truncated(declared, position)
 
