@@ -30,7 +30,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 from unet_sep.data.load import load_tracks  # noqa: E402
 from unet_sep.train.loop import Trainer  # noqa: E402
 from unet_sep.train.recipe import load_recipe  # noqa: E402
-from unet_sep.train.sampler import ExcerptSampler  # noqa: E402
+from unet_sep.train.sampler import ExcerptSampler, load_stem_pool  # noqa: E402
 
 
 def main() -> None:
@@ -61,8 +61,10 @@ def main() -> None:
         frames = recipe.train.excerpt_frames or model.segment_frames
         length = frames * model.stft.hop_length - model.stft.n_fft
         tracks = load_tracks(recipe.data, "train", model.sample_rate, model.n_channels)
+        pools = [load_stem_pool(source, recipe.data.cache_dir, model.sample_rate, model.n_channels)
+                 for source in recipe.data.stem_sources]
         sampler = ExcerptSampler(tracks, length, list(model.stems), recipe.data.augment, seed=0,
-                                 sample_rate=model.sample_rate)
+                                 sample_rate=model.sample_rate, pools=pools)
         draws = []
         for step in range(5):
             start = time.perf_counter()

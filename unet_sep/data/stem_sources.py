@@ -18,7 +18,7 @@ from unet_sep.errors import ConfigError
 
 __all__ = ["MAX_SOURCE_GAIN_DB", "StemSourceConfig", "check_stem_sources"]
 
-MAX_SOURCE_GAIN_DB = 24.0
+MAX_SOURCE_GAIN_DB = 60.0  # down to near silence: a source can lend quiet stems (a voice far behind the music)
 
 
 @dataclass
