@@ -16,7 +16,7 @@ Tables:
    reference checkpoint (../shared/data/spleeter-ref, small filters) on its input, and full-size Spleeter 2stems
    U-Nets ([16..512] filters, random weights, BatchNorm statistics of its own activations) on the same input.
 2. What that costs against the model's own error: MIR-1K whole-clip SDR of the bundled model, float32 and TF32;
-   and the Spleeter reference's SNR against Spleeter 2.4.2's own outputs (the README's 99-103 dB), float32 and
+   and the Spleeter reference's SNR against Spleeter 2.4.2's own outputs (docs/models.md's 99-103 dB), float32 and
    TF32.
 """
 

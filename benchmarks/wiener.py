@@ -1,4 +1,5 @@
-"""What the multichannel Wiener filter (``wiener_iterations``) gives and costs: tables for the README.
+"""What the multichannel Wiener filter (``wiener_iterations``) gives and costs: tables for docs/how-it-works.md
+(what it gives) and docs/speed-and-memory.md (what it costs).
 
     python benchmarks/wiener.py                    # all four tables, about 10 minutes on 2 cores
     python benchmarks/wiener.py --tables cost      # one of: mir1k, window, spleeter, cost
