@@ -1,6 +1,6 @@
-"""The produced-song test set (recipes/produced/build_testset.py), on small synthetic folders: a MIR-1K of 3 clips
-per split and a produced set of 3 instrumentals per split (Ogg Vorbis at 44.1 kHz stereo and WAV at 48 kHz, each
-opening with 3 s of silence).
+"""The produced-song test set (recipes/produced/build_testset.py) and its instrumentals' score
+(recipes/produced/vocals_leakage.py), on small synthetic folders: a MIR-1K of 3 clips per split and a produced set
+of 3 instrumentals per split (Ogg Vorbis at 44.1 kHz stereo and WAV at 48 kHz, each opening with 3 s of silence).
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
+from conftest import SHARED
 from unet_sep.data.config import DataConfig
 from unet_sep.data.load import list_tracks, load_track
 from unet_sep.dsp.measures import level_db
@@ -39,6 +40,7 @@ def _script(name: str):
 
 
 build_testset = _script("build_testset")
+vocals_leakage = _script("vocals_leakage")
 
 
 def _singing(rng: np.random.Generator, seconds: float, rate: int = 16000) -> np.ndarray:
@@ -298,3 +300,33 @@ def test_rebuild_replaces_a_previous_build(inputs, built, tmp_path):
     out = build(inputs, tmp_path / "set")
     (out / "test-mix-000" / "vocals.wav").write_bytes(b"spoiled")
     assert files(build(inputs, out)) == files(built)
+
+
+def test_leakage_of_the_bundled_model(built, bundled, tmp_path, capsys):
+    models = [str(bundled)]
+    spleeter = SHARED / "data" / "spleeter-ref" / "2stems"
+    if (spleeter / "checkpoint").is_file():
+        models.append(str(spleeter))
+    args = [a for m in models for a in ("--model", m)]
+    code = vocals_leakage.main([*args, "--root", str(built), "--out", str(tmp_path / "leak"), "--device", "cpu"])
+    out = capsys.readouterr().out
+    assert code == 0
+    assert out.splitlines()[0].startswith("| model | excerpts | vocals level, median (dB) | worst (dB)")
+    summary = json.loads((tmp_path / "leak" / "summary.json").read_text())
+    rows = (tmp_path / "leak" / "levels.csv").read_text().splitlines()
+    assert rows[0] == "model,excerpt,vocals_level_db" and len(rows) == 1 + 3 * len(models)
+    for model in models:
+        levels = list(summary["levels"][model].values())
+        assert len(levels) == 3 and all(level is not None and -80 < level < 1 for level in levels)
+        assert summary["models"][model]["median_db"] == pytest.approx(float(np.median(levels)), abs=1e-3)
+        assert summary["models"][model]["worst_db"] == pytest.approx(max(levels), abs=1e-3)
+        row = next(line for line in out.splitlines() if line.startswith(f"| {model} | 3 |"))
+        assert f"| {summary['models'][model]['median_db']:.1f} |" in row
+
+
+def test_leakage_refuses_songs_with_vocals(built, bundled, tmp_path, capsys):
+    code = vocals_leakage.main(["--model", str(bundled), "--root", str(built), "--group", "mixtures",
+                                "--out", str(tmp_path / "leak"), "--device", "cpu"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 1 and len(err) == 1 and "vocals.wav: not silent" in err[0]
+    assert not (tmp_path / "leak").exists()
