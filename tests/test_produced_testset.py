@@ -330,3 +330,5 @@ def test_leakage_refuses_songs_with_vocals(built, bundled, tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 1 and len(err) == 1 and "vocals.wav: not silent" in err[0]
     assert not (tmp_path / "leak").exists()
+    assert vocals_leakage.main(["--model", str(bundled), "--root", str(built), "--threads", "0"]) == 2
+    assert capsys.readouterr().err.strip() == "error: --threads: must be from 1 to 512, got 0"

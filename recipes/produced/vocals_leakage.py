@@ -3,7 +3,7 @@ instrumentals (recipes/produced/build_testset.py), where SDR is undefined becaus
 
     python recipes/produced/vocals_leakage.py --model mir1k-vocals-accompaniment [--model runs/new ...] \\
         --root data/produced-testset [--group instrumentals] [--split test] [--out eval/leakage] \\
-        [--device auto] [--tracks N]
+        [--device auto] [--threads N] [--tracks N]
 
 Every excerpt of the split (its vocals stem must be silent) is separated by every model, and scored as the level of
 the vocals stem against the mixture: 10 log10 of the ratio of their energies over the excerpt, in dB (lower is
@@ -30,11 +30,12 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
+import torch
 from tqdm import tqdm
 
 from unet_sep import Separator
 from unet_sep.atomic import write_text_atomic
-from unet_sep.cli.common import option_name, print_error
+from unet_sep.cli.common import MAX_THREADS, option_name, print_error
 from unet_sep.data.config import DataConfig
 from unet_sep.data.load import list_tracks, load_track, probe_track
 from unet_sep.data.tracks import DatasetError
@@ -151,6 +152,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--out", default="vocals-leakage", help="folder for levels.csv and summary.json")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
     parser.add_argument("--tracks", type=int, default=None, help="only the first N excerpts (quick checks)")
+    parser.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: all cores; 1 "
+                                                                   "where other processes keep the cores busy)")
     return parser.parse_args(argv)
 
 
@@ -162,6 +165,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.tracks is not None and args.tracks < 1:
             raise SettingError("tracks", f"must be a positive number, got {args.tracks}")
+        if args.threads is not None:
+            if not 1 <= args.threads <= MAX_THREADS:
+                raise SettingError("threads", f"must be from 1 to {MAX_THREADS}, got {args.threads}")
+            torch.set_num_threads(args.threads)
         excerpts = load_excerpts(Path(args.root), args.group, args.split, args.tracks)
         separators = {model: load_separator(model, args.device) for model in dict.fromkeys(args.model)}
         levels: dict[str, dict[str, float]] = {}
