@@ -2,7 +2,7 @@
 of produced accompaniments (issue 26).
 
     python recipes/produced/fetch_soundtracks.py --out data/produced [--packages a,b,...] [--debs DIR]
-                                                 [--skip-screen] [--vocals-flag-db -8]
+                                                 [--skip-screen] [--vocals-flag-db -3]
 
 For every package of ``packages.json`` (or those named): ``apt-get download`` into ``--debs`` (a .deb already there
 is reused), ``dpkg-deb -x`` into a temporary folder, take the music files its globs name (and the members of its zip
@@ -23,7 +23,6 @@ import fnmatch
 import hashlib
 import json
 import logging
-import math
 import os
 import re
 import shutil
@@ -34,7 +33,13 @@ import zipfile
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
-import numpy as np
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from debian_copyright import Rights, parse_copyright  # noqa: E402
+from screening import LevelFunction, ModelLevels, screen  # noqa: E402
+
+from unet_sep.atomic import write_text_atomic  # noqa: E402
+from unet_sep.errors import FileError, one_line  # noqa: E402
+from unet_sep.weights.registry import default_model_name  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 PACKAGES_FILE = HERE / "packages.json"
@@ -44,14 +49,10 @@ MIN_SECONDS = 30.0
 STEM = "accompaniment"
 # A track whose 2nd loudest screening window puts more than this into the bundled model's vocals stem (dB of the
 # window's energy) is taken to hold singing. See README.md for how it was chosen.
-VOCALS_FLAG_DB = -8.0
-SCREEN_WINDOWS = 8
-SCREEN_WINDOW_SECONDS = 8.0
-SCREEN_RATE = 16000
+VOCALS_FLAG_DB = -3.0
 STATE_FOLDER = ".state"
-STATE_VERSION = 1
-
-logger = logging.getLogger("fetch_soundtracks")
+EXCLUDED_FOLDER = ".excluded"
+STATE_VERSION = 3
 
 
 class FetchError(Exception):
@@ -109,167 +110,6 @@ def load_exclusions(path: Path = EXCLUDE_FILE) -> dict[str, str]:
     if not isinstance(data, dict) or not all(isinstance(v, str) for v in data.values()):
         raise FetchError(f"{path}: must be a JSON object of track id -> reason")
     return {key: value for key, value in data.items() if not key.startswith("_")}
-
-
-# ---- Debian copyright files ----------------------------------------------------------------------------------
-
-
-@dataclasses.dataclass(frozen=True)
-class Rights:
-    """The license (a short name, ``unknown`` when none is recognised) and the copyright holders of a file."""
-
-    license: str
-    copyright: str
-
-
-UNKNOWN = "unknown"
-
-# Recognisable license statements in free-form copyright files, tried at every position; the earliest wins.
-_GPL = re.compile(
-    r"GNU\s+(?P<lesser>Lesser\s+|Library\s+)?General\s+Public\s+License\W+"
-    r"(?:as\s+published\s+by\s+the\s+Free\s+Software\s+Foundation\W+)?(?:either\s+)?(?:version|v)\s*"
-    r"(?P<version>\d(?:\.\d)?)(?P<tail>[^.]{0,60})",
-    re.IGNORECASE,
-)
-_SHORT_NAMES: list[tuple[re.Pattern[str], Callable[[re.Match[str]], str]]] = [
-    (re.compile(r"\b(?:CC[- ]?BY[- ]SA|Attribution[- ]Share[- ]?Alike)[ -]?v?(\d\.\d)", re.IGNORECASE),
-     lambda m: f"CC-BY-SA-{m.group(1)}"),
-    (re.compile(r"\b(?:CC[- ]?BY|Creative\s+Commons\s+Attribution)[ -]v?(\d\.\d)", re.IGNORECASE),
-     lambda m: f"CC-BY-{m.group(1)}"),
-    (re.compile(r"\bCC0\b|Creative\s+Commons\s+Zero", re.IGNORECASE), lambda m: "CC0-1.0"),
-    (_GPL, lambda m: ("LGPL" if m.group("lesser") else "GPL") + f"-{m.group('version')}"
-     + ("+" if "later" in m.group("tail").lower() else "")),
-    (re.compile(r"\b(L?GPL)-?v?(\d(?:\.\d)?)(\+?)"), lambda m: f"{m.group(1)}-{m.group(2)}{m.group(3)}"),
-    (re.compile(r"\bpublic\s+domain\b", re.IGNORECASE), lambda m: "public-domain"),
-    (re.compile(r"Permission\s+is\s+hereby\s+granted,\s+free\s+of\s+charge", re.IGNORECASE), lambda m: "Expat"),
-]
-_COPYRIGHT_LINE = re.compile(r"^\s*Copyright\b.*\d{4}|\(C\)\s*\d{4}|©", re.IGNORECASE)
-_AUTHOR_FIELD = re.compile(r"^\s*Upstream[ -]Authors?\s*:\s*(.*)$", re.IGNORECASE)
-
-
-def parse_copyright(text: str) -> Callable[[Iterable[str]], Rights]:
-    """A lookup from a file's candidate paths to its :class:`Rights`, for either form of Debian copyright file:
-    machine-readable (DEP-5: a ``Format:`` line, then ``Files:`` stanzas; the last stanza whose globs match one
-    of the paths wins) or free-form text (the first recognised license statement, the upstream authors and
-    copyright lines). Never raises: what cannot be read is ``unknown``."""
-    try:
-        paragraphs = _paragraphs(text)
-        if paragraphs and any(key.lower() == "format" for key in paragraphs[0]):
-            return _dep5_lookup(paragraphs)
-        rights = free_form_rights(text)
-    except Exception:  # an odd file is recorded as unknown, never fatal
-        logger.debug("unreadable copyright file", exc_info=True)
-        rights = Rights(UNKNOWN, UNKNOWN)
-    return lambda paths: rights
-
-
-def _paragraphs(text: str) -> list[dict[str, str]]:
-    """The stanzas of a deb822 file: ``{field: value}``, continuation lines joined with newlines."""
-    paragraphs: list[dict[str, str]] = []
-    current: dict[str, str] = {}
-    key = None
-    for line in text.splitlines() + [""]:
-        if not line.strip():
-            if current:
-                paragraphs.append(current)
-            current, key = {}, None
-        elif line[0] in " \t":
-            if key is not None:
-                current[key] += "\n" + line.strip()
-        elif ":" in line:
-            key, value = line.split(":", 1)
-            key = key.strip()
-            current[key] = value.strip()
-        elif key is not None:  # a stray line: treat it as a continuation
-            current[key] += "\n" + line.strip()
-    return paragraphs
-
-
-def _field(paragraph: dict[str, str], name: str) -> str | None:
-    for key, value in paragraph.items():
-        if key.lower() == name.lower():
-            return value
-    return None
-
-
-def _dep5_rights(paragraph: dict[str, str]) -> Rights:
-    license_text = (_field(paragraph, "License") or "").strip()
-    holders = [line.strip() for line in (_field(paragraph, "Copyright") or "").splitlines() if line.strip()]
-    return Rights(license_text.splitlines()[0].strip() if license_text else UNKNOWN,
-                  "; ".join(holders) if holders else UNKNOWN)
-
-
-def dep5_glob_regex(pattern: str) -> re.Pattern[str]:
-    """A DEP-5 ``Files`` glob as a regex: ``*`` any characters (``/`` too), ``?`` one, ``\\`` escapes."""
-    out, index = [], 0
-    while index < len(pattern):
-        char = pattern[index]
-        if char == "\\" and index + 1 < len(pattern):
-            out.append(re.escape(pattern[index + 1]))
-            index += 1
-        elif char == "*":
-            out.append(".*")
-        elif char == "?":
-            out.append(".")
-        else:
-            out.append(re.escape(char))
-        index += 1
-    return re.compile("".join(out), re.DOTALL)
-
-
-def _dep5_lookup(paragraphs: list[dict[str, str]]) -> Callable[[Iterable[str]], Rights]:
-    header = paragraphs[0]
-    stanzas = []
-    for paragraph in paragraphs[1:]:
-        files = _field(paragraph, "Files")
-        if files is not None:
-            patterns = [dep5_glob_regex(p.lstrip("./")) for p in files.split()]
-            stanzas.append((patterns, _dep5_rights(paragraph)))
-    fallback = _dep5_rights(header) if _field(header, "License") else Rights(UNKNOWN, UNKNOWN)
-
-    def lookup(paths: Iterable[str]) -> Rights:
-        candidates = list(paths)
-        found = fallback
-        for patterns, rights in stanzas:
-            if any(p.fullmatch(path) for p in patterns for path in candidates):
-                found = rights
-        return found
-
-    return lookup
-
-
-def free_form_rights(text: str) -> Rights:
-    """The license and authors of a free-form copyright file (see :func:`parse_copyright`)."""
-    first: tuple[int, str] | None = None
-    for pattern, name in _SHORT_NAMES:
-        match = pattern.search(text)
-        if match and (first is None or match.start() < first[0]):
-            first = (match.start(), name(match))
-    cut = first[0] if first else len(text)
-    lines = text.splitlines()
-    holders: list[str] = []
-    for index, line in enumerate(lines):
-        author = _AUTHOR_FIELD.match(line)
-        if author:
-            names = [author.group(1).strip()] + [
-                follow.strip() for follow in _indented_after(lines, index)]
-            holders.extend(n for n in names if n)
-    position = 0
-    for line in lines:
-        if position < cut and _COPYRIGHT_LINE.search(line) and line.strip().rstrip(":").lower() != "copyright":
-            holders.append(" ".join(line.split()))
-        position += len(line) + 1
-    holders = list(dict.fromkeys(holders))
-    return Rights(first[1] if first else UNKNOWN, "; ".join(holders) if holders else UNKNOWN)
-
-
-def _indented_after(lines: list[str], index: int) -> list[str]:
-    out = []
-    for line in lines[index + 1:]:
-        if not line.strip() or line[0] not in " \t":
-            break
-        out.append(line)
-    return out
 
 
 # ---- fetching and extracting ---------------------------------------------------------------------------------
@@ -407,12 +247,20 @@ def sha256_of(path: Path) -> str:
     return digest.hexdigest()
 
 
-def probe(path: Path) -> tuple[float, int, int]:
-    """(seconds, sample rate, channels) of an audio file, read by soundfile."""
-    import soundfile
+def probe(path: Path) -> tuple[float, int, int, str | None]:
+    """(seconds, sample rate, channels, problem) of an audio file as unet-sep reads it. Its last seconds are
+    decoded too: unet-sep refuses a file that holds fewer samples than its header announces, and ``problem`` then
+    says so (None when the file reads whole). A file unet-sep cannot open raises its ``FileError``."""
+    from unet_sep.audio import open_audio
 
-    info = soundfile.info(str(path))
-    return info.frames / info.samplerate, int(info.samplerate), int(info.channels)
+    reader = open_audio(path)
+    info = reader.info
+    try:
+        for _ in reader.blocks(offset=max(0.0, info.duration - 10.0)):
+            pass
+    except FileError as error:
+        return info.duration, info.sample_rate, info.channels, one_line(error.reason)
+    return info.duration, info.sample_rate, info.channels, None
 
 
 # ---- one package ---------------------------------------------------------------------------------------------
@@ -428,7 +276,7 @@ def package_records(spec: PackageSpec, deb: Path, out: Path, min_seconds: float 
                 "min_seconds": min_seconds}
     cached = _read_json(state_path)
     if cached and cached.get("identity") == identity and all(
-            (out / r["file"]).is_file() for r in cached["records"] if r.get("file")):
+            placed_file(out, r) for r in cached["records"] if r.get("file")):
         return cached["records"]
     version = deb_version(deb)
     out.mkdir(parents=True, exist_ok=True)
@@ -466,14 +314,13 @@ def _decide_and_place(spec: PackageSpec, version: str, candidates: list[Candidat
         rights = rights_of(copyright_paths(candidate))
         record.update(license=rights.license, copyright=rights.copyright)
         try:
-            seconds, rate, channels = probe(candidate.local)
-            record.update(seconds=round(seconds, 3), sample_rate=rate, channels=channels)
-        except Exception as error:  # soundfile's errors are plain RuntimeErrors
-            record.update(seconds=None, sample_rate=None, channels=None,
-                          decision="excluded", reason=f"not readable: {' '.join(str(error).split())}")
-            records.append(record)
-            continue
-        if digest in seen:
+            seconds, rate, channels, problem = probe(candidate.local)
+        except FileError as error:
+            seconds, rate, channels, problem = 0.0, None, None, one_line(error.reason)
+        record.update(seconds=round(seconds, 3), sample_rate=rate, channels=channels)
+        if problem is not None:
+            record.update(decision="excluded", reason=f"unet-sep cannot read it: {problem}")
+        elif digest in seen:
             record.update(decision="excluded", reason=f"duplicate of {seen[digest]}")
         elif seconds < min_seconds:
             record.update(decision="excluded", reason=f"too short ({seconds:.1f} s < {min_seconds:g} s)")
@@ -509,7 +356,8 @@ def place_file(source: Path, dest: Path) -> None:
 
 
 def _spec_json(spec: PackageSpec) -> dict[str, Any]:
-    return dataclasses.asdict(spec)
+    """The spec as it reads back from JSON (lists, not tuples), to compare with a cached one."""
+    return json.loads(json.dumps(dataclasses.asdict(spec)))
 
 
 def _read_json(path: Path) -> Any:
@@ -521,94 +369,7 @@ def _read_json(path: Path) -> Any:
 
 def _write_json(path: Path, data: Any) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(f".{path.name}.partial-{os.getpid()}")
-    partial.write_text(json.dumps(data, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
-    os.replace(partial, path)
-
-
-# ---- screening out singing -----------------------------------------------------------------------------------
-
-
-def window_starts(seconds: float, windows: int = SCREEN_WINDOWS, length: float = SCREEN_WINDOW_SECONDS) -> list[float]:
-    """Start times of up to ``windows`` evenly spaced windows of ``length`` seconds inside ``seconds``."""
-    count = min(windows, int(seconds // length))
-    if count <= 0:
-        return []
-    if count == 1:
-        return [max(0.0, (seconds - length) / 2)]
-    step = (seconds - length) / (count - 1)
-    return [round(index * step, 3) for index in range(count)]
-
-
-class ModelLevels:
-    """The bundled model's vocals level per window: 10 log10(vocals energy / mixture energy), in dB."""
-
-    def __init__(self, model: str | None = None) -> None:
-        from unet_sep import Separator
-        from unet_sep.weights.registry import default_model_name
-
-        self.model = model or default_model_name() or ""
-        if not self.model:
-            raise FetchError("no bundled model to screen with: pass --skip-screen")
-        self.separator = Separator.from_pretrained(self.model, device="cpu")
-
-    def __call__(self, path: Path, seconds: float) -> list[float | None]:
-        from unet_sep.audio import read_audio, resample
-
-        windows = []
-        for start in window_starts(seconds):
-            audio, rate = read_audio(path, offset=start, duration=SCREEN_WINDOW_SECONDS)
-            mono = resample(audio.mean(axis=0, keepdims=True).astype(np.float32), rate, SCREEN_RATE)
-            windows.append(mono[:, : int(SCREEN_WINDOW_SECONDS * SCREEN_RATE)])
-        length = min((w.shape[1] for w in windows), default=0)
-        if length == 0:
-            return []
-        batch = np.stack([w[:, :length] for w in windows])
-        vocals = np.asarray(self.separator.separate(batch, SCREEN_RATE)["vocals"])
-        return [vocals_level_db(v, m) for v, m in zip(vocals, batch, strict=True)]
-
-
-def vocals_level_db(vocals: np.ndarray, mixture: np.ndarray) -> float | None:
-    """The vocals stem's energy against the mixture's in dB; None for a silent window."""
-    mix = float(np.sum(np.square(mixture, dtype=np.float64)))
-    if mix <= 1e-8 * mixture.size:
-        return None
-    return 10 * math.log10(max(float(np.sum(np.square(vocals, dtype=np.float64))), 1e-20) / mix)
-
-
-def screen_score(levels: list[float | None]) -> float | None:
-    """The 2nd highest window level (the highest when only one window has sound)."""
-    measured = sorted((v for v in levels if v is not None), reverse=True)
-    if not measured:
-        return None
-    return measured[1] if len(measured) > 1 else measured[0]
-
-
-def screen(records: list[dict[str, Any]], out: Path, levels_of: Callable[[Path, float], list[float | None]],
-           model_name: str, flag_db: float) -> None:
-    """Measure (or take from the cache) every candidate's window levels and exclude those above ``flag_db``."""
-    from tqdm import tqdm
-
-    cache_path = out / STATE_FOLDER / "screen.json"
-    settings = {"model": model_name, "windows": SCREEN_WINDOWS, "seconds": SCREEN_WINDOW_SECONDS,
-                "rate": SCREEN_RATE}
-    cache = _read_json(cache_path) or {}
-    if cache.get("settings") != settings:
-        cache = {"settings": settings, "levels": {}}
-    todo = [r for r in records if r["decision"] == "candidate"]
-    with tqdm(todo, desc="screening", unit="track", file=sys.stderr) as bar:
-        for record in bar:
-            if record["sha256"] not in cache["levels"]:
-                levels = levels_of(out / record["file"], record["seconds"])
-                cache["levels"][record["sha256"]] = [None if v is None else round(v, 2) for v in levels]
-                _write_json(cache_path, cache)
-            levels = cache["levels"][record["sha256"]]
-            score = screen_score(levels)
-            record["vocals_db"] = levels
-            record["vocals_score_db"] = score
-            if score is not None and score > flag_db:
-                record.update(decision="excluded",
-                              reason=f"vocals screen: 2nd highest window {score:.1f} dB > {flag_db:g} dB")
+    write_text_atomic(path, json.dumps(data, indent=1, ensure_ascii=False) + "\n")
 
 
 # ---- the whole run -------------------------------------------------------------------------------------------
@@ -629,32 +390,42 @@ def decide(records: list[dict[str, Any]], exclusions: dict[str, str]) -> None:
             seen[record["sha256"]] = record["track"]
 
 
+def placed_file(out: Path, record: dict[str, Any]) -> Path | None:
+    """Where a placed track's file is now: in the data set, set aside in ``<out>/.excluded``, or nowhere."""
+    for base in (out, out / EXCLUDED_FOLDER):
+        if (base / record["file"]).is_file():
+            return base / record["file"]
+    return None
+
+
 def finish(records: list[dict[str, Any]], out: Path, packages: Iterable[str], screened: bool) -> None:
-    """Mark the remaining candidates kept, remove the folders of excluded tracks, write the split and sources
-    files."""
-    kept_ids = set()
+    """Mark the remaining candidates kept; move each placed file into the data set if kept, else aside into
+    ``<out>/.excluded`` (to listen to, and so a re-run needs no extraction); remove other folders of these
+    packages (left by an earlier run); write the split and sources files."""
     for record in records:
         if record["decision"] == "candidate":
             record.update(decision="kept", reason="" if screened else "not screened")
-            kept_ids.add(record["track"])
+    for record in records:
+        if not record.get("file"):
+            continue
+        current = placed_file(out, record)
+        relative = record["file"] if record["decision"] == "kept" else f"{EXCLUDED_FOLDER}/{record['file']}"
+        if current is not None and current != out / relative:
+            (out / relative).parent.mkdir(parents=True, exist_ok=True)
+            os.replace(current, out / relative)
+            if not any(current.parent.iterdir()):
+                current.parent.rmdir()
+        record["file"] = relative
+    kept_ids = {r["track"] for r in records if r["decision"] == "kept"}
     for name in packages:
         for folder in out.glob(f"{glob_escape(name)}--*"):
             if folder.is_dir() and folder.name not in kept_ids:
                 shutil.rmtree(folder)
-    for record in records:
-        if record["decision"] != "kept":
-            record["file"] = None
     splits = {split: sorted(r["track"] for r in records if r["decision"] == "kept" and r["split"] == split)
               for split in SPLITS}
     _write_json(out / "splits.json", splits)
     _write_json(out / "SOURCES.json", records)
-    _write_text(out / "SOURCES.md", sources_markdown(records))
-
-
-def _write_text(path: Path, text: str) -> None:
-    partial = path.with_name(f".{path.name}.partial-{os.getpid()}")
-    partial.write_text(text, encoding="utf-8")
-    os.replace(partial, path)
+    write_text_atomic(out / "SOURCES.md", sources_markdown(records))
 
 
 def _cell(value: Any) -> str:
@@ -680,7 +451,7 @@ def sources_markdown(records: list[dict[str, Any]]) -> str:
         score = r.get("vocals_score_db")
         lines.append("| " + " | ".join(_cell(v) for v in [
             r["track"], r["split"], r["decision"], r["reason"], r["package"], r["version"], path,
-            None if r["seconds"] is None else f"{r['seconds']:.1f}", r["sample_rate"], r["channels"],
+            f"{r['seconds']:.1f}", r["sample_rate"], r["channels"],
             None if score is None else f"{score:.1f}", r["license"], r["copyright"][:120], r["sha256"][:16],
         ]) + " |")
     return "\n".join(lines) + "\n"
@@ -702,9 +473,10 @@ def summary_table(records: list[dict[str, Any]], failed: list[str]) -> str:
     return "\n".join(lines)
 
 
-def run(out: Path, specs: dict[str, PackageSpec], debs: Path, screen_with: Callable[[], ModelLevels] | None,
+def run(out: Path, specs: dict[str, PackageSpec], debs: Path, levels_of: LevelFunction | None, model_name: str = "",
         flag_db: float = VOCALS_FLAG_DB, exclusions: dict[str, str] | None = None) -> tuple[list[dict], list[str]]:
-    """Fetch, extract and screen the packages of ``specs``; write the data set. Returns (records, failed)."""
+    """Fetch, extract and screen the packages of ``specs`` (no screening without ``levels_of``) and write the data
+    set. Returns the records of every file considered and the packages that failed."""
     ordered = sorted(specs.values(), key=lambda s: (SPLITS[::-1].index(s.split), s.name))
     records: list[dict[str, Any]] = []
     failed = []
@@ -713,14 +485,15 @@ def run(out: Path, specs: dict[str, PackageSpec], debs: Path, screen_with: Calla
             deb = fetch_deb(spec.name, debs)
             records.extend(package_records(spec, deb, out))
             print(f"{spec.name}: {deb.name}", file=sys.stderr)
-        except FetchError as error:
-            print(f"error: {error}", file=sys.stderr)
+        except (FetchError, OSError) as error:
+            print(f"error: {error}" if isinstance(error, FetchError) else f"error: {spec.name}: {error}",
+                  file=sys.stderr)
             failed.append(spec.name)
     decide(records, exclusions or {})
-    if screen_with is not None:
-        levels = screen_with()
-        screen(records, out, levels, getattr(levels, "model", "stub"), flag_db)
-    finish(records, out, [s.name for s in ordered if s.name not in failed], screened=screen_with is not None)
+    if levels_of is not None:
+        screen(records, lambda record: placed_file(out, record), out / STATE_FOLDER / "screen.json", levels_of,
+               model_name, flag_db)
+    finish(records, out, [s.name for s in ordered if s.name not in failed], screened=levels_of is not None)
     return records, failed
 
 
@@ -730,27 +503,35 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--packages", default=None, help="comma-separated packages of packages.json (default: all)")
     parser.add_argument("--debs", type=Path, default=None, help="where .deb files are kept (default: OUT/.debs)")
     parser.add_argument("--skip-screen", action="store_true", help="keep every track without the vocals screen")
+    parser.add_argument("--table", type=Path, default=PACKAGES_FILE, help="the package table (packages.json)")
+    parser.add_argument("--exclude", type=Path, default=EXCLUDE_FILE, help="tracks excluded by hand (exclude.json)")
     parser.add_argument("--vocals-flag-db", type=float, default=VOCALS_FLAG_DB,
                         help=f"exclude tracks whose 2nd loudest window's vocals level is above this (dB, "
                              f"default {VOCALS_FLAG_DB:g})")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
     try:
-        specs = load_packages()
-        exclusions = load_exclusions()
+        specs = load_packages(args.table)
+        exclusions = load_exclusions(args.exclude)
         if args.packages:
             names = [n.strip() for n in args.packages.split(",") if n.strip()]
             unknown = [n for n in names if n not in specs]
             if unknown:
-                raise FetchError(f"--packages: not in {PACKAGES_FILE.name}: {', '.join(unknown)}; "
+                raise FetchError(f"--packages: not in {args.table}: {', '.join(unknown)}; "
                                  f"known: {', '.join(specs)}")
             specs = {n: specs[n] for n in names}
         debs = args.debs if args.debs is not None else args.out / ".debs"
-        screen_with = None if args.skip_screen else ModelLevels
-        records, failed = run(args.out, specs, debs, screen_with, args.vocals_flag_db, exclusions)
+        model = "" if args.skip_screen else default_model_name()
+        if model is None:
+            raise FetchError("this unet-sep has no bundled model to screen with: pass --skip-screen")
+        levels_of = None if args.skip_screen else ModelLevels(model)
+        records, failed = run(args.out, specs, debs, levels_of, model, args.vocals_flag_db, exclusions)
     except FetchError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    except OSError as error:  # writing the data set's own files (disk full, permissions)
+        print(f"error: {error}", file=sys.stderr)
+        return 1
     print(summary_table(records, failed))
     print(f"wrote {args.out}/splits.json, SOURCES.json, SOURCES.md")
     if failed:
