@@ -6,13 +6,14 @@ of produced accompaniments (issue 26).
 
 For every package of ``packages.json`` (or those named): ``apt-get download`` into ``--debs`` (a .deb already there
 is reused), ``dpkg-deb -x`` into a temporary folder, take the music files its globs name (and the members of its zip
-archives), drop files shorter than 30 s and files identical (sha256) to one already taken, and put each as it is
-(no re-encoding) at ``<out>/<package>--<slug>/accompaniment.<ext>``. Then the bundled model screens out tracks with
-singing, and ``exclude.json`` drops tracks by hand. Written beside the tracks: ``splits.json`` (split by package),
-``SOURCES.json`` and ``SOURCES.md`` (every file considered: package, version, path, sha256, length, license and
-authors from the package's copyright file, split, decision and reason). Running again with the same ``--out`` reuses
-what is done (``<out>/.state``). A package that cannot be fetched or extracted is named on one line; the others go
-on, and the exit status is 1. See README.md in this folder.
+archives), drop files shorter than 30 s, files identical (sha256) to one already taken and files unet-sep's decoder
+refuses, and put each as it is (no re-encoding) at ``<out>/<package>--<slug>/accompaniment.<ext>``. Then the bundled
+model screens out tracks with singing (screening.py), and ``exclude.json`` drops tracks by hand; their files are set
+aside in ``<out>/.excluded``. Written beside the tracks: ``splits.json`` (split by package), ``SOURCES.json`` and
+``SOURCES.md`` (every file considered: package, version, path, sha256, length, license and authors from the
+package's copyright file (debian_copyright.py), split, decision and reason). Running again with the same ``--out``
+reuses what is done (``<out>/.state``). A package that cannot be fetched or extracted is named on one line; the
+others go on, and the exit status is 1. See README.md in this folder.
 """
 
 from __future__ import annotations
