@@ -3,6 +3,7 @@ singers, then write float16 weights and the config into the package.
 
     python recipes/mir1k/export_bundled.py --run runs/mir1k-singers-ft [--exponents 1,1.5,2]
                                            [--dest unet_sep/pretrained/mir1k-vocals-accompaniment]
+                                           [--weights runs/NAME/checkpoints/step-N/average.safetensors]
                                            [--provenance '{"steps": 24000, ...}']
 
 A run whose training split holds the validation singers (``data.train_split`` "train+valid", the last stage) cannot
@@ -27,6 +28,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from safetensors.torch import load_file
 
 from unet_sep import Separator
 from unet_sep.audio import read_audio
@@ -94,9 +96,14 @@ def main() -> None:
     parser.add_argument("--dest", type=Path, default=DEST)
     parser.add_argument("--data", type=Path, default=MIR1K)
     parser.add_argument("--provenance", default="{}", help="JSON merged into the config's provenance")
+    parser.add_argument("--weights", type=Path, default=None,
+                        help="export these weights instead of the run's best model, e.g. a checkpoint's weight "
+                             "average: runs/NAME/checkpoints/step-N/average.safetensors")
     args = parser.parse_args()
 
     config, net = load_model(args.run)
+    if args.weights is not None:
+        net.load_state_dict(load_file(str(args.weights)))
     exponents = [float(x) for x in args.exponents.split(",")]
     trained_on_valid = trained_on(args.run, validation_names(args.data))
     if trained_on_valid and len(exponents) != 1:
