@@ -27,20 +27,23 @@ dependencies = ["torch", "numpy", "soundfile", "av", "soxr", "safetensors", "tqd
 DEFAULT_MODEL = "mir1k-vocals-accompaniment"  # the bundled model (unet_sep/pretrained/), which the CLI defaults to
 
 
-def separator(name: str = DEFAULT_MODEL, device: str = "auto", **options: Any) -> Separator:
+def separator(name: str = DEFAULT_MODEL, device: str | None = None, **options: Any) -> Separator:
     """A ``unet_sep.Separator``: ``separator.separate(waveform, sample_rate)`` returns ``{stem: waveform}``.
 
     Args:
         name: a registered model name (``unet-sep models`` lists them) or a model folder, as
             ``Separator.from_pretrained`` takes; default: the bundled model. A downloadable model is fetched
             into the cache on first use.
-        device: "auto" (CUDA, then MPS, then the CPU), "cpu", "cuda", "cuda:N" or "mps".
-        options: the ``Separator``'s settings: segmentation, overlap, batch_size, mask_extension,
-            channels_last, optimize, precision, compile.
+        device: "auto" (CUDA, then MPS, then the CPU), "cpu", "cuda", "cuda:N" or "mps" (default: the
+            ``Separator``'s); the second argument after the entry's name, or a keyword.
+        options: the ``Separator``'s other settings (``unet_sep.separate.settings.SeparationSettings``' fields:
+            segmentation, overlap, batch_size, mask_extension, precision, wiener_iterations, ...).
     """
     from unet_sep import Separator
 
-    return Separator.from_pretrained(name, device=device, **options)
+    if device is not None:
+        options["device"] = device
+    return Separator.from_pretrained(name, **options)
 
 
 def network(name: str = DEFAULT_MODEL, device: str = "cpu") -> tuple[ModelConfig, StemsNet]:

@@ -261,7 +261,7 @@ def agreement(args: argparse.Namespace) -> None:
                 if name == "stream (before)":  # no length announced: the plan of streams
                     out = streamed(separator, audio, rate)
                     stems = {stem: out[i, 0] for i, stem in enumerate(separator.stems)}
-                    count = separator.runner.plan.count(total)
+                    count = separator.runner.settings.plan.count(total)
                 else:
                     stems = separator.separate(audio, rate)
                     count = separator.runner.plan_for(audio.shape[-1]).count(total)

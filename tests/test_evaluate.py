@@ -28,6 +28,7 @@ from unet_sep.data.musdb_support import import_museval
 from unet_sep.evaluate import score as score_module
 from unet_sep.evaluate.plan import plan_evaluation
 from unet_sep.evaluate.score import load_track_json, mix_at_0db, sisec_medians
+from unet_sep.separate.settings import SeparationSettings
 
 museval = import_museval()  # importable without ffmpeg/ffprobe (a stand-in for stempeg then)
 RATE = 16000
@@ -312,7 +313,7 @@ def test_bad_arguments_one_line_and_exit_2(tmp_path, model, musdb_root, stems_di
 
 def planned(model: Path, out: Path, **options) -> tuple:
     """What an evaluation plan holds about its data: (settings, description, tracks, rate, channels)."""
-    evaluation = plan_evaluation(str(model), out, device="cpu", **options)
+    evaluation = plan_evaluation(str(model), out, settings=SeparationSettings(device="cpu"), **options)
     return (evaluation.data, evaluation.description, evaluation.track_names, evaluation.sample_rate,
             evaluation.channels)
 

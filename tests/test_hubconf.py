@@ -95,7 +95,7 @@ def test_the_github_form_lists_explains_and_loads(hub_cache, tmp_path):
     separator = torch.hub.load(hub_cache, "separator", name="mir1k-vocals-accompaniment", device="cpu",
                                batch_size=3, trust_repo=True)
     assert isinstance(separator, Separator) and separator.stems == ["vocals", "accompaniment"]
-    assert separator.runner.batch_size == 3 and separator.sample_rate == 16000
+    assert separator.runner.settings.batch_size == 3 and separator.sample_rate == 16000
     # the name as the first argument after the entry's (torch.hub.load's own "model" is the entry's name)
     assert torch.hub.load(hub_cache, "separator", "mir1k-vocals-accompaniment", "cpu", trust_repo=True).stems == [
         "vocals", "accompaniment"]

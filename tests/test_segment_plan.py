@@ -75,7 +75,7 @@ def test_arrays_run_the_song_plan_and_agree_with_a_whole_pass(loaded):
     sizes = count_batches(separator)
     stems = separator.separate(audio, RATE)
     assert taken == [[0, 448, 896, 1216]] and sum(sizes) == 4
-    assert separator.runner.plan.count(_frames(audio.shape[-1])) == 5  # the plan of streams of unknown length
+    assert separator.runner.settings.plan.count(_frames(audio.shape[-1])) == 5  # the plan of streams of unknown length
     whole = _whole_pass(loaded, audio)
     hard_cuts = Separator(net, config, device="cpu", segmentation="spleeter").separate(audio, RATE)
     agree = _agreement(whole, stems, audio.shape[-1])
@@ -99,8 +99,8 @@ def test_a_stream_with_its_length_equals_separate_and_one_without_keeps_the_stre
         assert unknown.shape == known.shape
         assert 40.0 < snr_db(whole["vocals"], unknown[0, 0]) < 120.0  # close, and really another plan
     total = _frames(audio.shape[1])
-    assert taken == [[0, 448, 832], separator.runner.plan.starts(total)] * 2
-    assert separator.runner.plan.starts(total) == [0, 384, 768, 832]
+    assert taken == [[0, 448, 832], separator.runner.settings.plan.starts(total)] * 2
+    assert separator.runner.settings.plan.starts(total) == [0, 384, 768, 832]
 
 
 @pytest.mark.parametrize("announced", [1, 0.6, 0.97, 1.03, 10.0])

@@ -11,7 +11,7 @@ from unet_sep.separate.segments import SegmentPlan
 
 @pytest.mark.parametrize("total", [1, 37, 511, 512, 513, 900, 1291, 1300, 5000, 12345])
 def test_overlapped_segments_waste_less_than_one_stride_of_padding(total):
-    plan = SegmentPlan.create(512, 0.25, 64)
+    plan = SegmentPlan.create(512, 0.25, 64, "overlap")
     starts = plan.starts(total)
     assert starts[0] == 0 and all(s % 64 == 0 for s in starts)
     assert all(b > a for a, b in zip(starts, starts[1:], strict=False))
@@ -32,20 +32,24 @@ def _overlaps(plan, total):
 
 
 def test_settings_give_the_stream_hop_of_today_and_the_least_overlap_of_song_plans():
-    default = SegmentPlan.create(512, None, 64)
+    default = SegmentPlan.create(512, None, 64, "overlap")
     assert (default.hop, default.min_overlap, default.fit_end) == (384, 64, True)  # streams: 25 %, as before
-    assert (SegmentPlan.create(512, 0.25, 64).hop, SegmentPlan.create(512, 0.25, 64).min_overlap) == (384, 128)
-    assert (SegmentPlan.create(512, 0.1, 64).hop, SegmentPlan.create(512, 0.1, 64).min_overlap) == (448, 64)
-    assert (SegmentPlan.create(512, 0.0, 64).hop, SegmentPlan.create(512, 0.0, 64).min_overlap) == (512, 0)
-    assert (SegmentPlan.create(256, None, 64).hop, SegmentPlan.create(256, None, 64).min_overlap) == (192, 64)
-    assert SegmentPlan.create(64, None, 64).min_overlap == 0  # one stride step per segment: no overlap on the grid
+    def hop_and_least(frames, overlap):
+        plan = SegmentPlan.create(frames, overlap, 64, "overlap")
+        return plan.hop, plan.min_overlap
+
+    assert hop_and_least(512, 0.25) == (384, 128)
+    assert hop_and_least(512, 0.1) == (448, 64)
+    assert hop_and_least(512, 0.0) == (512, 0)
+    assert hop_and_least(256, None) == (192, 64)
+    assert hop_and_least(64, None) == (64, 0)  # one stride step per segment: no overlap on the grid
     exact = SegmentPlan.create(512, None, 64, "spleeter")
     assert exact.for_length(1296) is exact
 
 
 @pytest.mark.parametrize("frames, overlap", [(512, None), (512, 0.25), (256, None), (512, 0.5), (512, 0.0)])
 def test_song_plans_run_the_fewest_segments_that_keep_the_least_overlap(frames, overlap):
-    stream = SegmentPlan.create(frames, overlap, 64)
+    stream = SegmentPlan.create(frames, overlap, 64, "overlap")
     least = stream.min_overlap
     longest = (frames - least) // 64 * 64  # the longest hop on the grid that keeps the least overlap
     for total in list(range(1, 3 * frames, 7)) + [5000, 12345, 25844]:
@@ -64,7 +68,7 @@ def test_song_plans_run_the_fewest_segments_that_keep_the_least_overlap(frames, 
 def test_segment_counts_of_songs_against_spleeter_exact():
     """Songs at 44.1 kHz (hop 1024, 4096 zeros in front): per-song plans run as many segments as Spleeter up to a
     minute; longer songs need more, since 64 frames of every 512 are overlap (at most 8 / 7 of Spleeter's)."""
-    default = SegmentPlan.create(512, None, 64)
+    default = SegmentPlan.create(512, None, 64, "overlap")
     exact = SegmentPlan.create(512, None, 64, "spleeter")
     counts = {}
     for seconds in (10, 30, 60, 180, 600):
@@ -77,7 +81,7 @@ def test_segment_counts_of_songs_against_spleeter_exact():
 def test_a_wrong_expected_length_keeps_every_overlap_and_covers_the_real_one(expected):
     """The hop comes from the expected length; whatever the real length, the fitted end segment reaches it, the
     overlaps stay at least the least overlap, and a small error costs at most one segment."""
-    plan = SegmentPlan.create(512, None, 64).for_length(expected)
+    plan = SegmentPlan.create(512, None, 64, "overlap").for_length(expected)
     right = plan.count(expected)
     for real in sorted({1, 100, 511, 512, 513, expected // 2, expected - 3, expected + 3, expected + 40,
                         int(expected * 1.3) + 1, 3 * expected + 700} - {-2, -1, 0}):
@@ -90,7 +94,7 @@ def test_a_wrong_expected_length_keeps_every_overlap_and_covers_the_real_one(exp
 
 
 def test_streams_keep_linear_ramps_and_song_plans_square_them():
-    stream = SegmentPlan.create(512, None, 64)
+    stream = SegmentPlan.create(512, None, 64, "overlap")
     t = torch.arange(512, dtype=torch.float32)
     linear = torch.clamp(torch.minimum((t + 1) / 129, (512 - t) / 129), max=1.0)  # overlap 128: 129-step ramps
     assert torch.equal(stream.weights(), linear)
@@ -99,6 +103,6 @@ def test_streams_keep_linear_ramps_and_song_plans_square_them():
     ramp = torch.clamp(torch.minimum((t + 1) / 65, (512 - t) / 65), max=1.0)
     assert torch.allclose(song.weights(), ramp**2) and float(song.weights().min()) == pytest.approx(1 / 65**2)
     assert torch.equal(song.weights(), song.weights().flip(0)) and float(song.weights()[64:448].min()) == 1.0
-    no_overlap = SegmentPlan.create(512, 0.0, 64)
+    no_overlap = SegmentPlan.create(512, 0.0, 64, "overlap")
     assert torch.equal(no_overlap.for_length(1024).weights(), torch.ones(512))  # two segments end to end
     assert no_overlap.for_length(1296).hop == 448  # three: the spare 128 frames become overlap

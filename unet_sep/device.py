@@ -19,7 +19,7 @@ def _mps_available() -> bool:
     return getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()
 
 
-def resolve_device(device: str | torch.device = "auto") -> torch.device:
+def resolve_device(device: str | torch.device) -> torch.device:
     """"auto" picks CUDA, then Apple's MPS, then the CPU; anything else must name a device this machine has.
 
     Raises :class:`~unet_sep.errors.SettingError` (setting ``device``) for a name that is not a device, a device
@@ -65,7 +65,7 @@ def _mps_runs_separation() -> bool:
         return False
 
 
-def separation_device(device: str | torch.device = "auto") -> torch.device:
+def separation_device(device: str | torch.device) -> torch.device:
     """:func:`resolve_device`, except that MPS becomes the CPU (with a warning) where this PyTorch build cannot
     run the STFT and the U-Nets on it."""
     chosen = resolve_device(device)
@@ -75,7 +75,7 @@ def separation_device(device: str | torch.device = "auto") -> torch.device:
     return chosen
 
 
-def process_device(requested: str | torch.device = "auto", ranks: Ranks | None = None,
+def process_device(requested: str | torch.device, ranks: Ranks | None = None,
                    exclusive: bool = False) -> torch.device:
     """The device this process works on (``unet-sep separate`` and training alike), made the current CUDA device.
 

@@ -12,6 +12,7 @@ import typer
 from unet_sep.cli.common import MAX_THREADS, print_error, setting_error_exit, setup_logging
 from unet_sep.cli.process import interrupted_exit_code
 from unet_sep.config import MAX_WIENER_ITERATIONS
+from unet_sep.separate.settings import SeparationSettings
 
 if TYPE_CHECKING:
     from unet_sep.evaluate.evaluation import Evaluation, EvaluationResult
@@ -47,12 +48,13 @@ def evaluate(
     tracks: Optional[int] = typer.Option(None, "--tracks", help="Score only the first N tracks (quick checks)."),
     mir1k_mixing: bool = typer.Option(False, "--mir1k-mixing", help="MIR-1K protocol: voice and accompaniment mixed "
                                       "at 0 dB; adds GNSDR, GSIR, GSAR (whole-clip BSS Eval, length-weighted)."),
-    wiener_iterations: Optional[int] = typer.Option(None, "--wiener-iterations", metavar="N", help="Multichannel "
+    wiener_iterations: Optional[int] = typer.Option(SeparationSettings.wiener_iterations, "--wiener-iterations",
+                                                    metavar="N", help="Multichannel "
                                                     f"Wiener filter iterations (0 to {MAX_WIENER_ITERATIONS}) for "
                                                     "every model scored; "
                                                     "default: each model's own. Another value is scored as its own "
                                                     "method, <model>-wiener<N>."),
-    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:N or mps."),
+    device: str = typer.Option(SeparationSettings.device, "--device", help="auto, cpu, cuda, cuda:N or mps."),
     threads: Optional[int] = typer.Option(None, "--threads", min=1, max=MAX_THREADS,
                                           help="CPU threads for torch (default: all cores)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
@@ -67,13 +69,12 @@ def evaluate(
     from unet_sep.evaluate.evaluation import EvaluationError
     from unet_sep.evaluate.plan import plan_evaluation
 
-    model_name, out_dir = _check_evaluate_options(model, out, tracks, threads, device, wiener_iterations)
+    model_name, out_dir, settings = _check_evaluate_options(model, out, tracks, threads, device, wiener_iterations)
     try:
         evaluation = plan_evaluation(
             model_name, out_dir, data=data, data_options=data_option, musdb_root=musdb_root, subset=subset,
             is_wav=is_wav, stems_dir=stems_dir, split_file=split_file, split_group=split_group, split=split,
-            compare=compare, max_tracks=tracks, mir1k_mixing=mir1k_mixing, device=device,
-            wiener_iterations=wiener_iterations,
+            compare=compare, max_tracks=tracks, mir1k_mixing=mir1k_mixing, settings=settings,
         )
     except EvaluationError as error:
         print_error(str(error))
@@ -83,9 +84,10 @@ def evaluate(
 
 
 def _check_evaluate_options(model: Optional[str], out: Optional[Path], tracks: Optional[int], threads: Optional[int],
-                            device: str, wiener_iterations: Optional[int]) -> tuple[str, Path]:
+                            device: str, wiener_iterations: Optional[int]) -> tuple[str, Path, SeparationSettings]:
     """The options of ``evaluate`` that need no data or model: exit 2 with one line if one is missing or wrong;
-    the model and the results folder."""
+    the model, the results folder and the separation's settings (a device the machine lacks is an option error,
+    before models and data load)."""
     if model is None or out is None:
         print_error("--model and --out are required (see unet-sep evaluate --help)")
         raise typer.Exit(2)
@@ -96,17 +98,13 @@ def _check_evaluate_options(model: Optional[str], out: Optional[Path], tracks: O
         import torch
 
         torch.set_num_threads(threads)
-    from unet_sep.device import resolve_device
     from unet_sep.errors import SettingError
-    from unet_sep.separate.wiener_window import WienerSettings
 
     try:
-        resolve_device(device)  # a device the machine lacks is an option error, before models and data load
-        if wiener_iterations is not None:
-            WienerSettings.create(wiener_iterations, None, "overlap")
+        settings = SeparationSettings(device=device, wiener_iterations=wiener_iterations)
     except SettingError as error:
         raise setting_error_exit(error) from None
-    return model, out
+    return model, out, settings
 
 
 def _run_evaluation(evaluation: Evaluation, out: Path, progress: bool) -> tuple[EvaluationResult, list, dict]:

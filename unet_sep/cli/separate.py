@@ -16,9 +16,17 @@ from unet_sep.cli.progress import ProgressBars
 from unet_sep.config import DEFAULT_WIENER_WINDOW, MASK_EXTENSIONS, MAX_WIENER_ITERATIONS, PRECISIONS
 from unet_sep.errors import one_line
 from unet_sep.separate.outputs import DEFAULT_TEMPLATE
+from unet_sep.separate.settings import (
+    BACKENDS,
+    CPU_BATCH_SIZE,
+    DEFAULT_BACKEND,
+    GPU_BATCH_SIZE,
+    MAX_BATCH_SIZE,
+    MAX_OVERLAP,
+    SeparationSettings,
+)
 
 if TYPE_CHECKING:
-    import torch
 
     from unet_sep.separate.files import FileEvent, FileOptions
     from unet_sep.separate.pipeline import FilePipeline
@@ -46,6 +54,21 @@ _WIENER_HELP = (f"Multichannel Wiener filter: N EM iterations after the masks, 0
                 "and Spleeter models).")
 _WINDOW_HELP = ("STFT frames the Wiener filter's statistics span (0: the whole track, memory grows with its "
                 f"length). Default: the whole track with --segmentation spleeter, else {DEFAULT_WIENER_WINDOW} frames.")
+
+# The settings' defaults are SeparationSettings' (each option's default is its field's); the help says what a None
+# default becomes from the constants resolve() uses.
+_DEFAULT = SeparationSettings
+_DEVICE_HELP = ("auto, cpu, cuda, cuda:N or mps (under torchrun, auto or cuda: local rank r takes GPU r, round the "
+                "GPUs when there are more ranks).")
+_BATCH_HELP = (f"Segments per U-Net batch, 1 to {MAX_BATCH_SIZE}. Default: {CPU_BATCH_SIZE} on the CPU, "
+               f"{GPU_BATCH_SIZE} on a GPU.")
+_OVERLAP_HELP = (f"Least overlap between segments, as a fraction of a segment from 0 to {MAX_OVERLAP} (cross-faded). "
+                 "Default: one stride step of the model's U-Nets (2^depth STFT frames), the fewest segments per song.")
+_SEGMENTATION_HELP = ("overlap (overlapping segments, their masks cross-faded) or spleeter (back-to-back segments, "
+                      "Spleeter's exact output).")
+_BACKEND_HELP = (f"What runs the U-Nets: {_spelled(BACKENDS)} (the U-Nets exported to ONNX once, kept in the cache, "
+                 f"and run by ONNX Runtime; fp32; needs unet-sep[onnx]). Default: {DEFAULT_BACKEND}; onnxruntime for a "
+                 ".onnx --model.")
 
 _READERS_HELP = ("Threads decoding the next inputs while the model computes, 1 to 64. Default: 2 on the CPU; with a "
                  "GPU, the cores this process may use less one (shared out among torchrun's local ranks).")
@@ -87,18 +110,16 @@ def separate(
     offset: float = typer.Option(0.0, "--offset", help="Start this many seconds into each input."),
     duration: Optional[float] = typer.Option(None, "--duration", help="Separate only this many seconds (default: to "
                                              "the end; nothing is cut silently)."),
-    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:N or mps (under torchrun, auto or "
-                               "cuda: local rank r takes GPU r, round the GPUs when there are more ranks)."),
-    batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Segments per U-Net batch (default: 2 on the "
-                                             "CPU, 8 on a GPU)."),
-    overlap: Optional[float] = typer.Option(None, "--overlap", help="Least overlap between segments, as a fraction "
-                                            "of a segment from 0 to 0.75 (cross-faded). Default: one stride step "
-                                            "(64 frames for Spleeter's U-Nets), the fewest segments per song."),
-    segmentation: str = typer.Option("overlap", "--segmentation", help="overlap (default) or spleeter (back-to-back "
-                                     "segments, Spleeter's exact output)."),
-    mask_extension: Optional[str] = typer.Option(None, "--mask-extension", help=_MASK_EXTENSION_HELP),
-    wiener_iterations: Optional[int] = typer.Option(None, "--wiener-iterations", metavar="N", help=_WIENER_HELP),
-    wiener_window: Optional[int] = typer.Option(None, "--wiener-window", metavar="FRAMES", help=_WINDOW_HELP),
+    device: str = typer.Option(_DEFAULT.device, "--device", help=_DEVICE_HELP),
+    batch_size: Optional[int] = typer.Option(_DEFAULT.batch_size, "--batch-size", help=_BATCH_HELP),
+    overlap: Optional[float] = typer.Option(_DEFAULT.overlap, "--overlap", help=_OVERLAP_HELP),
+    segmentation: str = typer.Option(_DEFAULT.segmentation, "--segmentation", help=_SEGMENTATION_HELP),
+    mask_extension: Optional[str] = typer.Option(_DEFAULT.mask_extension, "--mask-extension",
+                                                 help=_MASK_EXTENSION_HELP),
+    wiener_iterations: Optional[int] = typer.Option(_DEFAULT.wiener_iterations, "--wiener-iterations", metavar="N",
+                                                    help=_WIENER_HELP),
+    wiener_window: Optional[int] = typer.Option(_DEFAULT.wiener_window, "--wiener-window", metavar="FRAMES",
+                                                help=_WINDOW_HELP),
     sample_rate: Optional[int] = typer.Option(None, "--sample-rate", metavar="HZ", help="Write stems at this rate, "
                                               "8000 to 192000 Hz (default: each input's own rate)."),
     threads: Optional[int] = typer.Option(None, "--threads", min=1, max=MAX_THREADS, help="CPU threads for torch "
@@ -106,14 +127,11 @@ def separate(
                                           "local ranks)."),
     readers: Optional[int] = typer.Option(None, "--readers", help=_READERS_HELP),
     writers: Optional[int] = typer.Option(None, "--writers", help=_WRITERS_HELP),
-    precision: str = typer.Option("fp32", "--precision",
+    precision: str = typer.Option(_DEFAULT.precision, "--precision",
                                   help=f"U-Net arithmetic: {_spelled(PRECISIONS)} (autocast; for GPUs)."),
-    compile_net: bool = typer.Option(False, "--compile",
+    compile_net: bool = typer.Option(_DEFAULT.compile, "--compile",
                                      help="Run the U-Nets through torch.compile (slow first call)."),
-    backend: Optional[str] = typer.Option(None, "--backend", help="What runs the U-Nets: torch or onnxruntime (the "
-                                          "U-Nets exported to ONNX once, kept in the cache, and run by ONNX Runtime; "
-                                          "fp32; needs unet-sep[onnx]). Default: torch; onnxruntime for a .onnx "
-                                          "--model."),
+    backend: Optional[str] = typer.Option(_DEFAULT.backend, "--backend", help=_BACKEND_HELP),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace existing outputs (default: skip inputs whose "
                                    "stems all exist)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
@@ -129,28 +147,21 @@ def separate(
     setup_logging(verbose)
     options = _file_options(out, template, fmt, bit_depth, bitrate, stems, two_stems, offset, duration, overwrite,
                             sample_rate, clip_mode)
-    model_options = dict(segmentation=segmentation, overlap=overlap, batch_size=batch_size,
-                         mask_extension=mask_extension, precision=precision, compile=compile_net, backend=backend,
-                         wiener_iterations=wiener_iterations, wiener_window=wiener_window)
+    from unet_sep.errors import SettingError
     from unet_sep.separate.ranks import SeparationRanks
 
     ranks = SeparationRanks()
     try:
-        _separate(ranks, inputs, options, model, _process_device(ranks, device), model_options, threads,
-                  dict(readers=readers, writers=writers), quiet)
+        try:  # the device first: this process's (one GPU per local rank), made current before anything goes on one
+            settings = SeparationSettings(
+                device=ranks.device(device), segmentation=segmentation, overlap=overlap, batch_size=batch_size,
+                mask_extension=mask_extension, precision=precision, compile=compile_net, backend=backend,
+                wiener_iterations=wiener_iterations, wiener_window=wiener_window)
+        except SettingError as error:
+            raise setting_error_exit(error) from None
+        _separate(ranks, inputs, options, model, settings, threads, dict(readers=readers, writers=writers), quiet)
     finally:
         ranks.close()
-
-
-def _process_device(ranks: SeparationRanks, device: str) -> torch.device:
-    """This process's device, made the current GPU before anything is put on one; one that cannot be used exits 2
-    with one line."""
-    from unet_sep.errors import SettingError
-
-    try:
-        return ranks.device(device)
-    except SettingError as error:
-        raise setting_error_exit(error) from None
 
 
 def _file_options(out: Path, template: str, fmt: str, bit_depth: Optional[str], bitrate: Optional[int],
@@ -168,13 +179,13 @@ def _file_options(out: Path, template: str, fmt: str, bit_depth: Optional[str], 
         raise setting_error_exit(error) from None
 
 
-def _load_pipeline(model: Optional[str], device: torch.device, model_options: dict, options: FileOptions,
+def _load_pipeline(model: Optional[str], settings: SeparationSettings, options: FileOptions,
                    stage_threads: dict) -> tuple[str, FilePipeline]:
-    """The model and the file pipeline around it; option and model errors exit 2 with one line."""
+    """The model's runner and the file pipeline around it; option and model errors exit 2 with one line."""
     from unet_sep.config import ConfigError
     from unet_sep.errors import SettingError
     from unet_sep.separate.pipeline import FilePipeline
-    from unet_sep.separate.separator import Separator
+    from unet_sep.separate.runner import NetworkRunner, load_network
     from unet_sep.weights.checkpoint import CheckpointError
     from unet_sep.weights.entries import ModelNotFoundError
     from unet_sep.weights.registry import default_model_name
@@ -185,8 +196,8 @@ def _load_pipeline(model: Optional[str], device: torch.device, model_options: di
                     "(see `unet-sep models`)")
         raise typer.Exit(2)
     try:
-        separator = Separator.from_pretrained(model_name, device=device, **model_options)
-        return model_name, FilePipeline(separator.runner, options, **stage_threads)
+        net, config, chosen = load_network(model_name, settings)
+        return model_name, FilePipeline(NetworkRunner(net, config, chosen), options, **stage_threads)
     except SettingError as error:
         raise setting_error_exit(error) from None
     except (ModelNotFoundError, CheckpointError, ConfigError, RuntimeError, ValueError) as error:
@@ -209,8 +220,7 @@ def _failure_text(error: BaseException | None) -> str:
 
 
 def _separate(ranks: SeparationRanks, inputs: list[str], options: FileOptions, model: Optional[str],
-              device: torch.device, model_options: dict, threads: Optional[int], stage_threads: dict,
-              quiet: bool) -> None:
+              settings: SeparationSettings, threads: Optional[int], stage_threads: dict, quiet: bool) -> None:
     import torch
 
     from unet_sep.separate.files import NotSeparatedError
@@ -222,7 +232,7 @@ def _separate(ranks: SeparationRanks, inputs: list[str], options: FileOptions, m
     if lead:
         for message in input_errors:
             print_error(message)
-    model_name, pipeline = _load_pipeline(model, device, model_options, options, stage_threads)
+    model_name, pipeline = _load_pipeline(model, settings, options, stage_threads)
     if not files and not ranks.group:
         raise typer.Exit(1)
 

@@ -6,12 +6,15 @@ from __future__ import annotations
 import hashlib
 import re
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from unet_sep.config import CONFIG_FILE, WEIGHTS_FILE
 from unet_sep.errors import ConfigError, one_line
 from unet_sep.evaluate.evaluation import BASELINES, MIXTURE, ORACLE, EvaluationError, Method
 from unet_sep.evaluate.score import find_result_files, load_track_json
+
+if TYPE_CHECKING:
+    from unet_sep.separate.settings import SeparationSettings
 
 __all__ = ["baseline_methods", "compare_method", "is_model_folder", "load_separator"]
 
@@ -33,12 +36,12 @@ def unique(name: str, taken: set[str]) -> str:
     return candidate
 
 
-def load_separator(name: str, device: str, wiener_iterations: int | None = None) -> tuple[Any, str, str]:
-    """(Separator, label, fingerprint) for a registered model name or a model folder; the fingerprint hashes
-    its config and weights files, so a retrained model under the same name is scored again.
+def load_separator(name: str, settings: SeparationSettings) -> tuple[Any, str, str]:
+    """(Separator, label, fingerprint) for a registered model name or a model folder separating with ``settings``;
+    the fingerprint hashes its config and weights files, so a retrained model under the same name is scored again.
 
-    ``wiener_iterations`` (default: the model's own) filters its stems; a value other than the model's own is
-    named in the label (``<model>-wiener<N>``) and the fingerprint, so its results do not mix with the model's."""
+    Wiener iterations (``settings.wiener_iterations``; None: the model's own) other than the model's own are named
+    in the label (``<model>-wiener<N>``) and the fingerprint, so their results do not mix with the model's."""
     from unet_sep.separate.separator import Separator
     from unet_sep.weights.checkpoint import CheckpointError
     from unet_sep.weights.download import sha256_of
@@ -49,7 +52,7 @@ def load_separator(name: str, device: str, wiener_iterations: int | None = None)
 
     try:
         folder = Path(resolve_model(name))
-        separator = Separator.from_pretrained(folder, device=device, wiener_iterations=wiener_iterations)
+        separator = Separator.from_pretrained(folder, settings=settings)
         # the weights' digest was taken (and remembered per file identity) when they were verified at load
         files = sha256_of(folder / CONFIG_FILE) + remembered_digest(folder / WEIGHTS_FILE, "sha256", sha256_of)
     except (ModelNotFoundError, CheckpointError, ConfigError, RuntimeError, ValueError, OSError) as error:
@@ -58,6 +61,7 @@ def load_separator(name: str, device: str, wiener_iterations: int | None = None)
         name_shown = name.removeprefix("hf://")  # ORG/REPO[@REVISION], not the cache's commit-hash folder
     else:
         name_shown = name if name in registered_models() else folder.resolve().name
+    wiener_iterations = settings.wiener_iterations
     if wiener_iterations is not None and wiener_iterations != separator.config.wiener_iterations:
         name_shown += f"-wiener{wiener_iterations}"
         files += f"wiener{wiener_iterations}"
@@ -68,14 +72,15 @@ def is_model_folder(path: Path) -> bool:
     return path.is_dir() and (path / CONFIG_FILE).is_file()
 
 
-def compare_method(entry: str, stems: list[str], device: str, tracks: list[str], taken: set[str],
-                   wiener_iterations: int | None = None) -> Method:
-    """A ``--compare`` entry: another model (name or folder; ``wiener_iterations`` as :func:`load_separator`), or
-    a folder of another method's museval per-track JSON (read for the ``tracks`` it has)."""
+def compare_method(entry: str, stems: list[str], settings: SeparationSettings, tracks: list[str],
+                   taken: set[str]) -> Method:
+    """A ``--compare`` entry: another model (name or folder), separating with ``settings`` as
+    :func:`load_separator`'s, or a folder of another method's museval per-track JSON (read for the ``tracks`` it
+    has)."""
     path = Path(entry).expanduser()
     if path.is_dir() and not is_model_folder(path):
         return _stored_method(entry, path, tracks, taken)
-    separator, name, fingerprint = load_separator(entry, device, wiener_iterations)
+    separator, name, fingerprint = load_separator(entry, settings)
     foreign = [s for s in separator.stems if s not in stems]
     if foreign:
         raise EvaluationError(

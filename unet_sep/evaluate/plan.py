@@ -25,6 +25,7 @@ from unet_sep.evaluate.evaluation import Evaluation, EvaluationError, Method
 from unet_sep.evaluate.methods import baseline_methods, compare_method, load_separator, unique
 from unet_sep.evaluate.score import VOICE
 from unet_sep.evaluate.selection import DataSelection
+from unet_sep.separate.settings import SeparationSettings
 
 __all__ = ["plan_evaluation"]
 
@@ -47,8 +48,7 @@ def plan_evaluation(
     compare: Sequence[str] = (),
     max_tracks: int | None = None,
     mir1k_mixing: bool = False,
-    device: str = "auto",
-    wiener_iterations: int | None = None,
+    settings: SeparationSettings | None = None,
 ) -> Evaluation:
     """Check the arguments, load the models and list the tracks; raise :class:`EvaluationError` on any problem.
 
@@ -66,8 +66,9 @@ def plan_evaluation(
         compare: more models (names or folders) and/or folders of another method's museval per-track JSON.
         max_tracks: the first N tracks only.
         mir1k_mixing: mix at 0 dB voice-to-accompaniment (MIR-1K's protocol) and add NSDR/GNSDR/GSIR/GSAR.
-        device: for the models.
-        wiener_iterations: Wiener filter iterations for every model scored (default: each model's own).
+        settings: how every model scored separates (its device, Wiener filter iterations, ...; default: the
+            defaults of :class:`~unet_sep.separate.settings.SeparationSettings`). Wiener iterations other than a
+            model's own make a method of their own (:func:`~unet_sep.evaluate.methods.load_separator`).
     """
     selection = DataSelection.from_options(
         data=data, data_options=data_options, musdb_root=musdb_root, subset=subset, is_wav=is_wav,
@@ -77,7 +78,8 @@ def plan_evaluation(
     source = selection.resolve()
     import_museval()  # a missing eval extra is one line now, not a failure per track
 
-    separator, label, fingerprint = load_separator(model, device, wiener_iterations)
+    settings = settings or SeparationSettings()
+    separator, label, fingerprint = load_separator(model, settings)
     stems = list(separator.stems)
     if mir1k_mixing and (VOICE not in stems or len(stems) < 2):
         raise EvaluationError(f"--mir1k-mixing needs a model with a {VOICE!r} stem and an accompaniment; "
@@ -89,7 +91,7 @@ def plan_evaluation(
     taken: set[str] = set()
     methods = [Method(unique(label, taken), "model", stems, model, separator=separator, fingerprint=fingerprint)]
     names = [spec.name for spec in specs]
-    methods += [compare_method(entry, stems, device, names, taken, wiener_iterations) for entry in compare]
+    methods += [compare_method(entry, stems, settings, names, taken) for entry in compare]
     stft = separator.config.stft
     methods += baseline_methods(stems, stft.n_fft, stft.hop_length)
     description = source.describe(config, config.test_split) + (", 0 dB mixing" if mir1k_mixing else "")

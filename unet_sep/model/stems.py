@@ -43,7 +43,7 @@ class StemsNet(nn.Module):
         return self.soft_masks(magnitude) * magnitude.unsqueeze(0)
 
 
-def inference_network(net: StemsNet, frames: int, bins: int, channels_last: bool = False) -> StemsNet:
+def inference_network(net: StemsNet, frames: int, bins: int, channels_last: bool) -> StemsNet:
     """``net`` made for inference on inputs ``[B, C, frames, bins]`` (channels-last or not): the same modules and
     parameters (none is copied), but each decoder's transposed convolution runs as a sub-pixel convolution
     (:class:`~unet_sep.model.subpixel.SubpixelDecoderBlock`), about 1.4x faster for Spleeter's U-Nets on the CPU,

@@ -44,10 +44,10 @@ def out_of_memory(runner: NetworkRunner, step: str, engine: SeparationStream | N
                   in_flight: int = 1) -> SeparationMemoryError:
     """The error of an input whose ``step`` (a key of :data:`STEPS`) ran out of memory on ``runner``'s device;
     ``engine``, the input's, says how long it is, ``in_flight`` how many inputs were being separated at once."""
-    device = runner.device
+    device, settings = runner.device, runner.settings
     where = "the CPU" if device.type == "cpu" else f"the GPU ({device})" if device.type == "cuda" else str(device)
-    problem = f"{where} ran out of memory {STEPS[step].format(batch=runner.batch_size)}"
-    whole_track = runner.wiener.active and runner.wiener.block is None
+    problem = f"{where} ran out of memory {STEPS[step].format(batch=settings.batch_size)}"
+    whole_track = settings.wiener.active and settings.wiener.block is None
     if whole_track and step != "batch":
         length = "" if engine is None else f" ({engine.received / runner.sample_rate / 60:.1f} min)"
         problem += f", with the Wiener filter's statistics over the whole track{length}"
@@ -56,8 +56,8 @@ def out_of_memory(runner: NetworkRunner, step: str, engine: SeparationStream | N
         advice.append(("wiener_window", DEFAULT_WIENER_WINDOW))
         if in_flight > 1:  # each input in flight holds its whole track until it ends
             advice.append(("readers", in_flight // 2))
-    elif runner.batch_size > 1:
-        advice.append(("batch_size", runner.batch_size // 2))
+    elif settings.batch_size > 1:
+        advice.append(("batch_size", settings.batch_size // 2))
     if device.type != "cpu":
         advice.append(("device", "cpu"))
     return SeparationMemoryError(problem, advice)

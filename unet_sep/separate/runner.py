@@ -6,33 +6,33 @@ A :class:`NetworkRunner` is what :class:`~unet_sep.separate.separator.Separator`
 :class:`~unet_sep.separate.stream.SeparationStream` per signal and the stages that bring a signal to the model's
 rate and channels and back (:mod:`unet_sep.separate.stages`); :meth:`NetworkRunner.run_ready` is the one loop
 that sends the ready segments of any number of engines through the U-Nets, a batch at a time.
+:func:`load_network` reads a model (name, folder or ONNX file) for one, with the settings it runs under.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable, Iterator, Sequence
 
 import torch
 
-from unet_sep.config import MASK_EXTENSIONS, PRECISIONS, ModelConfig
-from unet_sep.device import separation_device
+from unet_sep.config import CONFIG_FILE, ModelConfig
 from unet_sep.dsp.stft import num_frames
 from unet_sep.errors import SettingError
 from unet_sep.model.stems import StemsNet, freeze_for_inference, inference_network
-from unet_sep.separate.onnx_network import OnnxNetwork, require_onnxruntime
+from unet_sep.separate.onnx_network import OnnxNetwork
 from unet_sep.separate.segments import SegmentPlan
+from unet_sep.separate.settings import ResolvedSettings, SeparationSettings
 from unet_sep.separate.stages import InputStage, OutputStage
 from unet_sep.separate.stream import SeparationStream
-from unet_sep.separate.wiener_window import WienerSettings
-from unet_sep.weights.onnx_export import onnx_model_bytes
+from unet_sep.weights.checkpoint import load_model
+from unet_sep.weights.entries import ModelNotFoundError
+from unet_sep.weights.onnx_export import cached_onnx_export, onnx_model_bytes, read_onnx_config
+from unet_sep.weights.registry import resolve_model
 
 _AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
-BACKENDS = ("torch", "onnxruntime")
-# Most segments per U-Net batch: a batch's activations grow with it (Spleeter's U-Nets: about 0.2 GB per segment
-# and stem), and beyond a few dozen a GPU gains nothing more.
-MAX_BATCH_SIZE = 256
 
 
 @contextmanager
@@ -59,38 +59,37 @@ def convolution_precision(tf32: bool) -> Iterator[None]:
         cudnn.allow_tf32 = old
 
 
-def check_network_settings(precision: str = "fp32", backend: str = "torch", compile: bool = False,
-                           optimize: bool = False) -> None:
-    """A :class:`~unet_sep.errors.SettingError` for an unknown ``precision`` or ``backend``, or a setting the
-    backend cannot honour (onnxruntime runs the exported U-Nets in fp32, without ``compile`` or ``optimize``); for
-    onnxruntime, :class:`~unet_sep.extras.MissingExtraError` when it is not installed."""
-    if precision not in PRECISIONS:
-        raise SettingError("precision", f"{precision!r} is not a precision; choose from {', '.join(PRECISIONS)}")
-    if backend not in BACKENDS:
-        raise SettingError("backend", f"{backend!r} is not a backend; choose from {', '.join(BACKENDS)}")
-    if backend != "onnxruntime":
-        return
-    if precision != "fp32":
-        raise SettingError("precision", f"{precision!r} is for the torch backend; onnxruntime runs the exported "
-                                        "U-Nets in fp32")
-    if compile:
-        raise SettingError("compile", "torch.compile is for the torch backend, not onnxruntime")
-    if optimize:
-        raise SettingError("optimize", "TorchScript optimisation is for the torch backend, not onnxruntime")
-    require_onnxruntime()
+def load_network(name_or_path: str | Path,
+                 settings: SeparationSettings) -> tuple[StemsNet | None, ModelConfig, SeparationSettings]:
+    """The U-Nets (None where an ONNX file gives them) and config of a registered model name, a model folder or an
+    ONNX file written by ``unet-sep models export``, with ``settings`` as they run them: the backend is onnxruntime
+    for an ONNX file (another is a :class:`~unet_sep.errors.SettingError`), and with onnxruntime the file to run
+    is the ONNX file or the model's export, made on first use and kept in the cache
+    (:func:`~unet_sep.weights.onnx_export.cached_onnx_export`). The settings are checked before any file is read."""
+    if Path(str(name_or_path)).suffix.lower() == ".onnx":
+        if settings.backend not in (None, "onnxruntime"):
+            raise SettingError("backend", f"{name_or_path} is an ONNX file, which only onnxruntime runs")
+        settings = dataclasses.replace(settings, backend="onnxruntime", onnx_path=name_or_path)
+        if not Path(name_or_path).is_file():
+            raise ModelNotFoundError(f"{name_or_path}: no such ONNX file")
+        return None, read_onnx_config(name_or_path), settings
+    folder = resolve_model(name_or_path)
+    if settings.backend == "onnxruntime":
+        config = ModelConfig.load(folder / CONFIG_FILE)
+        return None, config, dataclasses.replace(settings, onnx_path=cached_onnx_export(folder))
+    config, net = load_model(folder)
+    return net, config, settings
 
 
 class NetworkRunner:
-    """A model's U-Nets ready to run on segments (the settings are those of
-    :class:`~unet_sep.separate.separator.Separator`).
+    """A model's U-Nets ready to run on segments, with ``settings`` resolved for the model and this machine
+    (:meth:`SeparationSettings.resolve <unet_sep.separate.settings.SeparationSettings.resolve>`; :attr:`settings`).
 
-    Raises :class:`~unet_sep.errors.SettingError` naming the first setting that cannot be used (``precision``,
-    ``backend``, ``compile``, ``optimize``, ``onnx_path``, ``device``, ``segmentation``, ``overlap``,
-    ``batch_size``, ``mask_extension``, ``wiener_iterations``, ``wiener_window``),
-    :class:`~unet_sep.errors.ConfigError` for an invalid ``config`` and
-    :class:`~unet_sep.weights.checkpoint.CheckpointError` for an ONNX file whose U-Nets do not fit it. Its
-    engines refuse stems that are not finite (:class:`~unet_sep.separate.stream.NonFiniteStemsError`, naming
-    ``precision`` when it is not fp32).
+    Raises :class:`~unet_sep.errors.ConfigError` for an invalid ``config``, a
+    :class:`~unet_sep.errors.SettingError` when neither ``net`` nor an ONNX file gives the U-Nets, and
+    :class:`~unet_sep.weights.checkpoint.CheckpointError` for an ONNX file whose U-Nets do not fit ``config`` (the
+    settings themselves were checked when made). Its engines refuse stems that are not finite
+    (:class:`~unet_sep.separate.stream.NonFiniteStemsError`, naming ``precision`` when it is not fp32).
     On a GPU, the U-Nets' float32 convolutions run as TF32 in the default mode and in full float32 in
     Spleeter-exact mode (``segmentation="spleeter"``), whatever the process has set (:attr:`tf32`,
     :func:`convolution_precision`).
@@ -99,62 +98,34 @@ class NetworkRunner:
     problem with the file shows before any input is read.
     """
 
-    def __init__(
-        self,
-        net: StemsNet | None,
-        config: ModelConfig,
-        device: str | torch.device = "auto",
-        segmentation: str = "overlap",
-        overlap: float | None = None,
-        batch_size: int | None = None,
-        mask_extension: str | None = None,
-        channels_last: bool | None = None,
-        optimize: bool = False,
-        precision: str = "fp32",
-        compile: bool = False,
-        backend: str = "torch",
-        onnx_path: str | Path | None = None,
-        wiener_iterations: int | None = None,
-        wiener_window: int | None = None,
-    ) -> None:
+    def __init__(self, net: StemsNet | None, config: ModelConfig, settings: SeparationSettings) -> None:
         config.validate()
-        check_network_settings(precision, backend, compile, optimize)
-        onnx = backend == "onnxruntime"
-        if onnx_path is not None and not onnx:
-            raise SettingError("onnx_path", "an ONNX file is run by the onnxruntime backend only")
-        if net is None and onnx_path is None:
-            raise SettingError("backend", f"the {backend} backend needs the network (net) or an ONNX file (onnx_path)")
+        resolved = settings.resolve(config)
+        if net is None and resolved.onnx_path is None:
+            raise SettingError("backend", f"the {resolved.backend} backend needs the network (net) or an ONNX file "
+                                          "(onnx_path)")
         self.config = config
-        self.device = separation_device(device)
-        self.precision = precision
-        self.compile = compile
-        self.backend = backend
-        self.onnx_path = None if onnx_path is None else Path(onnx_path)
-        # ONNX Runtime takes contiguous arrays: channels-last segments would only add a copy.
-        default_layout = self.device.type in ("cpu", "cuda") and not onnx
-        self.channels_last = default_layout if channels_last is None else channels_last
+        self.settings: ResolvedSettings = resolved
         if net is not None:
             # Module.to takes memory_format (torch documents it); torch's overloads of it leave it out.
-            net = net.to(self.device, memory_format=self._layout).eval()  # type: ignore[call-overload]
+            net = net.to(resolved.device, memory_format=self._layout).eval()  # type: ignore[call-overload]
         self.net = net
-        self.optimize = optimize and not compile
         self._network: Callable[[torch.Tensor], torch.Tensor] | None = None
-        self.plan = SegmentPlan.create(config.segment_frames, overlap, 2 ** config.unet.depth, segmentation)
-        # TF32 convolutions (cuDNN's default on a GPU) put the stems 66-75 dB from float32 (emulated on the CPU,
-        # benchmarks/tf32.py). Spleeter-exact mode promises Spleeter's numbers (99-103 dB): float32. The default mode
-        # keeps TF32: its error is 55 dB under the model's own (MIR-1K SDR 9.58 dB, changed by 0.0001 dB).
-        self.tf32 = segmentation != "spleeter"
-        if batch_size is not None and not 1 <= batch_size <= MAX_BATCH_SIZE:
-            raise SettingError("batch_size", f"must be from 1 to {MAX_BATCH_SIZE} segments, got {batch_size}")
-        self.batch_size = batch_size or (2 if self.device.type == "cpu" else 8)
-        self.mask_extension = mask_extension or config.mask_extension
-        iterations = config.wiener_iterations if wiener_iterations is None else wiener_iterations
-        self.wiener = WienerSettings.create(iterations, wiener_window, segmentation)
-        if self.mask_extension not in MASK_EXTENSIONS:
-            raise SettingError("mask_extension", f"{self.mask_extension!r} is not a mask extension; "
-                                                 f"choose from {', '.join(MASK_EXTENSIONS)}")
-        if onnx:
-            self._network = OnnxNetwork(self.onnx_path or self._exported(), self.device, config=config)
+        if resolved.backend == "onnxruntime":
+            self._network = OnnxNetwork(resolved.onnx_path or self._exported(), resolved.device, config=config)
+
+    @property
+    def device(self) -> torch.device:
+        return self.settings.device
+
+    @property
+    def tf32(self) -> bool:
+        """Whether the U-Nets' float32 convolutions may run as TF32 on a GPU (settable, for measurements)."""
+        return self.settings.tf32
+
+    @tf32.setter
+    def tf32(self, allowed: bool) -> None:
+        self.settings = dataclasses.replace(self.settings, tf32=allowed)
 
     @property
     def stems(self) -> list[str]:
@@ -166,7 +137,7 @@ class NetworkRunner:
 
     @property
     def _layout(self) -> torch.memory_format:
-        return torch.channels_last if self.channels_last else torch.contiguous_format
+        return torch.channels_last if self.settings.channels_last else torch.contiguous_format
 
     def _exported(self) -> bytes:
         """The runner's module exported to ONNX, in memory."""
@@ -184,8 +155,8 @@ class NetworkRunner:
         regularisation keeps from quiet bins. Masks extended with zeros (Spleeter's way) leave that out. At the
         model's own rate without the filter there is nothing to share (the masks sum to one, so the stems already
         add up to the mixture), and the work is skipped."""
-        missing = in_rate != self.sample_rate or self.wiener.active
-        return self.mask_extension != "zeros" and missing
+        missing = in_rate != self.sample_rate or self.settings.wiener.active
+        return self.settings.mask_extension != "zeros" and missing
 
     def output_stage(self, batch: int, in_channels: int, in_rate: int) -> OutputStage:
         """Brings an engine's stems back to ``in_rate`` and the input's channels (:meth:`shares_residual`)."""
@@ -194,22 +165,19 @@ class NetworkRunner:
 
     def plan_for(self, length: int | None = None, sample_rate: int | None = None) -> SegmentPlan:
         """The segment plan of a signal of ``length`` samples at ``sample_rate`` (default: the model's rate), made
-        for that length (:meth:`SegmentPlan.for_length`; an estimate is fine); :attr:`plan`, the plan of streams,
+        for that length (:meth:`SegmentPlan.for_length`; an estimate is fine); the plan of streams (``settings.plan``),
         when the length is unknown (None or 0)."""
         if not length:
-            return self.plan
+            return self.settings.plan
         samples = round(length * self.sample_rate / (sample_rate or self.sample_rate))
-        return self.plan.for_length(num_frames(samples, self.config.stft.n_fft, self.config.stft.hop_length))
+        return self.settings.plan.for_length(num_frames(samples, self.config.stft.n_fft, self.config.stft.hop_length))
 
     def engine(self, groups: int, length: int | None = None, sample_rate: int | None = None) -> SeparationStream:
         """A fresh engine for one signal of ``groups`` channel groups, run by these U-Nets; ``length`` (samples at
         ``sample_rate``, when known or estimated) plans its segments (:meth:`plan_for`), and ``sample_rate`` (the
         input's; default the model's) says whether it keeps extension weights (:meth:`shares_residual`)."""
-        return SeparationStream(self.config, self.plan_for(length, sample_rate), groups,
-                                mask_extension=self.mask_extension, device=self.device,
-                                channels_last=self.channels_last, wiener=self.wiener,
-                                extension_weights=self.shares_residual(sample_rate or self.sample_rate),
-                                precision=self.precision)
+        return SeparationStream(self.config, self.plan_for(length, sample_rate), groups, self.settings,
+                                extension_weights=self.shares_residual(sample_rate or self.sample_rate))
 
     # ---- running segments ---------------------------------------------------------------------------
     def run_ready(self, engines: Callable[[], Sequence[SeparationStream]], final: bool = False,
@@ -224,9 +192,9 @@ class NetworkRunner:
         while True:
             current = engines()
             ready = sum(engine.ready() for engine in current)
-            if ready == 0 or (ready < self.batch_size and not final):
+            if ready == 0 or (ready < self.settings.batch_size and not final):
                 return
-            yield self.run_batch(current, self.batch_size, in_batch)
+            yield self.run_batch(current, self.settings.batch_size, in_batch)
 
     @torch.inference_mode()
     def run_batch(self, engines: Sequence[SeparationStream], limit: int,
@@ -262,18 +230,18 @@ class NetworkRunner:
     def forward(self, batch: torch.Tensor) -> torch.Tensor:
         """The U-Nets on one batch ``[N, C, T, F]`` -> ``[S, N, C, T, F]``, in the chosen precision (float32 out),
         float32 convolutions in TF32 or not as :attr:`tf32` says (:func:`convolution_precision`). Compiled U-Nets
-        get every batch padded to :attr:`batch_size` segments, so they are compiled once."""
+        get every batch padded to the batch size, so they are compiled once."""
         network = self.network()
         count = batch.shape[0]
-        if self.compile and count < self.batch_size:
+        if self.settings.compile and count < self.settings.batch_size:
             # One graph for every batch: a smaller one is padded to the batch size, which costs less than compiling
             # each size (benchmarks/compile_batches.py). The segments of a batch do not mix, so padding changes none.
-            padding = batch.new_zeros(self.batch_size - count, *batch.shape[1:])
+            padding = batch.new_zeros(self.settings.batch_size - count, *batch.shape[1:])
             batch = torch.cat([batch, padding]).contiguous(memory_format=self._layout)
         with convolution_precision(self.tf32):
-            if self.precision == "fp32":
+            if self.settings.precision == "fp32":
                 return network(batch)[:, :count]
-            with torch.autocast(self.device.type, dtype=_AUTOCAST_DTYPES[self.precision]):
+            with torch.autocast(self.device.type, dtype=_AUTOCAST_DTYPES[self.settings.precision]):
                 return network(batch)[:, :count].float()
 
     def network(self) -> Callable[[torch.Tensor], torch.Tensor]:
@@ -283,12 +251,12 @@ class NetworkRunner:
         backend, the ONNX Runtime session made with the runner."""
         if self._network is None:
             assert self.net is not None  # the torch backend always has its module
-            frames, bins = self.plan.frames, self.config.frequency_bins
-            if self.optimize:
+            frames, bins = self.settings.plan.frames, self.config.frequency_bins
+            if self.settings.optimize:
                 example = torch.rand(1, self.config.n_channels, frames, bins,
                                      device=self.device).contiguous(memory_format=self._layout)
                 self._network = freeze_for_inference(self.net, example)
                 return self._network
-            prepared = inference_network(self.net, frames, bins, self.channels_last)
-            self._network = torch.compile(prepared, dynamic=False) if self.compile else prepared
+            prepared = inference_network(self.net, frames, bins, self.settings.channels_last)
+            self._network = torch.compile(prepared, dynamic=False) if self.settings.compile else prepared
         return self._network

@@ -29,9 +29,6 @@ from dataclasses import dataclass
 
 import torch
 
-from unet_sep.errors import SettingError
-
-SEGMENTATIONS = ("overlap", "spleeter")
 # The overlap of streams of unknown length when none is given, as a fraction of a segment.
 STREAM_OVERLAP = 0.25
 
@@ -61,22 +58,18 @@ class SegmentPlan:
         return self.frames - self.hop
 
     @classmethod
-    def create(cls, frames: int, overlap: float | None, multiple: int, segmentation: str = "overlap") -> "SegmentPlan":
-        """Plan for ``segmentation`` ("overlap" or "spleeter") of a signal of unknown length.
+    def create(cls, frames: int, overlap: float | None, multiple: int, segmentation: str) -> "SegmentPlan":
+        """Plan for ``segmentation`` ("overlap" or "spleeter") of a signal of unknown length (the values checked by
+        :class:`~unet_sep.separate.settings.SeparationSettings`).
 
-        ``overlap`` is a fraction of T in [0, 0.75], rounded to the stride grid; it gives the hop of streams and
-        the least overlap of plans made for a known length. ``None`` (the default of the separators): streams
-        overlap by :data:`STREAM_OVERLAP`, and plans for a known length by one stride step (``multiple`` frames,
-        the least overlap the grid allows; no overlap when T is a single step).
+        ``overlap`` is a fraction of T, rounded to the stride grid; it gives the hop of streams and the least overlap
+        of plans made for a known length. ``None`` (the default of the separators): streams overlap by
+        :data:`STREAM_OVERLAP`, and plans for a known length by one stride step (``multiple`` frames, the least
+        overlap the grid allows; no overlap when T is a single step).
         """
         if segmentation == "spleeter":
             return cls(frames, frames, multiple, fit_end=False)
-        if segmentation != "overlap":
-            raise SettingError("segmentation",
-                               f"{segmentation!r} is not a segmentation; choose from {', '.join(SEGMENTATIONS)}")
         fraction = STREAM_OVERLAP if overlap is None else overlap
-        if not 0.0 <= fraction <= 0.75:
-            raise SettingError("overlap", f"must be a fraction of the segment from 0 to 0.75, got {overlap}")
         hop = max(multiple, min(frames, int(round(frames * (1.0 - fraction) / multiple)) * multiple))
         least = min(multiple, frames - multiple) if overlap is None else frames - hop
         return cls(frames, hop, multiple, fit_end=True, min_overlap=least, reflect_end=True)

@@ -6,26 +6,25 @@ import itertools
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable, Iterator
+from typing import TYPE_CHECKING, Callable, Iterable, Iterator
 
 import numpy as np
 import torch
 
 from unet_sep.audio.resample import check_sample_rate
 from unet_sep.audio.samples import from_float32, to_float32
-from unet_sep.config import CONFIG_FILE, ModelConfig
-from unet_sep.errors import SettingError
+from unet_sep.config import ModelConfig
 from unet_sep.model.stems import StemsNet
 from unet_sep.separate.files import FileEvent, FileOptions
 from unet_sep.separate.inputs import InputFile
 from unet_sep.separate.outputs import DEFAULT_TEMPLATE, OutputStems, check_template, output_paths
 from unet_sep.separate.pipeline import FilePipeline
-from unet_sep.separate.runner import NetworkRunner, check_network_settings
+from unet_sep.separate.runner import NetworkRunner, load_network
+from unet_sep.separate.settings import SeparationOptions, SeparationSettings
 from unet_sep.separate.stages import BLOCK_SAMPLES, InvalidAudioError, check_array, check_layout
-from unet_sep.weights.checkpoint import load_model
-from unet_sep.weights.entries import ModelNotFoundError
-from unet_sep.weights.onnx_export import cached_onnx_export, read_onnx_config
-from unet_sep.weights.registry import resolve_model
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
 
 logger = logging.getLogger(__name__)
 
@@ -46,36 +45,14 @@ class Separator:
     Args:
         net: the per-stem U-Nets (None when ``onnx_path`` gives them).
         config: the model's configuration.
-        device: "auto", "cpu", "cuda", "cuda:N", "mps" or a torch device ("auto": CUDA, then MPS, then the CPU;
-            MPS where this PyTorch build cannot run the STFT and U-Nets on it: the CPU, with a warning).
-        segmentation: "overlap" (default: overlapping segments, cross-faded masks) or "spleeter" (back-to-back
-            segments, exactly as Spleeter).
-        overlap: overlap between segments as a fraction of the segment length, 0 to 0.75 (overlap mode only): the
-            overlap of streams of unknown length, and the least overlap of songs of known length, which get the
-            fewest segments that keep it. Default (None): 0.25 for streams; songs of known length (arrays, files)
-            the fewest segments overlapping by at least one stride step (``2 ** depth`` frames), spread evenly
-            (:meth:`SegmentPlan.for_length <unet_sep.separate.segments.SegmentPlan.for_length>`).
-        batch_size: segments per U-Net batch (default 2 on the CPU, 8 elsewhere).
-        mask_extension: override the config's extension of masks above F (see ``MASK_EXTENSIONS``).
-        wiener_iterations: multichannel Wiener (EM) iterations after the masks (default: the model config's, 0 for
-            most: the ratio masks alone). With ``segmentation="spleeter"`` this is Spleeter's ``MWF=True`` (1
-            iteration from softmask estimates, statistics over the whole track).
-        wiener_window: frames the filter's statistics are taken over (default: the whole track in Spleeter-exact
-            mode, else :data:`~unet_sep.separate.wiener_window.DEFAULT_WIENER_WINDOW`, so memory stays bounded;
-            0: the whole track).
-        channels_last: run the U-Nets in channels-last memory layout (default: on the CPU and CUDA; the numbers
-            are the same to float precision).
-        optimize: trace and freeze the U-Nets with TorchScript on first use (default: off; the README's speed
-            section and ``benchmarks/spleeter_speed.py --variants`` compare it with the default).
-        precision: "fp32" (default), "bf16" or "fp16": autocast of the U-Nets (masks, STFT and iSTFT stay fp32).
-        compile: run the U-Nets through ``torch.compile`` (``optimize`` is then ignored).
-        backend: "torch" (default) or "onnxruntime": the U-Nets exported to ONNX and run by ONNX Runtime (the
-            ``onnx`` extra; STFT, masks and inverse STFT stay in torch; fp32 only, no ``compile`` or ``optimize``).
-        onnx_path: with "onnxruntime", the ONNX file to run (from :func:`~unet_sep.weights.onnx_export.export_onnx`);
-            default: ``net`` exported in memory.
+        settings: how to separate (:class:`~unet_sep.separate.settings.SeparationSettings`; default: its defaults).
+        options: fields of :class:`~unet_sep.separate.settings.SeparationSettings` to set (over ``settings``):
+            ``device``, ``segmentation``, ``overlap``, ``batch_size``, ``mask_extension``, ``channels_last``,
+            ``optimize``, ``precision``, ``compile``, ``backend``, ``onnx_path``, ``wiener_iterations``,
+            ``wiener_window``; each field's documentation says what it does and what it defaults to.
 
     Raises :class:`~unet_sep.errors.SettingError` naming the first setting that cannot be used. The network and
-    its settings live in :attr:`runner` (:class:`~unet_sep.separate.runner.NetworkRunner`).
+    its resolved settings live in :attr:`runner` (:class:`~unet_sep.separate.runner.NetworkRunner`).
 
     Example::
 
@@ -83,58 +60,23 @@ class Separator:
         stems = sep.separate(waveform, 44100)   # {"vocals": array like waveform, ...}
     """
 
-    def __init__(
-        self,
-        net: StemsNet | None,
-        config: ModelConfig,
-        device: str | torch.device = "auto",
-        segmentation: str = "overlap",
-        overlap: float | None = None,
-        batch_size: int | None = None,
-        mask_extension: str | None = None,
-        channels_last: bool | None = None,
-        optimize: bool = False,
-        precision: str = "fp32",
-        compile: bool = False,
-        backend: str = "torch",
-        onnx_path: str | Path | None = None,
-        wiener_iterations: int | None = None,
-        wiener_window: int | None = None,
-    ) -> None:
-        self.runner = NetworkRunner(net, config, device=device, segmentation=segmentation, overlap=overlap,
-                                    batch_size=batch_size, mask_extension=mask_extension, channels_last=channels_last,
-                                    optimize=optimize, precision=precision, compile=compile, backend=backend,
-                                    onnx_path=onnx_path, wiener_iterations=wiener_iterations,
-                                    wiener_window=wiener_window)
+    def __init__(self, net: StemsNet | None, config: ModelConfig, *, settings: SeparationSettings | None = None,
+                 **options: Unpack[SeparationOptions]) -> None:
+        self.runner = NetworkRunner(net, config, SeparationSettings.of(settings, options))
 
     @classmethod
-    def from_pretrained(cls, name_or_path: str | Path, device: str | torch.device = "auto", backend: str | None = None,
-                        **options) -> "Separator":
+    def from_pretrained(cls, name_or_path: str | Path, *, settings: SeparationSettings | None = None,
+                        **options: Unpack[SeparationOptions]) -> "Separator":
         """Load a registered model name, a model folder (see ``unet-sep models``) or an ONNX file written by
-        ``unet-sep models export``; ``options`` as the constructor's.
+        ``unet-sep models export``; ``settings`` and ``options`` as the constructor's, checked before any file is
+        read.
 
         ``backend`` defaults to "torch", and to "onnxruntime" for an ONNX file. With "onnxruntime" and a name or
         folder, the U-Nets are exported to ONNX on first use and the export is kept in the cache
-        (:func:`~unet_sep.weights.onnx_export.cached_onnx_export`).
+        (:func:`~unet_sep.separate.runner.load_network`).
         """
-        onnx_file = Path(str(name_or_path)).suffix.lower() == ".onnx"
-        if onnx_file and backend not in (None, "onnxruntime"):
-            raise SettingError("backend", f"{name_or_path} is an ONNX file, which only onnxruntime runs")
-        backend = "onnxruntime" if onnx_file else backend or "torch"
-        if backend != "torch":  # checked before reading or exporting (seconds, the first time) the ONNX file
-            check_network_settings(options.get("precision", "fp32"), backend, options.get("compile", False),
-                                   options.get("optimize", False))
-        if onnx_file:
-            if not Path(name_or_path).is_file():
-                raise ModelNotFoundError(f"{name_or_path}: no such ONNX file")
-            config = read_onnx_config(name_or_path)
-            return cls(None, config, device=device, backend=backend, onnx_path=name_or_path, **options)
-        folder = resolve_model(name_or_path)
-        if backend == "onnxruntime":
-            return cls(None, ModelConfig.load(folder / CONFIG_FILE), device=device, backend=backend,
-                       onnx_path=cached_onnx_export(folder), **options)
-        config, net = load_model(folder)
-        return cls(net, config, device=device, backend=backend, **options)
+        net, config, chosen = load_network(name_or_path, SeparationSettings.of(settings, options))
+        return cls(net, config, settings=chosen)
 
     @property
     def config(self) -> ModelConfig:

@@ -41,7 +41,8 @@ from unet_sep.dsp.stft import (
 from unet_sep.dsp.wiener import softmask
 from unet_sep.errors import FileError
 from unet_sep.separate.segments import SegmentPlan
-from unet_sep.separate.wiener_window import WienerSettings, WienerWindow
+from unet_sep.separate.settings import ResolvedSettings
+from unet_sep.separate.wiener_window import WienerWindow
 
 # Frames synthesised per step of _advance.
 _SYNTH_FRAMES = 256
@@ -113,33 +114,21 @@ class SeparationStream:
         config: the model's config (STFT, F, stems, mask settings).
         plan: segment length and hop (see :class:`SegmentPlan`).
         groups: number of channel groups ``G`` processed side by side.
-        mask_extension: how masks are extended above F (defaults to the config's).
-        device: where the STFT, U-Nets and masks run.
-        channels_last: feed the U-Nets channels-last tensors (the net must be in that layout too).
-        wiener: Wiener filtering of the masked stems (:mod:`unet_sep.separate.wiener_window`); none by default.
+        settings: the separation's resolved settings: the device the STFT, U-Nets and masks run on, the U-Nets'
+            memory layout (the net must be in it too), the mask extension, the Wiener filter and the precision
+            (named when the stems are not finite).
         extension_weights: also overlap-add the per-frame extension masks (:meth:`drain`'s weights), for sharing
             out the band above the model's rate (:func:`~unet_sep.separate.stages.share_residual`).
-        precision: the U-Nets' arithmetic ("fp32", "bf16", "fp16"), named when the stems are not finite.
     """
 
-    def __init__(
-        self,
-        config: ModelConfig,
-        plan: SegmentPlan,
-        groups: int,
-        mask_extension: str | None = None,
-        device: torch.device | str = "cpu",
-        channels_last: bool = False,
-        wiener: WienerSettings | None = None,
-        extension_weights: bool = False,
-        precision: str = "fp32",
-    ) -> None:
+    def __init__(self, config: ModelConfig, plan: SegmentPlan, groups: int, settings: ResolvedSettings,
+                 extension_weights: bool = False) -> None:
         self.config = config
-        self.precision = precision
+        self.precision = settings.precision
         self.plan = plan
-        self.device = torch.device(device)
-        self.mask_extension = mask_extension or config.mask_extension
-        self.layout = torch.channels_last if channels_last else torch.contiguous_format
+        self.device = settings.device
+        self.mask_extension = settings.mask_extension
+        self.layout = torch.channels_last if settings.channels_last else torch.contiguous_format
         self.n_fft = config.stft.n_fft
         self.hop = config.stft.hop_length
         self.n_bins = config.stft.n_bins
@@ -170,7 +159,7 @@ class SeparationStream:
         self.out_weights = SlidingBuffer((self.n_stems,) + lead, torch.float32, device)
         self.window_squared = self.window**2
         self.has_weights = extension_weights
-        self.wiener = WienerWindow(wiener) if wiener is not None and wiener.active else None
+        self.wiener = WienerWindow(settings.wiener) if settings.wiener.active else None
         self._softmask = self.wiener is not None and self.wiener.settings.softmask
         self.out_start = 0
         self.emitted = 0

@@ -14,40 +14,20 @@ from dataclasses import dataclass
 
 import torch
 
-from unet_sep.config import DEFAULT_WIENER_WINDOW, MAX_WIENER_ITERATIONS
 from unet_sep.dsp.wiener import wiener
-from unet_sep.errors import SettingError
-
-__all__ = ["DEFAULT_WIENER_WINDOW", "WienerSettings", "WienerWindow"]
 
 
 @dataclass(frozen=True)
 class WienerSettings:
     """How stems are Wiener-filtered: ``iterations`` EM steps (0: the ratio masks alone), statistics over
     ``window`` frames (0: the whole track, as Spleeter), from softmask estimates (``softmask``: Spleeter's
-    ``MWF=True``) or from the engine's ratio masks."""
+    ``MWF=True``) or from the engine's ratio masks. Made by
+    :meth:`SeparationSettings.resolve <unet_sep.separate.settings.SeparationSettings.resolve>`, which checks and
+    defaults the values."""
 
-    iterations: int = 0
-    window: int = DEFAULT_WIENER_WINDOW
-    softmask: bool = False
-
-    @classmethod
-    def create(cls, iterations: int, window: int | None, segmentation: str) -> "WienerSettings":
-        """Settings for a segmentation: Spleeter-exact mode filters as Spleeter does (softmask start, statistics
-        over the whole track unless ``window`` is given); the overlapped mode starts from its cross-faded ratio
-        masks, over :data:`DEFAULT_WIENER_WINDOW` frames unless ``window`` is given (0: the whole track). A
-        :class:`SettingError` names a value that cannot be used."""
-        if isinstance(iterations, bool) or not isinstance(iterations, int) or not \
-                0 <= iterations <= MAX_WIENER_ITERATIONS:
-            raise SettingError("wiener_iterations", f"must be a whole number from 0 to {MAX_WIENER_ITERATIONS}, "
-                                                    f"got {iterations!r}")
-        exact = segmentation == "spleeter"
-        if window is None:
-            window = 0 if exact else DEFAULT_WIENER_WINDOW
-        if isinstance(window, bool) or not isinstance(window, int) or window < 0 or (window and window < 4):
-            raise SettingError("wiener_window", f"must be 0 (the whole track) or a number of STFT frames of 4 or "
-                                                f"more, got {window!r}")
-        return cls(iterations, window, softmask=exact)
+    iterations: int
+    window: int
+    softmask: bool
 
     @property
     def active(self) -> bool:

@@ -17,6 +17,7 @@ from unet_sep.dsp.measures import snr_db
 from unet_sep.errors import ConfigError
 from unet_sep.model.stems import StemsNet
 from unet_sep.separate.separator import Separator
+from unet_sep.separate.settings import SeparationSettings
 from unet_sep.train.metrics import MetricsWriter
 from unet_sep.train.recipe import Recipe
 from unet_sep.weights.checkpoint import save_model
@@ -71,7 +72,8 @@ class Validator:
     def __init__(self, out: Path, recipe: Recipe, tracks: list, device: torch.device, channels_last: bool) -> None:
         self.out, self.model_config, self.tracks = out, recipe.model, tracks
         self.patience = recipe.train.patience
-        self.device, self.channels_last = device, channels_last
+        # Separated on the training's device, in its memory layout.
+        self.settings = SeparationSettings(device=device, channels_last=channels_last)
 
     @torch.no_grad()
     def validate(self, step: int, net: StemsNet, loop_state: dict[str, Any], metrics: MetricsWriter) -> bool:
@@ -79,8 +81,7 @@ class Validator:
         if not self.tracks:
             return False
         net.eval()
-        separator = Separator(net, self.model_config, device=self.device, channels_last=self.channels_last,
-                              optimize=False)
+        separator = Separator(net, self.model_config, settings=self.settings)
         scores = validation_scores(separator, self.tracks)
         score = float(np.mean([scores[f"sdr_{s}"] for s in self.model_config.stems]))
         scores["score"] = score
