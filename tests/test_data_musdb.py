@@ -14,8 +14,8 @@ from unet_sep.data.config import DataConfig
 from unet_sep.data.load import list_tracks, load_tracks
 from unet_sep.data.musdb_support import import_musdb, import_stempeg, missing_ffmpeg_programs
 from unet_sep.data.tracks import DatasetError, Part
+from unet_sep.dsp.measures import rms_db
 from unet_sep.errors import ConfigError
-from unet_sep.train.augment import rms_db
 
 RATE = 44100
 MISSING_FFMPEG = missing_ffmpeg_programs()

@@ -10,8 +10,9 @@ import pytest
 
 from musdb_tree import SOURCES
 from unet_sep.data.tracks import Track
+from unet_sep.dsp.measures import rms_db
 from unet_sep.errors import ConfigError
-from unet_sep.train.augment import AugmentConfig, lowpass, rms_db, synthetic_hihats
+from unet_sep.train.augment import AugmentConfig, lowpass, synthetic_hihats
 from unet_sep.train.recipe import TrainingDataConfig
 from unet_sep.train.sampler import ExcerptSampler
 

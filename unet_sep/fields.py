@@ -12,10 +12,11 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import json
+import math
 import types
 import typing
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeGuard
 
 from unet_sep.errors import ConfigError
 
@@ -174,3 +175,32 @@ def value_from_text(annotation: Any, raw: str, key: str) -> Any:
             raise error from None
         value = raw
     return value
+
+
+def is_number(value: object) -> TypeGuard[int | float]:
+    """An int or float, not a bool."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def check_probability(key: str, value: object) -> None:
+    """A :class:`ConfigError` naming ``key`` unless ``value`` is a number in [0, 1]."""
+    if not is_number(value) or not 0.0 <= float(value) <= 1.0:
+        raise ConfigError(f"{key} must be a probability in [0, 1], got {value!r}")
+
+
+def check_range(key: str, value: object, lowest: float, highest: float, unit: str = "") -> None:
+    """A :class:`ConfigError` naming ``key`` unless ``value`` is ``[low, high]`` (finite numbers, in ``unit``)
+    with ``lowest <= low <= high <= highest``."""
+    in_unit = f" in {unit}" if unit else ""
+    if (
+        not isinstance(value, (tuple, list))
+        or len(value) != 2
+        or not all(is_number(item) and math.isfinite(item) for item in value)
+    ):
+        raise ConfigError(f"{key} must be two numbers [low, high]{in_unit}, got {value!r}")
+    low, high = float(value[0]), float(value[1])
+    if low > high:
+        raise ConfigError(f"{key} must be [low, high] with low <= high, got {list(value)}")
+    if low < lowest or high > highest:
+        bounds = f"+-{highest:g}" if lowest == -highest else f"[{lowest:g}, {highest:g}]"
+        raise ConfigError(f"{key} must lie within {bounds}{' ' + unit if unit else ''}, got {list(value)}")

@@ -1,7 +1,10 @@
-"""How close an estimate is to its reference, and how loud one signal is against another: the one signal-to-noise
-formula and the one level formula of the package, its tests, benchmarks and recipes."""
+"""How close an estimate is to its reference, and how loud one signal is: the one signal-to-noise formula, the one
+level formula (a signal against another) of the package, its tests, benchmarks and recipes, and the RMS level and dB
+conversion that augmentation and the tests share."""
 
 from __future__ import annotations
+
+import math
 
 import numpy as np
 
@@ -30,3 +33,24 @@ def level_db(signal: np.ndarray, reference: np.ndarray) -> float:
     if signal_energy == 0:
         return -np.inf
     return float(10 * np.log10(signal_energy / reference_energy))
+
+
+def db_to_gain(db: float) -> float:
+    """The amplitude factor of ``db`` decibels (``-inf`` gives 0)."""
+    return float(10.0 ** (db / 20.0))
+
+
+def rms_db(audio: np.ndarray, length: int | None = None) -> float:
+    """RMS level in dBFS of ``audio`` (any shape, float), as if zero-padded to ``length`` samples per channel.
+
+    Uses float32 dot products per channel, so it is cheap on long excerpts; -inf for digital silence.
+    """
+    audio = np.asarray(audio)
+    rows = audio.reshape(-1, audio.shape[-1]) if audio.ndim > 1 else audio[None]
+    energy = 0.0
+    for row in rows:
+        energy += float(np.dot(row, row))
+    count = rows.shape[0] * (rows.shape[1] if length is None else max(length, 1))
+    if energy <= 0.0 or count == 0:
+        return -math.inf
+    return 10.0 * math.log10(energy / count)

@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import TypeGuard
 
 import numpy as np
 
 from unet_sep.errors import ConfigError
+from unet_sep.fields import check_probability, check_range, is_number
+
+SECTION = "data.augment"  # where these settings sit in a recipe: the dotted keys of the errors
 
 LOWPASS_MIN_CUTOFF_HZ = 4000.0
 LOWPASS_MAX_CUTOFF_FRACTION = 0.45  # of the sample rate
@@ -73,71 +75,22 @@ class AugmentConfig:
                 setattr(self, name, (value[0], value[1]))
 
     def validate(self) -> None:
-        """Raise :class:`ConfigError` with a readable message if a setting is out of range."""
-        if not isinstance(self.remix, bool):
-            raise ConfigError(f"augment.remix must be true or false, got {self.remix!r}")
-        if not isinstance(self.channel_swap, bool):
-            raise ConfigError(f"augment.channel_swap must be true or false, got {self.channel_swap!r}")
-        if not isinstance(self.skip_silent, bool):
-            raise ConfigError(f"augment.skip_silent must be true or false, got {self.skip_silent!r}")
-        _probability("augment.remix_probability", self.remix_probability)
-        _probability("augment.lowpass_probability", self.lowpass_probability)
-        _probability("augment.percussion_probability", self.percussion_probability)
+        """Raise :class:`ConfigError` naming the dotted key (``data.augment.gain_db``) if a setting is out of range."""
+        for name in ("remix", "channel_swap", "skip_silent"):
+            if not isinstance(getattr(self, name), bool):
+                raise ConfigError(f"{SECTION}.{name} must be true or false, got {getattr(self, name)!r}")
+        for name in ("remix_probability", "lowpass_probability", "percussion_probability"):
+            check_probability(f"{SECTION}.{name}", getattr(self, name))
         if not isinstance(self.percussion_stem, str) or not self.percussion_stem:
-            raise ConfigError(f"augment.percussion_stem must be a stem name, got {self.percussion_stem!r}")
-        _db_range("gain_db", self.gain_db, -MAX_GAIN_DB, MAX_GAIN_DB)
-        _db_range("percussion_db", self.percussion_db, -math.inf, MAX_GAIN_DB)
-        if not _is_number(self.silence_db) or not math.isfinite(self.silence_db) or self.silence_db > 0:
-            raise ConfigError(f"augment.silence_db must be a finite level <= 0 dBFS, got {self.silence_db!r}")
+            raise ConfigError(f"{SECTION}.percussion_stem must be a stem name, got {self.percussion_stem!r}")
+        check_range(f"{SECTION}.gain_db", self.gain_db, -MAX_GAIN_DB, MAX_GAIN_DB, "dB")
+        check_range(f"{SECTION}.percussion_db", self.percussion_db, -math.inf, MAX_GAIN_DB, "dB")
+        if not is_number(self.silence_db) or not math.isfinite(self.silence_db) or self.silence_db > 0:
+            raise ConfigError(f"{SECTION}.silence_db must be a finite level <= 0 dBFS, got {self.silence_db!r}")
 
     @property
     def gain_enabled(self) -> bool:
         return float(self.gain_db[0]) != 0.0 or float(self.gain_db[1]) != 0.0
-
-
-def _is_number(value: object) -> TypeGuard[int | float]:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
-def _db_range(name: str, value: object, lowest: float, highest: float) -> None:
-    """Check that ``value`` is ``[low, high]`` in dB with ``lowest <= low <= high <= highest``."""
-    if (
-        not isinstance(value, (tuple, list))
-        or len(value) != 2
-        or not all(_is_number(g) and math.isfinite(g) for g in value)
-    ):
-        raise ConfigError(f"augment.{name} must be two numbers [low, high] in dB, got {value!r}")
-    low, high = float(value[0]), float(value[1])
-    if low > high:
-        raise ConfigError(f"augment.{name} must be [low, high] with low <= high, got {list(value)}")
-    if low < lowest or high > highest:
-        bounds = f"+-{highest:g}" if lowest == -highest else f"[{lowest:g}, {highest:g}]"
-        raise ConfigError(f"augment.{name} must lie within {bounds} dB, got {list(value)}")
-
-
-def _probability(name: str, value: object) -> None:
-    if not _is_number(value) or not 0.0 <= float(value) <= 1.0:
-        raise ConfigError(f"{name} must be a probability in [0, 1], got {value!r}")
-
-
-def db_to_gain(db: float) -> float:
-    return float(10.0 ** (db / 20.0))
-
-
-def rms_db(audio: np.ndarray, length: int | None = None) -> float:
-    """RMS level in dBFS of ``audio`` (any shape, float), as if zero-padded to ``length`` samples per channel.
-
-    Uses float32 dot products per channel, so it is cheap on long excerpts; -inf for digital silence.
-    """
-    audio = np.asarray(audio)
-    rows = audio.reshape(-1, audio.shape[-1]) if audio.ndim > 1 else audio[None]
-    energy = 0.0
-    for row in rows:
-        energy += float(np.dot(row, row))
-    count = rows.shape[0] * (rows.shape[1] if length is None else max(length, 1))
-    if energy <= 0.0 or count == 0:
-        return -math.inf
-    return 10.0 * math.log10(energy / count)
 
 
 def lowpass_cutoff_range(sample_rate: int) -> tuple[float, float] | None:

@@ -17,7 +17,8 @@ import numpy as np
 from unet_sep.data.load import load_tracks
 from unet_sep.data.stem_sources import StemSourceConfig
 from unet_sep.data.tracks import Track
-from unet_sep.train.augment import AugmentConfig, db_to_gain, lowpass, lowpass_cutoff_range, rms_db, synthetic_hihats
+from unet_sep.dsp.measures import db_to_gain, rms_db
+from unet_sep.train.augment import AugmentConfig, lowpass, lowpass_cutoff_range, synthetic_hihats
 
 __all__ = ["MAX_SILENCE_ATTEMPTS", "ExcerptSampler", "StemPool", "load_stem_pool"]
 
