@@ -10,12 +10,13 @@ The one addition, synthetic hi-hats, is added to one stem before the mixture is 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
 from unet_sep.errors import ConfigError
 from unet_sep.fields import check_probability, check_range, is_number
+from unet_sep.train.vocal_effects import VocalEffectsConfig
 
 SECTION = "data.augment"  # where these settings sit in a recipe: the dotted keys of the errors
 
@@ -54,6 +55,8 @@ class AugmentConfig:
             as near-silent.
         skip_silent: re-draw an excerpt (up to 10 attempts, deterministically) while any target is near-silent;
             after the last attempt the draw is kept as it is.
+        vocal_effects: EQ, compression, saturation, doubling and reverb of one stem, the vocals by default
+            (:class:`~unet_sep.train.vocal_effects.VocalEffectsConfig`; every effect off by default).
     """
 
     remix: bool = True
@@ -66,6 +69,7 @@ class AugmentConfig:
     percussion_db: tuple[float, float] = (-20.0, -6.0)
     silence_db: float = -60.0
     skip_silent: bool = True
+    vocal_effects: VocalEffectsConfig = field(default_factory=VocalEffectsConfig)
 
     def __post_init__(self) -> None:
         # JSON gives lists; keep the declared tuple type when the shape is right (validate() reports the rest)
@@ -87,6 +91,9 @@ class AugmentConfig:
         check_range(f"{SECTION}.percussion_db", self.percussion_db, -math.inf, MAX_GAIN_DB, "dB")
         if not is_number(self.silence_db) or not math.isfinite(self.silence_db) or self.silence_db > 0:
             raise ConfigError(f"{SECTION}.silence_db must be a finite level <= 0 dBFS, got {self.silence_db!r}")
+        if not isinstance(self.vocal_effects, VocalEffectsConfig):
+            raise ConfigError(f"{SECTION}.vocal_effects must be a section of vocal-effect settings")
+        self.vocal_effects.validate()
 
     @property
     def gain_enabled(self) -> bool:

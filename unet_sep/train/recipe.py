@@ -63,6 +63,11 @@ class TrainingDataConfig(DataConfig):
                 f"data.augment.percussion_stem {self.augment.percussion_stem!r} must be one of data.targets "
                 f"{list(self.targets)} (drums or accompaniment, usually)"
             )
+        effects = self.augment.vocal_effects
+        if effects.enabled and effects.stem not in self.targets:
+            raise ConfigError(
+                f"data.augment.vocal_effects.stem {effects.stem!r} must be one of data.targets {list(self.targets)}"
+            )
 
 
 @dataclass

@@ -19,6 +19,7 @@ from unet_sep.data.stem_sources import StemSourceConfig
 from unet_sep.data.tracks import Track
 from unet_sep.dsp.measures import db_to_gain, rms_db
 from unet_sep.train.augment import AugmentConfig, lowpass, lowpass_cutoff_range, synthetic_hihats
+from unet_sep.train.vocal_effects import apply_vocal_effects
 
 __all__ = ["MAX_SILENCE_ATTEMPTS", "ExcerptSampler", "StemPool", "load_stem_pool"]
 
@@ -79,10 +80,11 @@ class ExcerptSampler:
     pools existed), and its gain from the pool's range when it has one. While ``skip_silent`` is on
     and any target of the draw is near-silent (RMS before gain below ``silence_db``), the excerpt is drawn again
     with the next ``attempt``, at most 10 attempts; the last draw is kept. Then per stem: channel swap
-    (stereo, p=0.5) and a random gain; then, with ``percussion_probability``, synthetic hi-hats added to
-    ``percussion_stem``; then, with ``lowpass_probability``, one random low-pass of all stems. No random
-    number is drawn for an augmentation whose probability is 0, so recipes that leave one off keep the exact
-    data they had before it existed.
+    (stereo, p=0.5) and a random gain; then the vocal effects of ``augment.vocal_effects`` (EQ, compression,
+    saturation, doubling, reverb, each with its probability) on its ``stem``; then, with
+    ``percussion_probability``, synthetic hi-hats added to ``percussion_stem``; then, with
+    ``lowpass_probability``, one random low-pass of all stems. No random number is drawn for an augmentation
+    whose probability is 0, so recipes that leave one off keep the exact data they had before it existed.
     """
 
     def __init__(
@@ -106,6 +108,9 @@ class ExcerptSampler:
         augment.validate()
         if augment.percussion_probability > 0 and augment.percussion_stem not in targets:
             raise ValueError(f"augment.percussion_stem {augment.percussion_stem!r} is not one of the targets {targets}")
+        if augment.vocal_effects.enabled and augment.vocal_effects.stem not in targets:
+            raise ValueError(f"augment.vocal_effects.stem {augment.vocal_effects.stem!r} is not one of the targets "
+                             f"{targets}")
         channels = None
         for track in tracks:
             missing = [t for t in targets if t not in track.sources]
@@ -226,6 +231,10 @@ class ExcerptSampler:
             if gain_on:
                 low, high = self._gain_range(pick)
                 out[row] *= np.float32(db_to_gain(rng.uniform(low, high)))
+        effects = augment.vocal_effects
+        if effects.enabled:
+            row = self.targets.index(effects.stem)
+            out[row] = apply_vocal_effects(rng, out[row], self.sample_rate, effects)
         if augment.percussion_probability > 0 and rng.random() < augment.percussion_probability:
             row = self.targets.index(augment.percussion_stem)
             level = rms_db(out[row])
