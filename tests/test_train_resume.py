@@ -1,7 +1,8 @@
-"""Resuming training: a run killed with kill -9 and resumed ends bit for bit where the uninterrupted run does, a run
-folder is never overwritten without --resume, a resumed run reports the steps it took and the run's total, a
-finished run has nothing to do, a changed recipe on resume is an error unless allowed, Ctrl-C before the first
-checkpoint says the run must start again, and a checkpoint save killed half-way leaves the previous one intact."""
+"""Resuming training: a run killed with kill -9 and resumed ends bit for bit where the uninterrupted run does (with
+vocal effects too), a run folder is never overwritten without --resume, a resumed run reports the steps it took and
+the run's total, a finished run has nothing to do, a changed recipe on resume is an error unless allowed (a setting
+the run's recipe predates is no change), Ctrl-C before the first checkpoint says the run must start again, and a
+checkpoint save killed half-way leaves the previous one intact."""
 
 from __future__ import annotations
 
@@ -151,6 +152,44 @@ def test_a_changed_recipe_on_resume_is_an_error_unless_allowed(finished_run, tmp
     changed = r"train.steps 2 -> 4 \(the cosine schedule's learning rates depend on it\)\."
     with pytest.raises(RecipeChangedError, match=changed):
         Trainer(cosine, tmp_path / "cosine", device="cpu", progress=False, resume=True).run()
+
+
+def test_a_run_with_vocal_effects_resumed_ends_where_the_uninterrupted_run_does(stems, finished_run, tmp_path):
+    effects = {f"{name}_probability": 0.5 for name in ("eq", "compression", "saturation", "doubling", "reverb")}
+    recipe = stems_recipe(stems, steps=4, checkpoint_every=2)
+    recipe["data"]["augment"] = {"vocal_effects": effects}
+    path = write_recipe(tmp_path / "effects.json", recipe)
+    whole = train(path, tmp_path / "whole")
+    assert whole.returncode == 0, whole.stderr
+    first = train(path, tmp_path / "split", "--set", "train.steps=2")
+    assert first.returncode == 0, first.stderr
+    resumed = train(path, tmp_path / "split", "--resume")
+    assert resumed.returncode == 0, resumed.stderr
+    final = Path("checkpoints") / "step-00000004" / "model.safetensors"
+    a, b = load_file(str(tmp_path / "whole" / final)), load_file(str(tmp_path / "split" / final))
+    assert a.keys() == b.keys() and all(torch.equal(a[name], b[name]) for name in a)
+    # the same run without the effects (finished_run: 2 steps, resumed to 4) trained on other data
+    _, plain, _ = finished_run
+    c = load_file(str(plain / final))
+    assert any(not torch.equal(a[name], c[name]) for name in a)
+
+
+def test_a_run_from_before_a_setting_existed_resumes_without_a_change(finished_run, tmp_path):
+    recipe, finished, _ = finished_run
+    run = tmp_path / "run"
+    shutil.copytree(finished, run)
+    saved = json.loads((run / "recipe.json").read_text())
+    del saved["data"]["augment"]["vocal_effects"]  # the recipe.json of a run started before vocal effects existed
+    (run / "recipe.json").write_text(json.dumps(saved))
+    result = train(recipe, run, "--resume", "--set", "train.steps=5")
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.startswith(
+        "WARNING unet_sep.train.loop: resuming with a changed recipe: train.steps 4 -> 5\n"), result.stderr
+    assert "vocal_effects" not in result.stderr
+    refused = train(recipe, run, "--resume", "--set", "train.steps=6",
+                    "--set", "data.augment.vocal_effects.reverb_probability=0.5")
+    assert refused.returncode == 2
+    assert "data.augment.vocal_effects.reverb_probability 0.0 -> 0.5" in refused.stderr, refused.stderr
 
 
 def test_ctrl_c_before_the_first_checkpoint_says_the_run_must_start_again(stems, tmp_path):

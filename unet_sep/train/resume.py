@@ -16,7 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from unet_sep.atomic import write_bytes_atomic, write_text_atomic
-from unet_sep.fields import show_value
+from unet_sep.errors import ConfigError
+from unet_sep.fields import build_section, show_value
 from unet_sep.train.recipe import Recipe, TrainConfig, recipe_differences
 from unet_sep.train.result import RecipeChangedError, TrainingError
 
@@ -44,7 +45,7 @@ def recipe_changes(out: Path, recipe: Recipe, resume_step: int, allow_changes: b
     except (OSError, json.JSONDecodeError) as error:
         logger.warning("%s: cannot read the run's recipe (%s): changes to it are not checked", path, error)
         return {}
-    changes = recipe_differences(saved, json.loads(json.dumps(recipe.to_dict())))
+    changes = recipe_differences(_with_defaults(saved), json.loads(json.dumps(recipe.to_dict())))
     cosine = recipe.train.lr_schedule == "cosine"
     listed = {key: f"{key} {show_value(old)} -> {show_value(new)}" for key, (old, new) in changes.items()}
     if "train.steps" in changes and cosine:
@@ -57,6 +58,16 @@ def recipe_changes(out: Path, recipe: Recipe, resume_step: int, allow_changes: b
             f"the recipe differs from the one {out} was trained with ({path}): {'; '.join(binding)}. "
             f"Resume with that recipe, or pass --allow-changes to continue from step {resume_step} with the new values")
     return listed
+
+
+def _with_defaults(saved: dict[str, Any]) -> dict[str, Any]:
+    """A run's saved recipe with the settings it lacks at their defaults: settings added to unet-sep after the run
+    started default to what the code did before them (a new augmentation is off), so their absence is no change.
+    A saved recipe that no longer parses is compared as it is."""
+    try:
+        return json.loads(json.dumps(build_section(Recipe, saved, "").to_dict()))
+    except (ConfigError, TypeError, ValueError):
+        return saved
 
 
 def save_recipe(out: Path, recipe: Recipe, replaced_at: int | None = None) -> None:
