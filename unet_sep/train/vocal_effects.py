@@ -296,17 +296,13 @@ def _read(rows: np.ndarray, positions: np.ndarray) -> np.ndarray:
     base = np.floor(positions)
     f = (positions - base).astype(np.float32)
     start = (np.clip(base, -3, n + 2) + 3).astype(np.intp)  # padded index of rows[:, base - 1]
-    f2 = f * f
-    first = 0.5 * f * (f * (2.0 - f) - 1.0)
-    second = 1.0 - f2 * (2.5 - 1.5 * f)
-    fourth = 0.5 * f2 * (f - 1.0)
-    third = 1.0 - first - second - fourth  # the four weights sum to 1
     out = np.empty((rows.shape[0], positions.shape[0]), dtype=np.float32)
-    for source, row in zip(padded, out, strict=True):
-        row[:] = first * source[start]
-        row += second * source[start + 1]
-        row += third * source[start + 2]
-        row += fourth * source[start + 3]
+    for source, row in zip(padded, out, strict=True):  # Horner form of the cubic through the four samples
+        before, at, after, next_after = (source[start + offset] for offset in range(4))
+        slope = 0.5 * (after - before)
+        curve = before - 2.5 * at + 2.0 * after - 0.5 * next_after
+        cubic = 0.5 * (next_after - before) + 1.5 * (at - after)
+        row[:] = at + f * (slope + f * (curve + f * cubic))
     return out
 
 
