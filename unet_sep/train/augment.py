@@ -4,7 +4,9 @@ The sampler (:class:`unet_sep.train.sampler.ExcerptSampler`) draws all random nu
 generator seeded by ``(seed, index, attempt)``; the functions here are deterministic given their arguments.
 Every operation is linear and applied to the target stems (gain and channel swap per stem, low-pass to all
 stems alike), so the mixture, formed as the sum of the augmented stems, stays consistent with the references.
-The one addition, synthetic hi-hats, is added to one stem before the mixture is formed, so the same holds.
+The one addition, synthetic hi-hats, is added to one stem before the mixture is formed, so the same holds; so do
+the vocal effects (:mod:`unet_sep.train.vocal_effects`, settings in ``vocal_effects``), which are not linear but
+process one target stem before the mixture is formed: the processed stem is the reference.
 """
 
 from __future__ import annotations
