@@ -277,26 +277,33 @@ def double(signal: np.ndarray, sample_rate: int, delay_ms: float, detune_cents: 
     delay = delay_ms * 1e-3 * sample_rate
     window = max(min(DOUBLING_WINDOW_S * sample_rate, 2.0 * delay), 1.0)
     sweep = (1.0 - 2.0 ** (detune_cents / 1200.0)) / window  # window phase per sample
-    time = np.arange(n, dtype=np.float64)
-    first = np.mod(0.5 + sweep * time, 1.0)  # the taps' phases in the window, half a window apart
-    phases = [first, first + np.where(first < 0.5, 0.5, -0.5)] if sweep else [first]  # no detune: one tap
+    # float32 throughout, and floor instead of np.mod (4 times slower here, float64 arrays twice): the delays stay
+    # below a few thousand samples (precise to 1e-3 of a sample) and the phase is exact enough over any excerpt
+    index = np.arange(n, dtype=np.int32)
+    first = np.float32(0.5) + np.float32(sweep) * index.astype(np.float32)
+    first -= np.floor(first)  # the taps' phases in the window, half a window apart
+    phases = [first]
+    if sweep:  # no detune: one tap, at the delay, weight 1
+        second = first + np.float32(0.5)
+        second -= np.floor(second)
+        phases.append(second)
     copy = np.zeros_like(rows)
     for phase in phases:
-        tap_weight = np.sin(np.float32(np.pi) * phase.astype(np.float32))
-        positions = time - (delay + window * (phase - 0.5))
-        copy += tap_weight * _read(rows, positions)
+        delays = np.float32(delay) + np.float32(window) * (phase - np.float32(0.5))
+        whole = np.ceil(delays)
+        # read at index - delays = (index - whole) + (whole - delays), the fraction in [0, 1)
+        copy += np.sin(np.float32(np.pi) * phase) * _read(rows, index - whole.astype(np.int32), whole - delays)
     return (signal + np.float32(db_to_gain(level_db)) * copy.reshape(signal.shape)).astype(np.float32, copy=False)
 
 
-def _read(rows: np.ndarray, positions: np.ndarray) -> np.ndarray:
-    """``rows [channels, n]`` read at the fractional sample ``positions [m]``: Catmull-Rom cubic interpolation,
-    zeros outside the signal; float32 ``[channels, m]``."""
+def _read(rows: np.ndarray, base: np.ndarray, fraction: np.ndarray) -> np.ndarray:
+    """``rows [channels, n]`` read at the sample positions ``base + fraction`` (integers and float32 fractions in
+    [0, 1), ``[m]`` each): Catmull-Rom cubic interpolation, zeros outside the signal; float32 ``[channels, m]``."""
     n = rows.shape[-1]
     padded = np.pad(rows, ((0, 0), (4, 5)))  # padded[:, k + 4] is rows[:, k]
-    base = np.floor(positions)
-    f = (positions - base).astype(np.float32)
-    start = (np.clip(base, -3, n + 2) + 3).astype(np.intp)  # padded index of rows[:, base - 1]
-    out = np.empty((rows.shape[0], positions.shape[0]), dtype=np.float32)
+    start = np.clip(base, -3, n + 2) + 3  # padded index of rows[:, base - 1]
+    f = fraction
+    out = np.empty((rows.shape[0], base.shape[0]), dtype=np.float32)
     for source, row in zip(padded, out, strict=True):  # Horner form of the cubic through the four samples
         before, at, after, next_after = (source[start + offset] for offset in range(4))
         slope = 0.5 * (after - before)
