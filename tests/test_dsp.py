@@ -1,9 +1,18 @@
 import pytest
 import torch
 
-from unet_sep.dsp.masks import extend_masks, ratio_masks
+from unet_sep.dsp.masks import add_segments, extend_masks, masked_spectra, ratio_masks
 from unet_sep.dsp.measures import snr_db
-from unet_sep.dsp.stft import hann_window, istft, num_frames, stft, window_envelope
+from unet_sep.dsp.stft import (
+    divide_by_envelope,
+    hann_window,
+    istft,
+    num_frames,
+    overlap_add_weights,
+    stft,
+    synthesize_frames,
+    window_envelope,
+)
 
 
 @pytest.mark.parametrize("length", [1, 1000, 4096, 44100, 100003])
@@ -69,3 +78,46 @@ def test_mask_extension_modes():
     assert torch.allclose(joint.sum(0), torch.ones(1, 2, 20, 5), atol=1e-6)
     with pytest.raises(ValueError):
         extend_masks(masks, 20, "mirror")
+
+
+def test_the_cross_fade_weighs_overlapping_segments():
+    # Two stems, one channel, 3 bins; segments of T=4 frames at frames 0 and 2 (and a third cut at the sums' end).
+    masks = torch.stack([torch.full((2, 1, 3, 4), value) for value in (0.2, 0.6, 1.0)], dim=1)  # [S, N, C, F, T]
+    masks[1] = 1 - masks[0]
+    weights = torch.tensor([0.5, 1.0, 1.0, 0.5])
+    mask_sum, weight_sum = torch.zeros(2, 1, 3, 7), torch.zeros(7)
+    add_segments(mask_sum, weight_sum, masks, [0, 2, 5], weights)
+    assert weight_sum.tolist() == [0.5, 1.0, 1.5, 1.5, 1.0, 1.0, 1.0]  # the third segment gave its first 2 frames
+    crossfaded = mask_sum / weight_sum
+    expected = [0.2, 0.2, (0.2 + 0.6 * 0.5) / 1.5, (0.2 * 0.5 + 0.6) / 1.5, 0.6, (0.6 * 0.5 + 1.0 * 0.5) / 1.0, 1.0]
+    assert torch.allclose(crossfaded[0, 0, 1], torch.tensor(expected))
+    assert torch.allclose(crossfaded.sum(0), torch.ones(1, 3, 7))  # masks that sum to one still do
+
+
+def test_masked_spectra_extend_the_masks_over_the_mixture():
+    masks = ratio_masks(torch.rand(2, 1, 2, 8, 5, generator=torch.Generator().manual_seed(3)))
+    mixture = torch.randn(1, 2, 20, 5, dtype=torch.complex64, generator=torch.Generator().manual_seed(4))
+    spectra, extension = masked_spectra(masks, mixture, "average")
+    assert spectra.shape == (2, 1, 2, 20, 5) and extension.shape == (2, 1, 2, 5)
+    assert torch.equal(spectra, extend_masks(masks, 20, "average") * mixture)
+    assert torch.allclose(spectra.sum(0), mixture, atol=1e-6)  # the stems add up to the mixture, above F too
+    zeros, none = masked_spectra(masks, mixture, "zeros")
+    assert torch.all(zeros[..., 8:, :] == 0) and torch.all(none == 0)
+
+
+def test_the_envelope_and_the_weights_follow_the_inverse_stft():
+    n_fft, hop, frames = 1024, 256, 12
+    window = hann_window(n_fft, dtype=torch.float64)
+    envelope = window_envelope(n_fft, hop, window)
+    # Per-frame weights of 1 overlap-add to the envelope: divided by it, 1 wherever all frames covering a sample are.
+    ones = overlap_add_weights(torch.ones(3, frames, dtype=torch.float64), window**2, hop)
+    assert ones.shape == (3, (frames - 1) * hop + n_fft)
+    inside = divide_by_envelope(ones[..., n_fft:-n_fft], envelope, n_fft, hop)
+    assert torch.allclose(inside, torch.ones_like(inside))
+    # Normalised in two pieces, from where each starts, as the stream hands samples out: as in one.
+    spec = stft(torch.randn(2, 5000, dtype=torch.float64, generator=torch.Generator().manual_seed(5)), n_fft, hop)
+    signal = synthesize_frames(spec, n_fft, hop, window)
+    whole = divide_by_envelope(signal, envelope, 0, hop)
+    pieces = [divide_by_envelope(signal[..., :777], envelope, 0, hop),
+              divide_by_envelope(signal[..., 777:], envelope, 777, hop)]
+    assert torch.equal(torch.cat(pieces, dim=-1), whole)

@@ -1,8 +1,9 @@
-"""Soft masks: ratio masks across stems (Spleeter's formula) and their extension above the model's F bins.
+"""Soft masks: ratio masks across stems (Spleeter's formula), the cross-fade of segments' masks, their extension
+above the model's F bins and their application to the mixture's spectrum.
 
 Every mode of extension gives all bins above F one mask per stem, frame and channel (:func:`extension_mask`).
-The same value serves twice: as the mask of the STFT bins above F (:func:`extend_masks`), and as the weight by
-which content above the model's own sample rate is shared out between the stems
+The same value serves twice: as the mask of the STFT bins above F (:func:`extend_masks`, :func:`masked_spectra`),
+and as the weight by which content above the model's own sample rate is shared out between the stems
 (:func:`~unet_sep.separate.stages.share_residual`), so both follow one definition.
 """
 
@@ -30,6 +31,28 @@ def ratio_masks(estimates: torch.Tensor, exponent: float = 2.0, eps: float = RAT
     powered = estimates.abs() ** exponent if exponent != 2.0 else estimates * estimates
     denominator = powered.sum(dim=0, keepdim=True) + eps
     return (powered + eps / n_stems) / denominator
+
+
+def add_segments(mask_sum: torch.Tensor, weight_sum: torch.Tensor, masks: torch.Tensor, offsets: list[int],
+                 weights: torch.Tensor) -> None:
+    """The cross-fade of overlapping segments, in place: segment ``i``'s masks ``masks[:, i]`` (``masks``:
+    ``[S, N, ..., F, T]``) times the cross-fade ``weights [T]`` are added into the running sums
+    ``mask_sum [S, ..., F, frames]`` from frame ``offsets[i]`` on, and the weights into ``weight_sum [frames]``
+    (a segment reaching past the sums' end is cut there). The cross-faded masks are ``mask_sum / weight_sum``."""
+    frames = weight_sum.shape[-1]
+    for i, offset in enumerate(offsets):
+        length = min(masks.shape[-1], frames - offset)
+        weight = weights[:length]
+        mask_sum[..., offset : offset + length] += masks[:, i, ..., :length] * weight
+        weight_sum[offset : offset + length] += weight
+
+
+def masked_spectra(masks: torch.Tensor, spectrum: torch.Tensor, mode: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """The stems' spectra: ``masks [S, ..., F, frames]`` extended to all the bins of the mixture's complex
+    ``spectrum [..., bins, frames]`` by ``mode`` (:func:`extension_mask`), times it; and the extension masks
+    ``[S, ..., frames]`` (the weights of the band above the model's rate)."""
+    extension = extension_mask(masks, mode, spectrum)
+    return append_extension(masks, extension, spectrum.shape[-2]) * spectrum.unsqueeze(0), extension
 
 
 def extension_mask(masks: torch.Tensor, mode: str, spectrum: torch.Tensor | None = None) -> torch.Tensor:

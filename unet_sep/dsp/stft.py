@@ -83,6 +83,23 @@ def overlap_add(frames: torch.Tensor, hop_length: int) -> torch.Tensor:
     return out.reshape(batch, length)
 
 
+def overlap_add_weights(per_frame: torch.Tensor, window_squared: torch.Tensor, hop_length: int) -> torch.Tensor:
+    """Per-frame values ``[..., n]`` overlap-added with the squared window (``window_squared``, ``[n_fft]``), as
+    :func:`synthesize_frames` places frames: ``[..., (n-1)*hop + n_fft]``, as smooth as the audio synthesised with
+    them (divide by :func:`window_envelope` as the audio)."""
+    lead = per_frame.shape[:-1]
+    frames = per_frame.reshape(-1, 1, per_frame.shape[-1]) * window_squared[None, :, None]
+    return overlap_add(frames, hop_length).reshape(*lead, -1)
+
+
+def divide_by_envelope(samples: torch.Tensor, envelope: torch.Tensor, first: int, hop_length: int) -> torch.Tensor:
+    """The inverse STFT's normalisation: overlap-added ``samples [..., n]``, the first at position ``first`` of the
+    padded signal (``n_fft`` leading zeros), divided by the window envelope at each one's phase
+    (:func:`window_envelope`)."""
+    phase = torch.arange(first, first + samples.shape[-1], device=samples.device) % hop_length
+    return samples / envelope[phase]
+
+
 def window_envelope(n_fft: int, hop_length: int, window: torch.Tensor) -> torch.Tensor:
     """Steady-state sum of the squared window over overlapping frames, one value per phase ``0..hop-1``."""
     squared = window.to(torch.float64) ** 2
@@ -110,5 +127,4 @@ def istft(spec: torch.Tensor, length: int, n_fft: int = 4096, hop_length: int = 
     signal = signal[..., n_fft : n_fft + length]
     if signal.shape[-1] < length:
         raise ValueError(f"spectrogram has too few frames for {length} samples")
-    phase = torch.arange(n_fft, n_fft + length, device=spec.device) % hop_length
-    return signal / envelope[phase]
+    return divide_by_envelope(signal, envelope, n_fft, hop_length)

@@ -10,7 +10,9 @@ Everything is incremental: frames are computed as soon as their samples arrive, 
 through the U-Nets (run by the caller, :class:`~unet_sep.separate.runner.NetworkRunner`) as soon as its frames
 are there, a frame is synthesised once no later segment can touch its mask, and a sample is emitted once no
 later frame overlaps it. The buffers hold at most a batch of segments, so memory does not grow with the length
-of the input. The output has exactly as many samples as the input.
+of the input. The output has exactly as many samples as the input. This module keeps that bookkeeping (which
+frames and samples are where, and when they are final); the arithmetic of each step is :mod:`unet_sep.dsp`'s
+(:mod:`~unet_sep.dsp.stft`, the masks and their cross-fade in :mod:`~unet_sep.dsp.masks`, :mod:`~unet_sep.dsp.wiener`).
 
 Alongside the stems the engine returns, per stem and sample, the weight its mask extension gives to content
 above the model's band (the extended mask overlap-added with the squared window, so it is as smooth as the
@@ -29,12 +31,13 @@ import numpy as np
 import torch
 
 from unet_sep.config import ModelConfig
-from unet_sep.dsp.masks import append_extension, extension_mask, ratio_masks
+from unet_sep.dsp.masks import add_segments, masked_spectra, ratio_masks
 from unet_sep.dsp.stft import (
     analyze_frames,
+    divide_by_envelope,
     hann_window,
     num_frames,
-    overlap_add,
+    overlap_add_weights,
     synthesize_frames,
     window_envelope,
 )
@@ -233,13 +236,8 @@ class SeparationStream:
         grow = end - (self.final_frames + self.weight_sum.length)
         self.mask_sum.extend_zeros(grow)
         self.weight_sum.extend_zeros(grow)
-        mask_sum, weight_sum = self.mask_sum.data, self.weight_sum.data
-        for i, start in enumerate(starts):
-            length = min(self.plan.frames, end - start)
-            lo = start - self.final_frames
-            weights = self.segment_weights[:length]
-            mask_sum[..., lo : lo + length] += masks[:, i, ..., :length] * weights
-            weight_sum[lo : lo + length] += weights
+        offsets = [start - self.final_frames for start in starts]
+        add_segments(self.mask_sum.data, self.weight_sum.data, masks, offsets, self.segment_weights)
 
     def drain(self) -> tuple[np.ndarray, np.ndarray | None]:
         """The stem samples (and extension weights) that no pending segment can change any more; a
@@ -321,9 +319,11 @@ class SeparationStream:
             return self._empty()
         lo = self.emitted + self.n_fft - self.out_start
         hi = complete + self.n_fft - self.out_start
-        phase = torch.arange(self.emitted + self.n_fft, complete + self.n_fft, device=self.device) % self.hop
-        samples = self.out.data[..., lo:hi] / self.envelope[phase]
-        weights = self.out_weights.data[..., lo:hi] / self.envelope[phase] if self.has_weights else None
+        first = self.emitted + self.n_fft  # in padded-signal coordinates
+        samples = divide_by_envelope(self.out.data[..., lo:hi], self.envelope, first, self.hop)
+        weights = None
+        if self.has_weights:
+            weights = divide_by_envelope(self.out_weights.data[..., lo:hi], self.envelope, first, self.hop)
         stems, shares = samples.cpu().numpy(), None if weights is None else weights.cpu().numpy()
         self._check_finite(stems, shares)
         self.out.drop(hi)
@@ -371,9 +371,10 @@ class SeparationStream:
         lo = self.final_frames - self.spec_start
         spec = self.spec.data[..., lo : lo + n + ahead]
         # One mask per frame above F (dsp.masks): it masks the bins above F and weighs the share-out above the rate.
-        extension = extension_mask(masks, self.mask_extension, spec)
-        weights = self._extension_weights(extension[..., :n]) if self.has_weights else None
-        spectra = append_extension(masks, extension, self.n_bins) * spec.unsqueeze(0)
+        spectra, extension = masked_spectra(masks, spec, self.mask_extension)
+        weights = None
+        if self.has_weights:
+            weights = overlap_add_weights(extension[..., :n], self.window_squared, self.hop)
         if self.wiener is not None:
             spectra = self.wiener.filter(spectra, spec, n)
         stems = synthesize_frames(spectra, self.n_fft, self.hop, self.window)
@@ -387,9 +388,3 @@ class SeparationStream:
         self.mask_sum.drop(n)
         self.weight_sum.drop(n)
         self.final_frames += n
-
-    def _extension_weights(self, per_frame: torch.Tensor) -> torch.Tensor:
-        """Per-frame extension masks ``[S, G, C, n]`` -> overlap-added weights ``[S, G, C, samples]``."""
-        lead = per_frame.shape[:-1]
-        frames = per_frame.reshape(-1, 1, per_frame.shape[-1]) * self.window_squared[None, :, None]
-        return overlap_add(frames, self.hop).reshape(*lead, -1)
