@@ -474,6 +474,14 @@ def summary_table(records: list[dict[str, Any]], failed: list[str]) -> str:
     return "\n".join(lines)
 
 
+def model_weights_digest(model: str) -> str:
+    """The sha256 of ``model``'s weights as its config.json records it ("" when it records none)."""
+    from unet_sep.weights.registry import resolve_model
+
+    config = json.loads((Path(resolve_model(model, offline=True)) / "config.json").read_text(encoding="utf-8"))
+    return str(config.get("weights_sha256") or "")
+
+
 def run(out: Path, specs: dict[str, PackageSpec], debs: Path, levels_of: LevelFunction | None, model_name: str = "",
         flag_db: float = VOCALS_FLAG_DB, exclusions: dict[str, str] | None = None) -> tuple[list[dict], list[str]]:
     """Fetch, extract and screen the packages of ``specs`` (no screening without ``levels_of``) and write the data
@@ -526,7 +534,9 @@ def main(argv: list[str] | None = None) -> int:
         if model is None:
             raise FetchError("this unet-sep has no bundled model to screen with: pass --skip-screen")
         levels_of = None if args.skip_screen else ModelLevels(model)
-        records, failed = run(args.out, specs, debs, levels_of, model, args.vocals_flag_db, exclusions)
+        # the cached levels belong to these weights: a retrained bundled model under the same name screens again
+        identity = f"{model} (weights sha256 {model_weights_digest(model)[:16]})" if model else ""
+        records, failed = run(args.out, specs, debs, levels_of, identity, args.vocals_flag_db, exclusions)
     except FetchError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

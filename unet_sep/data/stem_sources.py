@@ -27,25 +27,25 @@ class StemSourceConfig:
 
     Attributes:
         stem: the target stem this source supplies (one of ``data.targets``).
+        source_stem: the stem's name in this data set (default: ``stem``), e.g. "vocals" from a data set whose
+            files call it "voice".
         probability: per excerpt, the chance that ``stem`` comes from this source instead of the main data set.
             The probabilities of the sources of one stem add up to at most 1; the rest is the main data set's.
+        gain_db: the random gain range in dB for excerpts from this source (None: the main ``augment.gain_db``).
         kind, root, split_file, split_group, max_tracks: the data set, as in the ``data`` section
             (:class:`~unet_sep.data.config.DataConfig`); relative paths are resolved against the recipe's folder.
         split: the split of this data set the excerpts come from (a key of its split file; "a+b" for a union).
-        source_stem: the stem's name in this data set (default: ``stem``), e.g. "vocals" from a data set whose
-            files call it "voice".
-        gain_db: the random gain range in dB for excerpts from this source (None: the main ``augment.gain_db``).
     """
 
     stem: str = ""
+    source_stem: str | None = None
     probability: float = 0.0
+    gain_db: tuple[float, float] | None = None
     kind: str = "folder"
     root: str = ""
-    split: str = "train"
     split_file: str | None = None
     split_group: str | None = None
-    source_stem: str | None = None
-    gain_db: tuple[float, float] | None = None
+    split: str = "train"
     max_tracks: int | None = None
 
     def __post_init__(self) -> None:
