@@ -298,7 +298,7 @@ def test_flac_rescales_a_loud_master_by_one_gain_for_all_its_stems(tmp_path, lou
     warnings = [line for line in result.stderr.splitlines() if line.startswith("WARNING")]
     assert len(warnings) == 1 and f": {loud_master}: stems scaled by " in warnings[0], result.stderr
     gain = _gain_in(result.stderr)
-    assert 0.8 < gain < 0.9
+    assert 0.75 < gain < 0.9  # 1 / the loudest stem's peak: 0.799 with the bundled model's stage 5, 0.8-0.9 before
     stems = _stems(tmp_path / "out", "flac")
     mixture, _ = sf.read(loud_master, dtype="float64")
     assert sf.info(tmp_path / "out" / "loud" / "vocals.flac").subtype == "PCM_16"

@@ -45,7 +45,8 @@ def test_threads_follow_the_device_and_the_cores(tiny_model, monkeypatch):
     separator = Separator.from_pretrained(tiny_model, device="cpu")
     pipeline = FilePipeline(separator.runner, FileOptions(Path("out")))
     assert (pipeline.readers, pipeline.writers) == (2, 1)
-    separator.runner.device = torch.device("cuda:0")  # what the pipeline sees of a runner on a GPU
+    # what the pipeline sees of a runner on a GPU (the runner's device is its resolved settings')
+    monkeypatch.setattr(type(separator.runner), "device", property(lambda runner: torch.device("cuda:0")))
     pipeline = FilePipeline(separator.runner, FileOptions(Path("out")))
     assert (pipeline.readers, pipeline.writers) == (3, 3)
     pipeline = FilePipeline(separator.runner, FileOptions(Path("out")), readers=5, writers=2)
