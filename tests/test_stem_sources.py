@@ -6,10 +6,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import signal
-import subprocess
-import time
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +14,7 @@ import soundfile as sf
 import torch
 from safetensors.torch import load_file
 
-from train_runs import make_stems, stems_recipe, train_command, write_recipe
+from train_runs import make_stems, stems_recipe, whole_and_resumed, write_recipe
 from unet_sep.data.stem_sources import StemSourceConfig
 from unet_sep.data.tracks import Track
 from unet_sep.errors import ConfigError
@@ -170,24 +166,7 @@ def test_a_run_with_stem_sources_killed_and_resumed_ends_where_the_whole_run_doe
     recipe["data"]["stem_sources"] = [{"stem": "accompaniment", "probability": 0.5, "root": str(instrumentals),
                                        "split_file": str(instrumentals / "splits.json"), "gain_db": [-9, 0]}]
     path = write_recipe(tmp_path / "r.json", recipe)
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    whole = subprocess.run(train_command(path, tmp_path / "whole"), capture_output=True, text=True, env=env,
-                           timeout=300)
-    assert whole.returncode == 0, whole.stderr
-    killed = subprocess.Popen(train_command(path, tmp_path / "killed"), stdout=subprocess.DEVNULL,
-                              stderr=subprocess.DEVNULL, env=env)
-    pointer = tmp_path / "killed" / "checkpoints" / "latest"
-    deadline = time.time() + 120
-    while time.time() < deadline and killed.poll() is None:
-        if pointer.is_file() and pointer.read_text().strip() >= "step-00000006":
-            break
-        time.sleep(0.01)
-    killed.send_signal(signal.SIGKILL)
-    killed.wait()
-    assert killed.returncode == -signal.SIGKILL, "the run ended before it could be killed; make it longer"
-    resumed = subprocess.run(train_command(path, tmp_path / "killed", "--resume"), capture_output=True, text=True,
-                             env=env, timeout=300)
-    assert resumed.returncode == 0, resumed.stderr
+    whole_and_resumed(path, tmp_path)
     final = "step-00000016"
     a = load_file(str(tmp_path / "whole" / "checkpoints" / final / "model.safetensors"))
     b = load_file(str(tmp_path / "killed" / "checkpoints" / final / "model.safetensors"))

@@ -7,7 +7,6 @@ checkpoint save killed half-way leaves the previous one intact."""
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import signal
 import subprocess
@@ -20,7 +19,16 @@ import torch
 from safetensors.torch import load_file
 
 from musdb_tree import make_musdb_tree
-from train_runs import logged_steps, make_stems, musdb_recipe, stems_recipe, train, train_command, write_recipe
+from train_runs import (
+    logged_steps,
+    make_stems,
+    musdb_recipe,
+    stems_recipe,
+    train,
+    train_command,
+    whole_and_resumed,
+    write_recipe,
+)
 from unet_sep import ModelConfig, UNetConfig
 from unet_sep.atomic import is_stale_temporary, temporary_path
 from unet_sep.model.stems import StemsNet
@@ -45,25 +53,7 @@ def stems(tmp_path_factory) -> Path:
 def test_resume_after_kill_matches_uninterrupted_run(tmp_path, musdb_root):
     recipe = write_recipe(tmp_path / "r.json",
                           musdb_recipe(musdb_root, steps=16, checkpoint_every=2, valid_every=0, log_every=2))
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    whole = subprocess.run(train_command(recipe, tmp_path / "whole"), capture_output=True, text=True, env=env,
-                           timeout=300)
-    assert whole.returncode == 0, whole.stderr
-
-    killed = subprocess.Popen(train_command(recipe, tmp_path / "killed"), stdout=subprocess.DEVNULL,
-                              stderr=subprocess.DEVNULL, env=env)
-    pointer = tmp_path / "killed" / "checkpoints" / "latest"
-    deadline = time.time() + 120
-    while time.time() < deadline and killed.poll() is None:
-        if pointer.is_file() and pointer.read_text().strip() >= "step-00000006":
-            break
-        time.sleep(0.02)
-    killed.send_signal(signal.SIGKILL)
-    killed.wait()
-    assert killed.returncode == -signal.SIGKILL, "the run ended before it could be killed; make it longer"
-    resumed = subprocess.run(train_command(recipe, tmp_path / "killed", "--resume"), capture_output=True, text=True,
-                             env=env, timeout=300)
-    assert resumed.returncode == 0, resumed.stderr
+    whole_and_resumed(recipe, tmp_path)
     final = "step-00000016"
     a = load_file(str(tmp_path / "whole" / "checkpoints" / final / "model.safetensors"))
     b = load_file(str(tmp_path / "killed" / "checkpoints" / final / "model.safetensors"))

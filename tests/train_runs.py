@@ -5,8 +5,11 @@ from __future__ import annotations
 
 import csv
 import json
+import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -77,3 +80,28 @@ def train(recipe: Path, out: Path, *extra: str) -> subprocess.CompletedProcess:
 def logged_steps(run: Path) -> list[int]:
     """The steps of a run's metrics.csv rows."""
     return [int(row["step"]) for row in csv.DictReader((run / "metrics.csv").open())]
+
+
+def whole_and_resumed(recipe: Path, tmp_path: Path, kill_after: str = "step-00000006") -> tuple[Path, Path]:
+    """The run folders of ``recipe`` trained uninterrupted (``tmp_path/whole``) and killed with SIGKILL once its
+    checkpoint ``kill_after`` is written, then resumed to its end (``tmp_path/killed``)."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    whole = subprocess.run(train_command(recipe, tmp_path / "whole"), capture_output=True, text=True, env=env,
+                           timeout=300)
+    assert whole.returncode == 0, whole.stderr
+
+    killed = subprocess.Popen(train_command(recipe, tmp_path / "killed"), stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL, env=env)
+    pointer = tmp_path / "killed" / "checkpoints" / "latest"
+    deadline = time.time() + 120
+    while time.time() < deadline and killed.poll() is None:
+        if pointer.is_file() and pointer.read_text().strip() >= kill_after:
+            break
+        time.sleep(0.01)
+    killed.send_signal(signal.SIGKILL)
+    killed.wait()
+    assert killed.returncode == -signal.SIGKILL, "the run ended before it could be killed; make it longer"
+    resumed = subprocess.run(train_command(recipe, tmp_path / "killed", "--resume"), capture_output=True, text=True,
+                             env=env, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr
+    return tmp_path / "whole", tmp_path / "killed"

@@ -9,12 +9,12 @@ so a folder holding only ``<track>/accompaniment.ogg`` files is a valid source o
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Sequence
 
 from unet_sep.data.config import DataConfig
 from unet_sep.errors import ConfigError
+from unet_sep.fields import check_range, is_number
 
 __all__ = ["MAX_SOURCE_GAIN_DB", "StemSourceConfig", "check_stem_sources"]
 
@@ -69,14 +69,10 @@ class StemSourceConfig:
         if self.stem not in targets:
             raise ConfigError(f"{key}.stem must be one of data.targets {list(targets)}, got {self.stem!r}")
         probability = self.probability
-        if not isinstance(probability, (int, float)) or not 0.0 < probability <= 1.0:
+        if not is_number(probability) or not 0.0 < probability <= 1.0:
             raise ConfigError(f"{key}.probability must be a number in (0, 1], got {probability!r}")
         if self.gain_db is not None:
-            low, high = self.gain_db
-            if not (math.isfinite(low) and math.isfinite(high)) or low > high or max(abs(low), abs(high)) > \
-                    MAX_SOURCE_GAIN_DB:
-                raise ConfigError(f"{key}.gain_db must be [low, high] with low <= high, each within "
-                                  f"+-{MAX_SOURCE_GAIN_DB:g} dB, got {list(self.gain_db)}")
+            check_range(f"{key}.gain_db", self.gain_db, -MAX_SOURCE_GAIN_DB, MAX_SOURCE_GAIN_DB, "dB")
         try:
             self.data_config(None).validate()
         except ConfigError as error:
