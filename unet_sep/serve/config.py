@@ -115,6 +115,14 @@ def job_settings(form: Mapping[str, str]) -> dict[str, object]:
     return settings
 
 
+def settings_used(server: SeparationSettings, settings: Mapping[str, object], stems: list[str]) -> dict[str, object]:
+    """A job's settings as it runs them: its own, the server's for the rest (None: the model's own), and the stems
+    it writes."""
+    used: dict[str, object] = {"stems": list(stems), "two_stems": settings.get("two_stems")}
+    used.update({name: settings.get(name, getattr(server, name)) for name in JOB_SEPARATION_FIELDS})
+    return used
+
+
 def separation_for(server: SeparationSettings, settings: Mapping[str, object]) -> SeparationSettings:
     """The server's separation settings with a job's (:data:`JOB_SEPARATION_FIELDS`) put in; checked when made
     (:class:`SettingError`)."""
