@@ -43,7 +43,7 @@ from starlette.concurrency import run_in_threadpool  # noqa: E402
 from starlette.datastructures import UploadFile  # noqa: E402
 from starlette.requests import Request  # noqa: E402
 from starlette.responses import FileResponse, JSONResponse, Response, StreamingResponse  # noqa: E402
-from starlette.routing import Mount, Route  # noqa: E402
+from starlette.routing import BaseRoute, Mount, Route  # noqa: E402
 from starlette.staticfiles import StaticFiles  # noqa: E402
 
 logger = logging.getLogger(__name__)
@@ -379,7 +379,7 @@ def create_app(config: ServeConfig) -> Starlette:
         finally:
             worker.stop()
 
-    routes = [
+    routes: list[BaseRoute] = [
         Route("/", api.page), Route("/openapi.json", api.openapi), Route("/api/health", api.health),
         Route("/api/models", api.models), Route("/api/jobs", api.list_jobs, methods=["GET"]),
         Route("/api/jobs", api.create_job, methods=["POST"]),
