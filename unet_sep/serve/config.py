@@ -84,9 +84,8 @@ class ServeConfig:
         """``data_dir``, or the user's data folder for unet-sep (platformdirs)."""
         if self.data_dir is not None:
             return self.data_dir
-        from unet_sep.extras import import_extra
+        import platformdirs
 
-        platformdirs = import_extra("platformdirs", "serve", "unet-sep serve")
         return Path(platformdirs.user_data_dir("unet-sep")) / "serve"
 
 
