@@ -235,6 +235,10 @@ class Api:
         except UploadError as problem:
             await run_in_threadpool(self.store.delete, job.id)
             return error(422, problem.message)
+        except OSError as problem:  # a full disk, a quota: the server's trouble, said in one line
+            await run_in_threadpool(self.store.delete, job.id)
+            logger.error("job %s: cannot store the upload: %s", job.id, problem)
+            return error(507, f"the server cannot store the upload: {problem.strerror or problem}")
         full = self._queue_full()  # others may have filled it while this one uploaded
         if full is not None:
             await run_in_threadpool(self.store.delete, job.id)

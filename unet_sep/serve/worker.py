@@ -63,6 +63,7 @@ class Worker:
         self.running_id: str | None = None
         self._live: LiveStems | None = None
         self._cancel: set[str] = set()
+        self._runner: tuple | None = None  # (settings, runner) of the last job: the next with the same reuses it
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name="unet-sep-serve-worker", daemon=True)
@@ -134,7 +135,10 @@ class Worker:
         settings = job.settings
         options = FileOptions(folder / STEMS_FOLDER, "{stem}.{ext}", "wav", stems=settings.get("stems"),
                               two_stems=settings.get("two_stems"), overwrite=True)
-        runner = NetworkRunner(self.model.net, self.model.config, separation_for(self.server_settings, settings))
+        separation = separation_for(self.server_settings, settings)
+        if self._runner is None or self._runner[0] != separation:
+            self._runner = (separation, NetworkRunner(self.model.net, self.model.config, separation))
+        runner = self._runner[1]
         pipeline = FilePipeline(runner, options, readers=1, writers=1)
         live = LiveStems(folder, job.stems, job.channels or 1)
         with self._lock:
