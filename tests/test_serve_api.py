@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import time
 import zipfile
 from pathlib import Path
@@ -297,9 +298,9 @@ def test_the_openapi_schema_names_every_route_and_is_valid(client):
         for method, operation in item.items():
             assert operation["responses"] and all(code.isdigit() for code in operation["responses"]), (path, method)
             names = {param["name"] for param in operation.get("parameters", []) if param["in"] == "path"}
-            assert names == set(__import__("re").findall(r"{(\w+)}", path)), (path, method)
+            assert names == set(re.findall(r"{(\w+)}", path)), (path, method)
     text = json.dumps(schema)
-    for reference in set(__import__("re").findall(r'"\$ref": "#/components/schemas/(\w+)"', text)):
+    for reference in set(re.findall(r'"\$ref": "#/components/schemas/(\w+)"', text)):
         jsonschema.Draft202012Validator.check_schema(schema["components"]["schemas"][reference])
     job_schema = dict(schema["components"]["schemas"]["Job"], **{"$defs": {}})
     jobs = client.get("/api/jobs").json()["jobs"]
