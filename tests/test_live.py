@@ -98,7 +98,7 @@ def test_spleeter_segments_are_the_offline_spleeter_plan(request, model: str) ->
     offline = Separator(separator.runner.net, config, device="cpu", segmentation="spleeter")
     plan = SegmentPlan.live(config.segment_frames, config.segment_frames, 0)
     live = LivePlan(plan, rate, plan_latency(config, plan, rate))
-    seconds = 2.2 * config.segment_frames * config.stft.hop_length / rate  # two segments and part of a third
+    seconds = 1.3 * config.segment_frames * config.stft.hop_length / rate  # a segment and part of a second
     audio = music_like(seconds, rate, channels=config.n_channels)
     session = LiveSession(separator.runner, live, config.n_channels)
     out = run_blocks(session, audio, [4000])[..., live.latency_samples :]

@@ -83,7 +83,7 @@ class SeparationSettings:
         live_latency: the most seconds of delay a live session (:mod:`unet_sep.separate.live`) is planned for when
             none is given, above 0 and at most :data:`MAX_LIVE_LATENCY`. The default, 1 s, gave the bundled model's
             offline MIR-1K vocals GNSDR (within 0.1 dB) at a tenth of a CPU second per second of audio; 0.25 s
-            loses 0.9 dB and costs three times more (``docs/live.md``).
+            loses 0.9 dB at 3.4 times the compute (``docs/live.md``).
         live_segment_frames: STFT frames of a live session's segments, a positive multiple of the U-Nets' stride
             ``2 ** depth`` (checked with the model); None:
             :data:`~unet_sep.separate.live.DEFAULT_SEGMENT_FRAMES`, or the model's own length when shorter.
