@@ -1,0 +1,269 @@
+"""The page of `unet-sep serve` in a real browser (issue 28, section 4): Debian's chromium driven by Selenium,
+headless, against a real server process on 127.0.0.1. A real song is uploaded, its progress watched, its stems
+played while the job still runs (solo, seek, pause, checked through the page's test hook and the levels its audio
+graph sends out), the zip downloaded through the page's link and its stems checked against the input; a text
+file named .mp3 brings the server's one-line message into the page. Skips with the reason when no browser can
+start or ../shared is absent."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+from conftest import EXAMPLE_MP3
+
+from unet_sep.dsp.measures import snr_db
+
+webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is not installed (the test extra)")
+from selenium.common.exceptions import WebDriverException  # noqa: E402
+from selenium.webdriver.common.by import By  # noqa: E402
+from selenium.webdriver.common.keys import Keys  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+SCREENSHOT_DIR_VARIABLE = "UNET_SEP_SCREENSHOTS"  # a folder the finished page's screenshot is also copied to
+LOOPS = 14           # the song excerpt (10.9 s) repeated 14 times: 152 s, long enough to play before the job ends
+SUM_SNR_DB = 60.0    # the stems add up to the input (as tests/test_spleeter.py requires of Spleeter's stems)
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def _get_json(url: str) -> dict:
+    with urllib.request.urlopen(url, timeout=10) as response:
+        return json.loads(response.read())
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    """`python -m unet_sep serve` on a free port of 127.0.0.1 with a data folder of its own; its base URL."""
+    if not (ROOT / "unet_sep" / "serve" / "app.py").exists():
+        pytest.skip("the server (unet_sep/serve/app.py) is not in this tree")
+    folder = tmp_path_factory.mktemp("serve")
+    port = _free_port()
+    log = (folder / "server.log").open("wb")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "unet_sep", "serve", "--host", "127.0.0.1", "--port", str(port),
+         "--data", str(folder / "data")],
+        stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 120
+    while True:
+        try:
+            if _get_json(url + "/api/health")["status"] == "ok":
+                break
+        except (OSError, urllib.error.URLError, ValueError):
+            pass
+        if process.poll() is not None or time.monotonic() > deadline:
+            process.kill()
+            log.close()
+            raise AssertionError("the server did not start:\n" + (folder / "server.log").read_text()[-3000:])
+        time.sleep(0.25)
+    yield url
+    process.send_signal(signal.SIGTERM)
+    try:
+        assert process.wait(timeout=30) == 0, (folder / "server.log").read_text()[-3000:]
+    finally:
+        if process.poll() is None:
+            process.kill()
+        log.close()
+
+
+@pytest.fixture(scope="module")
+def downloads(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("downloads")
+
+
+@pytest.fixture(scope="module")
+def browser(downloads):
+    """Headless chromium with autoplay allowed and downloads going to ``downloads``; skips if none can start."""
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    driver_path = shutil.which("chromedriver")
+    if not chromium or not driver_path:
+        pytest.skip("no browser: Debian's chromium and chromium-driver are not installed (.ci/run installs them)")
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = chromium
+    for argument in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1000,1000",
+                     "--autoplay-policy=no-user-gesture-required", "--mute-audio"):
+        options.add_argument(argument)
+    options.add_experimental_option("prefs", {"download.default_directory": str(downloads),
+                                              "download.prompt_for_download": False})
+    try:
+        driver = webdriver.Chrome(options=options, service=Service(driver_path))
+    except WebDriverException as error:
+        pytest.skip(f"chromium could not start: {error.msg or error}".splitlines()[0])
+    driver.set_script_timeout(30)
+    yield driver
+    driver.quit()
+
+
+@pytest.fixture(scope="module")
+def long_song(tmp_path_factory) -> Path:
+    """The real song excerpt looped to 152 s as 16-bit FLAC, under a name with markup in it."""
+    if not EXAMPLE_MP3.exists():
+        pytest.skip(f"{EXAMPLE_MP3} is absent (../shared)")
+    samples, rate = sf.read(EXAMPLE_MP3, dtype="float32", always_2d=True)
+    path = tmp_path_factory.mktemp("song") / "Slow Motion Dream <em>looped<em> & more.flac"
+    sf.write(path, np.tile(samples, (LOOPS, 1)), rate, subtype="PCM_16")
+    return path
+
+
+def _state(driver) -> dict | None:
+    return driver.execute_script("return window.unetSep.state()")
+
+
+def _wait(predicate, timeout: float, what: str, step: float = 0.1):
+    """Polls ``predicate`` until it returns something true (returned), or fails naming ``what``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+        time.sleep(step)
+
+
+def _job_row(driver):
+    rows = driver.find_elements(By.CSS_SELECTOR, "#jobs .job")
+    return rows[0] if rows else None
+
+
+def test_a_song_plays_while_it_is_separated_and_its_zip_adds_up(server, browser, downloads, long_song, tmp_path):
+    driver = browser
+    driver.get(server + "/")
+    _wait(lambda: driver.find_element(By.ID, "model").text.startswith("Model: "), 20, "the model's name")
+    driver.find_element(By.ID, "files").send_keys(str(long_song))
+
+    # the job's row: the file name shown as text (the markup in it is not markup), progress that grows
+    row = _wait(lambda: _job_row(driver), 60, "the job's row")
+    assert row.find_element(By.CSS_SELECTOR, ".job-name").text == long_song.name
+    assert not row.find_elements(By.CSS_SELECTOR, ".job-name em")
+    job_id = row.get_attribute("data-job")
+    progress_seen: list[float] = []
+
+    def playable() -> dict | None:
+        progress_seen.append(float(row.find_element(By.TAG_NAME, "progress").get_attribute("value")))
+        state = _state(driver)
+        return state if state and state["buffered"] >= 2 else None
+
+    _wait(playable, 120, "the player to have 2 s of every stem")
+    driver.find_element(By.ID, "play").click()
+    state = _wait(lambda: (s := _state(driver)) and s["playing"] and s["position"] > 0.3 and s, 10, "playback")
+    job = _get_json(f"{server}/api/jobs/{job_id}")
+    assert state["status_at_first_play"] == "running" and job["status"] == "running", (state, job)
+    assert job["available_seconds"] < job["duration_seconds"] == pytest.approx(LOOPS * 479832 / 44100, abs=0.01)
+    assert sorted(state["audible"]) == ["accompaniment", "vocals"]
+    _wait(lambda: all(stem["level"] > 1e-3 for stem in _state(driver)["stems"].values()), 5, "both stems to sound")
+
+    # solo vocals: only the vocals reach the output
+    driver.find_element(By.CSS_SELECTOR, '.stem[data-stem="vocals"] .stem-solo').click()
+    state = _state(driver)
+    assert state["audible"] == ["vocals"] and state["stems"]["vocals"]["solo"]
+    time.sleep(0.2)  # the meters hold the last 2048 samples (46 ms)
+    levels = {name: stem["level"] for name, stem in _state(driver)["stems"].items()}
+    assert levels["accompaniment"] == 0 and levels["vocals"] > 0, levels
+    assert driver.find_element(By.CSS_SELECTOR, '.stem[data-stem="vocals"] .stem-solo') \
+        .get_attribute("aria-pressed") == "true"
+
+    # seek with the keyboard (the arrow keys move 5 s), and pause and resume with space
+    before = _state(driver)["position"]
+    body = driver.find_element(By.TAG_NAME, "body")
+    body.send_keys(Keys.ARROW_RIGHT)
+    after = _state(driver)["position"]
+    assert 4.5 < after - before < 5.6, (before, after)
+    body.send_keys(Keys.SPACE)
+    paused = _state(driver)
+    time.sleep(0.5)
+    assert not paused["playing"] and _state(driver)["position"] == paused["position"]
+    body.send_keys(Keys.SPACE)
+    _wait(lambda: _state(driver)["position"] > paused["position"] + 0.2, 5, "playback to resume")
+
+    # seek with a click on a waveform, half way through, while the job may still run
+    canvas = driver.find_element(By.CSS_SELECTOR, '.stem[data-stem="vocals"] canvas')
+    driver.execute_script("""const box = arguments[0].getBoundingClientRect();
+        arguments[0].dispatchEvent(new MouseEvent("click", {clientX: box.left + box.width / 2,
+                                                            clientY: box.top + 5, bubbles: true}));""", canvas)
+    middle = job["duration_seconds"] / 2
+    assert abs(_state(driver)["position"] - middle) < 0.5
+    # where the stems are not written yet, playback waits there (stalled) and goes on from there
+    _wait(lambda: (s := _state(driver))["playing"] and s["position"] > middle + 0.5, 300, "playback after the seek")
+    assert _state(driver)["position"] < middle + 5
+
+    # the job ends: progress went up through values below 1, the zip link appears
+    _wait(lambda: row.find_element(By.CSS_SELECTOR, ".job-status").text == "done", 600, "the job to finish", 0.5)
+    assert any(0 < value < 1 for value in progress_seen) and progress_seen == sorted(progress_seen), progress_seen
+    zip_link = _wait(lambda: (link := driver.find_element(By.ID, "zip")).is_displayed() and link, 10, "the zip link")
+    _wait(lambda: _state(driver)["stems"]["vocals"]["complete"], 60, "every sample in the page")
+    state = _state(driver)
+    assert state["buffered"] == pytest.approx(job["duration_seconds"], abs=1e-3)
+    assert driver.execute_script("return document.documentElement.scrollWidth") <= 1000
+
+    height = driver.execute_script("return document.documentElement.scrollHeight")
+    driver.set_window_size(1000, height + 20)  # the whole page in the picture
+    screenshot = tmp_path / "serve.png"
+    driver.save_screenshot(str(screenshot))
+    if os.environ.get(SCREENSHOT_DIR_VARIABLE):
+        shutil.copy(screenshot, Path(os.environ[SCREENSHOT_DIR_VARIABLE]) / "serve.png")
+
+    zip_link.click()
+    archive = _wait(lambda: next((p for p in downloads.glob("*.zip")), None), 60, "the zip download")
+    _wait(lambda: not list(downloads.glob("*.crdownload")), 60, "the zip download to end")
+    mixture, rate = sf.read(long_song, dtype="float64", always_2d=True)
+    stems = {}
+    with zipfile.ZipFile(archive) as bundle:
+        assert sorted(bundle.namelist()) == ["accompaniment.wav", "vocals.wav"]
+        for name in bundle.namelist():
+            with bundle.open(name) as member:
+                stems[name], stem_rate = sf.read(member, dtype="float64", always_2d=True)
+            assert stem_rate == rate and stems[name].shape == mixture.shape, (name, stems[name].shape)
+    assert snr_db(mixture, sum(stems.values())) > SUM_SNR_DB
+
+
+def test_the_page_is_readable_at_a_phone_width(server, browser):
+    driver = browser
+    driver.set_window_size(360, 800)
+    try:
+        driver.get(server + "/")
+        _wait(lambda: driver.find_element(By.ID, "model").text.startswith("Model: "), 20, "the model's name")
+        width = driver.execute_script("return document.documentElement.clientWidth")
+        assert width <= 360
+        assert driver.execute_script("return document.documentElement.scrollWidth") <= width  # no sideways scroll
+        choose = driver.find_element(By.CSS_SELECTOR, 'label[for="files"]')
+        assert choose.rect["x"] >= 0 and choose.rect["x"] + choose.rect["width"] <= width
+    finally:
+        driver.set_window_size(1000, 1000)
+
+
+def test_a_text_file_named_mp3_shows_the_servers_message(server, browser, tmp_path):
+    not_audio = tmp_path / "notes.mp3"
+    not_audio.write_text("these are notes, not a song\n" * 20)
+    driver = browser
+    driver.get(server + "/")
+    _wait(lambda: driver.find_element(By.ID, "model").text.startswith("Model: "), 20, "the model's name")
+    jobs_before = len(_get_json(server + "/api/jobs")["jobs"])
+    driver.find_element(By.ID, "files").send_keys(str(not_audio))
+    message = _wait(lambda: (m := driver.find_element(By.ID, "message")).is_displayed() and m.text, 60,
+                    "the message")
+    assert message.startswith("notes.mp3") and len(message.splitlines()) == 1, message
+    # the line is the server's own (as the CLI prints it), found at upload: no job was made
+    assert len(message) > len("notes.mp3: ") and "Traceback" not in message
+    assert len(_get_json(server + "/api/jobs")["jobs"]) == jobs_before
+    assert _state(driver) is None
