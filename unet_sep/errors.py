@@ -76,6 +76,21 @@ class AdvisedError(FileError):
         return type(self), (self.problem, self.advice, self.path)
 
 
+def failure_reason(error: BaseException | None,
+                   spell: Callable[[str, object], str] | None = None) -> str | None:
+    """One line for a file that failed with ``error``, without the file's name (the caller names the file, in its
+    own words): a :class:`FileError`'s reason (an :class:`AdvisedError`'s advice written by ``spell``, see
+    :meth:`AdvisedError.spelled`), a ``ValueError``'s or ``OSError``'s message; None for any other error (a bug:
+    the caller says so in its own way)."""
+    if isinstance(error, AdvisedError) and spell is not None:
+        return error.spelled(spell)
+    if isinstance(error, FileError):
+        return error.reason
+    if isinstance(error, (ValueError, OSError)):
+        return str(error)
+    return None
+
+
 def one_line(error: object) -> str:
     """``error``'s message on one line (white space folded), or its type's name when it has none."""
     return " ".join(str(error).split()) or type(error).__name__

@@ -207,14 +207,12 @@ def _load_pipeline(model: Optional[str], settings: SeparationSettings, options: 
 
 def _failure_text(error: BaseException | None) -> str:
     """One line for a failed file (the caller names the file)."""
-    from unet_sep.errors import AdvisedError, FileError
+    from unet_sep.errors import failure_reason
 
-    if isinstance(error, AdvisedError):  # advice in the options' words: --batch-size 4
-        return error.spelled(lambda setting, value: f"{option_name(setting)} {value}")
-    if isinstance(error, FileError):
-        return error.reason
-    if isinstance(error, (ValueError, OSError)):
-        return str(error)
+    # advice in the options' words: --batch-size 4
+    reason = failure_reason(error, lambda setting, value: f"{option_name(setting)} {value}")
+    if reason is not None:
+        return reason
     log.info("unexpected error", exc_info=error)  # a bug, but one file's: one line, and the batch goes on
     return f"unexpected {type(error).__name__}: {one_line(error)} (use --verbose for details)"
 

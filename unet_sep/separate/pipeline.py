@@ -53,7 +53,7 @@ from unet_sep.separate.outputs import OutputPathError, OutputStems, output_paths
 from unet_sep.separate.reader import InputReader
 from unet_sep.separate.runner import NetworkRunner
 from unet_sep.separate.stream import SeparationStream
-from unet_sep.separate.writer import StemWriter
+from unet_sep.separate.writer import SamplesHook, StemWriter
 
 logger = logging.getLogger(__name__)
 
@@ -122,6 +122,7 @@ class FilePipeline:
         paths: Iterable[str | Path | InputFile],
         on_event: Callable[[FileEvent], None] | None = None,
         shard: tuple[int, int] = (0, 1),
+        on_samples: SamplesHook | None = None,
     ) -> list[FileEvent]:
         """Separate ``paths``; returns one final event per input (done, skipped or failed), in input order.
 
@@ -131,6 +132,8 @@ class FilePipeline:
         ``world``-th input from ``rank`` on (torchrun), while the plan still covers them all. ``on_event`` is
         called on the calling thread for every event, "started" and "progress" included; event indices are
         positions in ``paths``. Each input is opened once, by a reader: its "started" event carries its length.
+        ``on_samples`` (:data:`~unet_sep.separate.writer.SamplesHook`) is called on a writer thread with each block
+        of stem samples as it is encoded, so a caller can use them before the stems are complete.
         """
         sources = [InputFile.of(p) for p in paths]
         plan = plan_outputs(sources, self._paths_of)
@@ -147,7 +150,7 @@ class FilePipeline:
                 jobs.append(FileJob(index, sources[index].path, planned))
         self._remove_leftovers()
         if jobs:
-            self._run_jobs(jobs, final, on_event)
+            self._run_jobs(jobs, final, on_event, on_samples)
         return [final[i] for i in sorted(final)]
 
     def _remove_leftovers(self) -> None:
@@ -159,7 +162,7 @@ class FilePipeline:
             logger.warning("removed %d temporary file(s) that killed runs left under %s", len(removed), out_dir)
 
     def _run_jobs(self, jobs: list[FileJob], final: dict[int, FileEvent],
-                  on_event: Callable[[FileEvent], None] | None) -> None:
+                  on_event: Callable[[FileEvent], None] | None, on_samples: SamplesHook | None) -> None:
         """The three stages over ``jobs``; final events land in ``final``."""
         to_model: queue.Queue = queue.Queue(maxsize=self.queue_blocks)
         count = min(self.writers, len(jobs))
@@ -174,9 +177,10 @@ class FilePipeline:
         reader = InputReader(self.runner, self.options)
         readers = [threading.Thread(target=reader.run, args=(pending, to_model, stop), name=f"unet-sep-reader-{i}",
                                     daemon=True) for i in range(min(self.readers, len(jobs)))]
-        writers = [threading.Thread(target=StemWriter(self.runner, self.options, self.outputs, events, halt).run,
-                                    args=(to_writer, aborted), name=f"unet-sep-writer-{i}", daemon=True)
-                   for i, to_writer in enumerate(to_writers)]
+        writers = [threading.Thread(
+            target=StemWriter(self.runner, self.options, self.outputs, events, halt, on_samples).run,
+            args=(to_writer, aborted), name=f"unet-sep-writer-{i}", daemon=True)
+            for i, to_writer in enumerate(to_writers)]
 
         def dispatch() -> None:
             while True:

@@ -19,6 +19,7 @@ import os
 import queue
 import time
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
@@ -34,13 +35,20 @@ from unet_sep.separate.stages import BLOCK_SAMPLES, OutputStage
 
 logger = logging.getLogger(__name__)
 
+# Called on the writer thread with an input's index and ``{stem: float32 [channels, n]}``, the samples just handed
+# to the stems' encoders at the output rate, in order (before any clipping the format does); after the last
+# block, the stems are renamed into place. A server plays stems from it while the rest is separated.
+SamplesHook = Callable[[int, dict[str, np.ndarray]], None]
+
 
 class _OpenOutputs:
     """The writer's state of one input being written: ``back`` brings the stems to the input's rate and channels,
     ``resampler`` them to the output rate (``out_rate``), the writers encode them (after the spool, if any)."""
 
-    def __init__(self, job: FileJob, info: AudioInfo, back: OutputStage, out_rate: int) -> None:
+    def __init__(self, job: FileJob, info: AudioInfo, back: OutputStage, out_rate: int,
+                 on_samples: SamplesHook | None = None) -> None:
         self.job = job
+        self.on_samples = on_samples
         self.info = info
         self.back = back
         self.out_rate = out_rate
@@ -70,6 +78,8 @@ class _OpenOutputs:
         per_stem = block.reshape(len(self.writers), self.info.channels, -1)
         for i, writer in enumerate(self.writers.values()):
             writer.write(per_stem[i])
+        if self.on_samples is not None:
+            self.on_samples(self.job.index, dict(zip(self.writers, per_stem, strict=True)))
 
     def commit(self) -> float:
         """Encode what the spool holds (with its gain), finish every stem, then rename them all; returns the gain.
@@ -116,12 +126,13 @@ class _OpenOutputs:
 
 
 class StemWriter:
-    """What the writer thread does (:meth:`run`), for the inputs of one run: its events go to ``events``, and a
-    full output folder stops the run through ``halt``."""
+    """What the writer thread does (:meth:`run`), for the inputs of one run: its events go to ``events``, a
+    full output folder stops the run through ``halt``, and ``on_samples`` (if any) sees every block encoded."""
 
     def __init__(self, runner: NetworkRunner, options: FileOptions, outputs: OutputStems, events: queue.Queue,
-                 halt: RunHalt) -> None:
+                 halt: RunHalt, on_samples: SamplesHook | None = None) -> None:
         self.runner = runner
+        self.on_samples = on_samples
         self.options = options
         self.outputs = outputs
         self.events = events
@@ -179,7 +190,7 @@ class StemWriter:
                                       sample_rate=info.sample_rate))
             state = open_outputs[job.index] = _OpenOutputs(
                 job, info, self.runner.output_stage(1, info.channels, info.sample_rate),
-                self.options.output_rate(info))
+                self.options.output_rate(info), self.on_samples)
             self._open(state)
         elif kind == "input":
             open_outputs[job.index].back.add_input(message[2])

@@ -1,0 +1,184 @@
+"""The server's worker: one thread that runs the queued jobs, oldest first, one at a time, through the file
+pipeline on the loaded model, as ``unet-sep separate`` would (float WAV stems, ``{stem}.wav`` in the job's
+``stems`` folder), while the stems' samples so far are readable (:class:`~unet_sep.serve.live.LiveStems`).
+
+A job that is deleted while it runs is cancelled: the pipeline is stopped from its event callback and removes what
+it had written, then the job's folder goes.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass
+
+from unet_sep.errors import failure_reason, one_line
+from unet_sep.serve.config import separation_for
+from unet_sep.serve.jobs import STEMS_FOLDER, Job, JobStore, now
+from unet_sep.serve.live import LiveStems, read_final, stem_path
+
+logger = logging.getLogger(__name__)
+
+PROGRESS_INTERVAL = 0.2  # seconds between progress writes to the database
+
+
+class JobCancelled(Exception):
+    """The running job was deleted: raised from the pipeline's event callback to stop it."""
+
+
+@dataclass
+class Samples:
+    """What a read of a stem's samples found: ``data`` (interleaved float32 bytes) holds ``count`` samples per
+    channel from ``start``; ``available`` are written so far, all of them when ``complete``."""
+
+    data: bytes
+    start: int
+    count: int
+    available: int
+    complete: bool
+
+
+def failure_text(file_name: str, error: BaseException | None) -> str:
+    """The one line a failed job carries: the file's name and the reason, as ``unet-sep separate`` prints it."""
+    reason = failure_reason(error)
+    if reason is None:
+        logger.error("job failed unexpectedly", exc_info=error)
+        reason = f"unexpected {type(error).__name__}: {one_line(error)} (see the server's log)"
+    return f"{file_name}: {one_line(reason)}"
+
+
+class Worker:
+    """Runs the jobs of ``store`` with ``model`` (a :class:`~unet_sep.serve.app.LoadedModel`), on its own thread
+    (:meth:`start`, :meth:`stop`)."""
+
+    def __init__(self, store: JobStore, model, server_settings) -> None:
+        self.store = store
+        self.model = model
+        self.server_settings = server_settings
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+        self.running_id: str | None = None
+        self._live: LiveStems | None = None
+        self._cancel: set[str] = set()
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="unet-sep-serve-worker", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """Stop after cancelling the running job (it is queued again: the next start runs it from the start)."""
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    def wake(self) -> None:
+        """A job was queued."""
+        self._wake.set()
+
+    def cancel(self, job_id: str) -> bool:
+        """Ask the running job ``job_id`` to stop; False where it is not the one running."""
+        with self._lock:
+            if self.running_id != job_id:
+                return False
+            self._cancel.add(job_id)
+            return True
+
+    def available(self, job: Job) -> int:
+        """Samples per channel of every stem written so far."""
+        with self._lock:
+            live = self._live if self.running_id == job.id else None
+        if live is not None and not live.closed:
+            return live.available
+        if job.status == "done" and job.duration_seconds is not None and job.sample_rate:
+            return round(job.duration_seconds * job.sample_rate)
+        return 0
+
+    def samples(self, job: Job, stem: str, start: int, count: int) -> Samples:
+        """Samples ``start`` to ``start + count`` of ``stem``: of the running job so far, or of its final WAV."""
+        with self._lock:
+            live = self._live if self.running_id == job.id else None
+        if live is not None:
+            data = live.read(stem, start, count)
+            if not live.closed:
+                return Samples(data, start, len(data) // (4 * live.channels), live.available, False)
+            job = self.store.get(job.id) or job  # it ended while we looked: read what it left
+        if job.status != "done":
+            return Samples(b"", start, 0, 0, job.final)
+        data, returned, total = read_final(stem_path(self.store.folder(job.id), stem), start, count)
+        return Samples(data, start, returned, total, True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            job = self.store.next_queued()
+            if job is None:
+                self._wake.wait(0.5)
+                self._wake.clear()
+                continue
+            try:
+                self._run_job(job)
+            except Exception:  # a bug of ours: the job fails, the server goes on
+                logger.exception("job %s", job.id)
+                self.store.update(job.id, status="failed", finished=now(),
+                                  error=f"{job.file_name}: the server failed on this job (see its log)")
+
+    def _run_job(self, job: Job) -> None:
+        from unet_sep.separate.files import FileOptions
+        from unet_sep.separate.pipeline import FilePipeline
+        from unet_sep.separate.runner import NetworkRunner
+
+        folder = self.store.folder(job.id)
+        settings = job.settings
+        options = FileOptions(folder / STEMS_FOLDER, "{stem}.{ext}", "wav", stems=settings.get("stems"),
+                              two_stems=settings.get("two_stems"), overwrite=True)
+        runner = NetworkRunner(self.model.net, self.model.config, separation_for(self.server_settings, settings))
+        pipeline = FilePipeline(runner, options, readers=1, writers=1)
+        live = LiveStems(folder, job.stems, job.channels or 1)
+        with self._lock:
+            self.running_id, self._live = job.id, live
+        self.store.update(job.id, status="running", started=now(), progress=0.0)
+        logger.info("job %s: %s", job.id, job.file_name)
+        last_write = [0.0]
+        final = None
+
+        def on_event(event) -> None:
+            nonlocal final
+            if job.id in self._cancel or self._stop.is_set():
+                raise JobCancelled(job.id)
+            if event.final:
+                final = event
+            elif event.kind == "progress" and event.total and time.monotonic() - last_write[0] > PROGRESS_INTERVAL:
+                last_write[0] = time.monotonic()
+                self.store.update(job.id, progress=min(0.99, event.done / event.total))
+
+        try:
+            pipeline.run([folder / job.input_name], on_event=on_event, on_samples=live.append)
+        except JobCancelled:
+            self._cancelled(job, live)
+            return
+        if final is not None and final.kind == "done":
+            self.store.update(job.id, status="done", progress=1.0, finished=now(),
+                              duration_seconds=live.available / (job.sample_rate or 1))
+        else:
+            error = failure_text(job.file_name, None if final is None else final.error)
+            self.store.update(job.id, status="failed", finished=now(), error=error)
+        with self._lock:
+            live.close()
+            self.running_id, self._live = None, None
+
+    def _cancelled(self, job: Job, live: LiveStems) -> None:
+        """The pipeline stopped and removed its outputs: remove the job (deleted) or queue it again (server stop)."""
+        with self._lock:
+            live.close()
+            self.running_id, self._live = None, None
+            deleted = job.id in self._cancel
+            self._cancel.discard(job.id)
+        if deleted:
+            self.store.delete(job.id)
+        else:
+            self.store.update(job.id, status="queued", progress=0.0, started=None)
+            logger.warning("job %s stopped with the server; it runs again from the start at the next start", job.id)
+
