@@ -8,6 +8,7 @@ start or ../shared is absent."""
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import os
 import shutil
@@ -50,41 +51,49 @@ def _get_json(url: str) -> dict:
         return json.loads(response.read())
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    """`python -m unet_sep serve` on a free port of 127.0.0.1 with a data folder of its own; its base URL."""
-    if not (ROOT / "unet_sep" / "serve" / "app.py").exists():
-        pytest.skip("the server (unet_sep/serve/app.py) is not in this tree")
-    folder = tmp_path_factory.mktemp("serve")
+@contextlib.contextmanager
+def _running_server(folder: Path, *options: str, token: str | None = None):
+    """`python -m unet_sep serve` on a free port of 127.0.0.1 with a data folder of its own; yields its base URL and
+    stops it with SIGTERM."""
     port = _free_port()
-    log = (folder / "server.log").open("wb")
+    log_path = folder / "server.log"
+    log = log_path.open("wb")
     process = subprocess.Popen(
         [sys.executable, "-m", "unet_sep", "serve", "--host", "127.0.0.1", "--port", str(port),
-         "--data", str(folder / "data")],
+         "--data", str(folder / "data"), *options],
         stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONPATH": str(ROOT)})
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 120
-    while True:
-        try:
-            if _get_json(url + "/api/health")["status"] == "ok":
-                break
-        except (OSError, urllib.error.URLError, ValueError):
-            pass
-        if process.poll() is not None or time.monotonic() > deadline:
-            process.kill()
-            log.close()
-            raise AssertionError("the server did not start:\n" + (folder / "server.log").read_text()[-3000:])
-        time.sleep(0.25)
-    yield url
-    process.send_signal(signal.SIGTERM)
     try:
+        while True:
+            try:
+                health = _get_json(url + "/api/health" + (f"?token={token}" if token else ""))
+                if health["status"] == "ok":
+                    break
+            except (OSError, urllib.error.URLError, ValueError):
+                pass
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise AssertionError("the server did not start:\n" + log_path.read_text()[-3000:])
+            time.sleep(0.25)
+        yield url
+        process.send_signal(signal.SIGTERM)
         # it stops cleanly on SIGTERM, with the exit status of a command a signal ended (128 + 15), as the CLI's
-        assert process.wait(timeout=30) == 128 + signal.SIGTERM, (folder / "server.log").read_text()[-3000:]
-        assert "Traceback" not in (folder / "server.log").read_text()
+        assert process.wait(timeout=30) == 128 + signal.SIGTERM, log_path.read_text()[-3000:]
+        assert "Traceback" not in log_path.read_text()
     finally:
         if process.poll() is None:
             process.kill()
+            process.wait()
         log.close()
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    """A real server with the bundled model, shared by the tests of this file."""
+    if not (ROOT / "unet_sep" / "serve" / "app.py").exists():
+        pytest.skip("the server (unet_sep/serve/app.py) is not in this tree")
+    with _running_server(tmp_path_factory.mktemp("serve")) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")
@@ -153,6 +162,7 @@ def test_a_song_plays_while_it_is_separated_and_its_zip_adds_up(server, browser,
     driver = browser
     driver.get(server + "/")
     _wait(lambda: driver.find_element(By.ID, "model").text.startswith("Model: "), 20, "the model's name")
+    assert not driver.find_element(By.ID, "zip").is_displayed()  # no zip before a job is done
     driver.find_element(By.ID, "files").send_keys(str(long_song))
 
     # the job's row: the file name shown as text (the markup in it is not markup), progress that grows
@@ -173,6 +183,7 @@ def test_a_song_plays_while_it_is_separated_and_its_zip_adds_up(server, browser,
 
     _wait(playable, 120, "the player to have 2 s of every stem")
     driver.find_element(By.ID, "play").click()
+    assert not driver.find_element(By.ID, "zip").is_displayed()
     state = _wait(lambda: (s := look()) and s["playing"] and s["position"] > 0.3 and s, 10, "playback")
     job = _get_json(f"{server}/api/jobs/{job_id}")
     assert state["status_at_first_play"] == "running" and job["status"] == "running", (state, job)
@@ -273,3 +284,18 @@ def test_a_text_file_named_mp3_shows_the_servers_message(server, browser, tmp_pa
     assert len(message) > len("notes.mp3: ") and "Traceback" not in message
     assert len(_get_json(server + "/api/jobs")["jobs"]) == jobs_before
     assert _state(driver) is None
+
+
+def test_a_server_with_a_token_gets_it_from_the_page(browser, tmp_path):
+    if not (ROOT / "unet_sep" / "serve" / "app.py").exists():
+        pytest.skip("the server (unet_sep/serve/app.py) is not in this tree")
+    token = "s3cret-token"
+    with _running_server(tmp_path, "--token", token, token=token) as url:
+        driver = browser
+        driver.get(url + "/")
+        form = _wait(lambda: (f := driver.find_element(By.ID, "token-form")).is_displayed() and f, 20, "the token form")
+        assert "needs its access token" in form.text
+        driver.find_element(By.ID, "token").send_keys(token + Keys.ENTER)
+        _wait(lambda: driver.find_element(By.ID, "model").text.startswith("Model: "), 20, "the model's name")
+        assert not driver.find_element(By.ID, "token-form").is_displayed()
+        driver.execute_script("sessionStorage.clear()")

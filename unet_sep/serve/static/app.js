@@ -18,7 +18,8 @@
 
   // ---- the API ----
 
-  /** The access token, when the server wants one: given once as #token=... in the page's address. */
+  /** The access token, when the server wants one: given once as #token=... in the page's address, or in the
+   * form the page shows when the server answers 401; kept for this tab's session. */
   const token = (() => {
     const match = /(?:^|[#&])token=([^&]+)/.exec(location.hash);
     if (match) {
@@ -37,7 +38,18 @@
   function request(url, options = {}) {
     const headers = Object.assign({}, options.headers || {});
     if (token) headers.Authorization = "Bearer " + token;
-    return fetch(url, Object.assign({}, options, { headers }));
+    return fetch(url, Object.assign({}, options, { headers })).then((response) => {
+      if (response.status === 401) $("token-form").hidden = false;
+      return response;
+    });
+  }
+
+  function bindTokenForm() {
+    $("token-form").addEventListener("submit", (event) => {
+      event.preventDefault();
+      sessionStorage.setItem("unet-sep-token", $("token").value);
+      location.reload();
+    });
   }
 
   /** The one line an error response carries ({"error": "..."}), or its status when it carries none. */
@@ -452,6 +464,7 @@
     }
 
     async start() {
+      bindTokenForm();
       this.bindUpload();
       this.bindPlayer();
       this.loadModels();
