@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 from pathlib import Path
 from typing import List, Optional
 
@@ -78,6 +79,7 @@ def _run(config, verbose: bool) -> None:
     from unet_sep.weights.entries import ModelNotFoundError
 
     uvicorn = import_extra("uvicorn", "serve", "unet-sep serve")
+    listening = _listen(config.host, config.port)  # before the model loads: a port in use fails at once
     if config.threads:
         torch.set_num_threads(config.threads)
     try:
@@ -94,11 +96,28 @@ def _run(config, verbose: bool) -> None:
     typer.echo(f"unet-sep serve: http://{shown_host}:{config.port}/ (model {app.state.api.model.name}, jobs in "
                f"{config.data_folder()}); Ctrl-C stops", err=True)
     try:
-        server.run()
+        server.run(sockets=[listening])
     except KeyboardInterrupt as error:  # uvicorn stopped cleanly on the signal, then raised it again
         typer.echo("unet-sep serve: stopped", err=True)
         raise typer.Exit(interrupted_exit_code(error)) from None
-    if not server.started:
-        print_error(f"could not listen on {config.host}:{config.port} (in use, or not an address of this machine)")
-        raise typer.Exit(2)
+    finally:
+        listening.close()
     typer.echo("unet-sep serve: stopped", err=True)
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    """A socket bound to ``host``:``port``; one line and exit 2 where it cannot be."""
+    try:
+        family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
+        listening = socket.socket(family, socket.SOCK_STREAM)
+    except OSError as error:
+        print_error(f"could not listen on {host}:{port}: {error.strerror or error}")
+        raise typer.Exit(2) from None
+    try:
+        listening.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listening.bind((host, port))
+    except OSError as error:
+        listening.close()
+        print_error(f"could not listen on {host}:{port}: {error.strerror or error}")
+        raise typer.Exit(2) from None
+    return listening

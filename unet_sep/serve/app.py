@@ -354,6 +354,14 @@ class Api:
         return FileResponse(index, media_type="text/html")
 
 
+async def _not_found(request: Request, _exc: Exception) -> Response:
+    return error(404, f"nothing at {request.url.path}; the API is under /api (see /openapi.json)")
+
+
+async def _not_allowed(request: Request, _exc: Exception) -> Response:
+    return error(405, f"{request.method} is not allowed on {request.url.path}")
+
+
 def create_app(config: ServeConfig) -> Starlette:
     """The app for ``config``: the model loaded and the store opened now; the worker runs during the app's
     lifespan (uvicorn's, or ``app.router.lifespan_context`` in tests)."""
@@ -381,7 +389,7 @@ def create_app(config: ServeConfig) -> Starlette:
         Route("/api/jobs/{job_id}/stems/{stem}", api.stem), Route("/api/jobs/{job_id}/stems/{stem}/pcm", api.pcm),
         Mount("/static", StaticFiles(directory=STATIC_FOLDER, check_dir=False), name="static"),
     ]
-    app = Starlette(routes=routes, lifespan=lifespan)
+    app = Starlette(routes=routes, lifespan=lifespan, exception_handlers={404: _not_found, 405: _not_allowed})
     app.state.api = api
     if config.token is not None:
         app.add_middleware(TokenMiddleware, token=config.token)

@@ -18,7 +18,8 @@ _SAFE_EXTENSION = re.compile(r"^\.[A-Za-z0-9]{1,8}$")
 _MAX_NAME = 255
 ENCODED_FORMATS = ("wav", "flac", "mp3")
 ZIP_FILE = "stems.zip"
-COPY_CHUNK = 1 << 20
+COPY_CHUNK = 1 << 20  # bytes copied at once
+ENCODE_BLOCK = 1 << 16  # samples per channel encoded at once
 _encoding = threading.Lock()  # one encode of a stem at a time (a second request for it then finds it made)
 
 
@@ -80,16 +81,25 @@ def encoded_stem(folder: Path, stem: str, fmt: str) -> Path:
 
 
 def _encode(wav: Path, target: Path, fmt: str) -> None:
+    """``wav`` encoded as ``fmt``; FLAC (24-bit) scaled by ``--clip-mode rescale``'s one gain where the stem
+    goes beyond full scale, as ``unet-sep separate --format flac`` would."""
+    import numpy as np
     import soundfile as sf
 
-    from unet_sep.audio.encode import AtomicAudioWriter, default_bit_depth
+    from unet_sep.audio.encode import AtomicAudioWriter, default_bit_depth, holds_beyond_full_scale, rescale_gain
 
+    depth = default_bit_depth(fmt, "FLOAT")
     with sf.SoundFile(str(wav)) as source:
-        writer = AtomicAudioWriter(target, source.samplerate, source.channels, fmt,
-                                   default_bit_depth(fmt, source.subtype), clamp=True)
+        gain = np.float32(1.0)
+        if not holds_beyond_full_scale(fmt, depth):
+            peak = max((float(np.abs(block).max(initial=0.0)) for block in
+                        source.blocks(blocksize=ENCODE_BLOCK, dtype="float32", always_2d=True)), default=0.0)
+            gain = np.float32(rescale_gain(peak))
+            source.seek(0)
+        writer = AtomicAudioWriter(target, source.samplerate, source.channels, fmt, depth)
         try:
-            for block in source.blocks(blocksize=1 << 16, dtype="float32", always_2d=True):
-                writer.write(block.T)
+            for block in source.blocks(blocksize=ENCODE_BLOCK, dtype="float32", always_2d=True):
+                writer.write(block.T * gain)
             writer.commit()
         except BaseException:
             writer.abort()
