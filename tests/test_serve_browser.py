@@ -255,18 +255,72 @@ def test_a_song_plays_while_it_is_separated_and_its_zip_adds_up(server, browser,
 
 
 def test_the_page_is_readable_at_a_phone_width(server, browser):
+    """At 360 px nothing is wider than the screen, the list of jobs and the player of the first one included."""
     driver = browser
     driver.set_window_size(360, 800)
     try:
         driver.get(server + "/")
         _wait(lambda: driver.find_element(By.ID, "model").text.startswith("Model: "), 20, "the model's name")
+        _wait(lambda: _job_row(driver), 20, "the jobs of the earlier tests").find_element(
+            By.CSS_SELECTOR, ".job-open").click()
+        _wait(lambda: _state(driver), 10, "the player")
         width = driver.execute_script("return document.documentElement.clientWidth")
         assert width <= 360
         assert driver.execute_script("return document.documentElement.scrollWidth") <= width  # no sideways scroll
-        choose = driver.find_element(By.CSS_SELECTOR, 'label[for="files"]')
-        assert choose.rect["x"] >= 0 and choose.rect["x"] + choose.rect["width"] <= width
+        for selector in ('label[for="files"]', "#play", "#position", ".stem-solo", ".stem-mute", "canvas", "#format"):
+            box = driver.find_element(By.CSS_SELECTOR, selector).rect
+            assert box["x"] >= 0 and box["x"] + box["width"] <= width, (selector, box)
     finally:
         driver.set_window_size(1000, 1000)
+
+
+def test_without_server_sent_events_the_page_polls_and_downloads_a_stem(server, browser, downloads, tmp_path):
+    """Two files chosen at once on a page without EventSource: both followed to the end by polling; a stem
+    downloaded as FLAC through its link has the input's length; a job deleted from the page is gone."""
+    if not EXAMPLE_MP3.exists():
+        pytest.skip(f"{EXAMPLE_MP3} is absent (../shared)")
+    driver = browser
+    script = driver.execute_cdp_cmd("Page.addScriptToEvaluateOnNewDocument",
+                                    {"source": "delete window.EventSource; window.EventSource = undefined;"})
+    try:
+        driver.get(server + "/")
+        assert driver.execute_script("return typeof EventSource") == "undefined"
+        _wait(lambda: driver.find_element(By.ID, "model").text.startswith("Model: "), 20, "the model's name")
+        rows_before = len(driver.find_elements(By.CSS_SELECTOR, "#jobs .job"))
+        songs = [tmp_path / "first.mp3", tmp_path / "second.mp3"]
+        for song in songs:
+            shutil.copy(EXAMPLE_MP3, song)
+        driver.find_element(By.ID, "files").send_keys("\n".join(str(song) for song in songs))
+        def new_rows():
+            rows = driver.find_elements(By.CSS_SELECTOR, "#jobs .job")  # newest first
+            return rows[:2] if len(rows) == rows_before + 2 else None
+
+        rows = _wait(new_rows, 60, "two new rows")
+        assert [row.find_element(By.CSS_SELECTOR, ".job-name").text for row in rows] == ["second.mp3", "first.mp3"]
+        _wait(lambda: all(row.find_element(By.CSS_SELECTOR, ".job-status").text == "done" for row in rows), 300,
+              "both jobs to finish, seen by polling", 0.5)
+
+        first = rows[1]
+        first.find_element(By.CSS_SELECTOR, ".job-open").click()
+        _wait(lambda: (s := _state(driver)) and s["stems"]["vocals"]["complete"], 60, "the first job's samples")
+        driver.find_element(By.CSS_SELECTOR, '#format option[value="flac"]').click()
+        link = driver.find_element(By.CSS_SELECTOR, '.stem[data-stem="vocals"] .stem-download')
+        assert link.text == "Download vocals (FLAC)" and link.get_attribute("href").endswith("?format=flac")
+        link.click()
+        flac = _wait(lambda: next(iter(downloads.glob("*.flac")), None), 60, "the FLAC download")
+        _wait(lambda: not list(downloads.glob("*.crdownload")), 60, "the FLAC download to end")
+        info = sf.info(flac)
+        assert (info.format, info.frames, info.samplerate, info.channels) == ("FLAC", 479832, 44100, 2)
+
+        job_id = first.get_attribute("data-job")
+        first.find_element(By.CSS_SELECTOR, ".job-delete").click()
+        _wait(lambda: not driver.find_elements(By.CSS_SELECTOR, f'#jobs .job[data-job="{job_id}"]'), 10,
+              "the row to go")
+        with pytest.raises(urllib.error.HTTPError) as gone:
+            _get_json(f"{server}/api/jobs/{job_id}")
+        assert gone.value.code == 404 and not driver.find_element(By.ID, "player").is_displayed()
+    finally:
+        driver.execute_cdp_cmd("Page.removeScriptToEvaluateOnNewDocument", {"identifier": script["identifier"]})
 
 
 def test_a_text_file_named_mp3_shows_the_servers_message(server, browser, tmp_path):
