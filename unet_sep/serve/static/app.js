@@ -111,7 +111,7 @@
     async fetchAll() {
       const rate = this.player.rate;
       const count = Math.round(CHUNK_SECONDS * rate);
-      while (!this.player.closed && !this.complete) {
+      while (!this.player.closed && !this.complete && !this.player.jobFailed()) {
         let response;
         try {
           response = await request(withToken(`${this.pcmUrl}?start=${this.next}&count=${count}`));
@@ -129,7 +129,7 @@
         const got = this.addChunk(response, await response.arrayBuffer());
         if (this.player.closed) return;
         if (this.complete) break;
-        if (got < count) await sleep(this.player.jobFailed() ? POLL_MS * 5 : 300);
+        if (got < count) await sleep(this.player.job.status === "running" ? 300 : POLL_MS); // queued: no hurry
       }
     }
 
