@@ -115,6 +115,7 @@ def browser(downloads):
     for argument in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1000,1000",
                      "--autoplay-policy=no-user-gesture-required", "--mute-audio"):
         options.add_argument(argument)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
     options.add_experimental_option("prefs", {"download.default_directory": str(downloads),
                                               "download.prompt_for_download": False})
     try:
@@ -151,6 +152,11 @@ def _wait(predicate, timeout: float, what: str, step: float = 0.1):
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
         time.sleep(step)
+
+
+def _console_errors(driver) -> list[str]:
+    """What the page logged as errors (failed requests, exceptions) since the last call."""
+    return [entry["message"] for entry in driver.get_log("browser") if entry["level"] == "SEVERE"]
 
 
 def _job_row(driver):
@@ -232,6 +238,8 @@ def test_a_song_plays_while_it_is_separated_and_its_zip_adds_up(server, browser,
     _wait(lambda: look()["stems"]["vocals"]["complete"], 60, "every sample in the page")
     state = look()
     assert state["buffered"] == pytest.approx(job["duration_seconds"], abs=1e-3)
+    assert state["late_chunks"] == 0  # every chunk was scheduled before its time on the one clock: no gap heard
+    assert not _console_errors(driver)
     assert driver.execute_script("return document.documentElement.scrollWidth") <= 1000
 
     screenshot = tmp_path / "serve.png"  # the whole page, not only what the window shows
@@ -337,6 +345,7 @@ def test_a_text_file_named_mp3_shows_the_servers_message(server, browser, tmp_pa
     # the line is the server's own (as the CLI prints it), found at upload: no job was made
     assert len(message) > len("notes.mp3: ") and "Traceback" not in message
     assert len(_get_json(server + "/api/jobs")["jobs"]) == jobs_before
+    assert any("422" in line for line in _console_errors(driver))  # the refusal; (the log the song test reads)
     assert _state(driver) is None
 
 

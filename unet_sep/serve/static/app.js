@@ -8,6 +8,7 @@
   const LOOKAHEAD_SECONDS = 4;    // how far ahead of the playing position chunks are scheduled
   const START_DELAY = 0.1;        // seconds between pressing play and the first sample
   const RESUME_MARGIN = 1;        // seconds buffered past the position before a stalled player resumes
+  const STALL_MARGIN = 0.25;      // the player stalls this close to the end of what is fetched (ticks are 0.1 s)
   const POLL_MS = 1000;           // polling interval where server-sent events are unavailable
   const PEAK_BLOCK_SECONDS = 0.02; // one waveform peak per this many seconds of samples
   const SEEK_STEP = 5;
@@ -225,6 +226,7 @@
       this.sources = [];         // sources scheduled in this play run
       this.scheduled = new Map(); // stem name -> index of the next chunk to schedule
       this.statusAtFirstPlay = null;
+      this.lateChunks = 0;       // chunks that should have started already when scheduled (a gap was heard)
       this.tracks = this.buildTracks(job);
       this.timer = setInterval(() => this.tick(), 100);
       for (const track of this.tracks) track.fetchAll();
@@ -364,7 +366,8 @@
       const begins = chunk.start / this.rate;             // position of the chunk's first sample
       let when = this.origin + (begins - this.anchor);    // context time it plays at
       let offset = 0;
-      if (when < now) {                                   // late (a seek into it, or it came late)
+      if (when < now) {                                   // late: a seek into it, or it came too late
+        if (begins > this.anchor + 0.5 / this.rate) this.lateChunks += 1;
         offset = (now - when) + 0.005;
         when = now + 0.005;
       }
@@ -393,8 +396,9 @@
           this.paused = this.duration();
           this.playing = false;
           this.stopSources();
-        } else if (!this.complete() && position >= this.buffered() - 0.05) {
-          this.paused = Math.min(position, this.duration()); // a seek ahead waits there, not at the edge
+        } else if (!this.complete() && position >= this.buffered() - STALL_MARGIN) {
+          // wait where the samples end, or where a seek ahead of them asked to play
+          this.paused = this.anchor > this.buffered() ? this.anchor : Math.min(position, this.buffered());
           this.playing = false;
           this.stalled = true;
           this.stopSources();
@@ -448,7 +452,7 @@
         job: this.job.id, status: this.job.status, playing: this.playing, stalled: this.stalled,
         position: this.position(), duration: this.duration(), buffered: this.buffered(),
         volume: this.master.gain.value, context: this.context.state, sample_rate: this.rate,
-        status_at_first_play: this.statusAtFirstPlay,
+        status_at_first_play: this.statusAtFirstPlay, late_chunks: this.lateChunks,
         audible: this.tracks.filter((t) => this.audible(t)).map((t) => t.name), stems,
       };
     }
