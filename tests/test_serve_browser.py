@@ -346,6 +346,17 @@ def test_a_text_file_named_mp3_shows_the_servers_message(server, browser, tmp_pa
     assert len(message) > len("notes.mp3: ") and "Traceback" not in message
     assert len(_get_json(server + "/api/jobs")["jobs"]) == jobs_before
     assert any("422" in line for line in _console_errors(driver))  # the refusal; (the log the song test reads)
+
+    # the same file dropped on the page: the same line
+    driver.execute_script("document.getElementById('message').hidden = true")
+    driver.execute_script("""const files = new DataTransfer();
+        files.items.add(new File([arguments[0]], "notes.mp3", {type: "audio/mpeg"}));
+        document.getElementById("drop").dispatchEvent(new DragEvent("drop", {dataTransfer: files, bubbles: true,
+                                                                             cancelable: true}));""",
+                          not_audio.read_text())
+    dropped = _wait(lambda: (m := driver.find_element(By.ID, "message")).is_displayed() and m.text, 60,
+                    "the message of the dropped file")
+    assert dropped == message
     assert _state(driver) is None
 
 
