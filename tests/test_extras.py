@@ -129,3 +129,12 @@ def test_evaluation_without_its_extra_is_one_line_naming_it(tmp_path, tiny_model
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1, result.stderr
     assert "unet-sep[eval]" in lines[0] and "not installed" in lines[0], lines[0]
+
+
+def test_serve_without_its_extra_is_one_line_naming_it(tmp_path):
+    result = _without_extras(tmp_path, _run_cli("serve", "--data", tmp_path / "data"))
+
+    assert result.returncode == 1, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert lines == ["error: unet-sep serve needs starlette, which is not installed: pip install 'unet-sep[serve]'"]
+    assert not (tmp_path / "data").exists()

@@ -161,3 +161,32 @@ def test_torchrun_two_ranks_share_the_inputs_and_rerun_skips(tmp_path, tiny_mode
     summaries = [line for line in second.stderr.splitlines() if line.startswith("separated ")]
     assert len(summaries) == 1 and summaries[0].startswith("separated 1 file(s)"), second.stderr
     assert "skipped 4 already done" in summaries[0], summaries
+
+
+def test_the_samples_hook_sees_every_block_the_stems_are_written_from(tmp_path, tiny_model, songs):
+    """``on_samples`` gets each input's blocks in order, on the writer threads: together they are the stems written
+    (float WAV: bit for bit); with --clip-mode rescale (16-bit FLAC), the scaled samples the encoder got."""
+    from unet_sep.separate.pipeline import FilePipeline
+
+    runner = Separator.from_pretrained(tiny_model, device="cpu", batch_size=4).runner
+    chosen = songs[:3]
+    for fmt, depth, clip in (("wav", "float", None), ("flac", "16", "rescale")):
+        seen: dict[int, dict[str, list[np.ndarray]]] = {}
+
+        def on_samples(index, blocks, seen=seen):
+            for stem, block in blocks.items():
+                seen.setdefault(index, {}).setdefault(stem, []).append(block.copy())
+
+        options = FileOptions(tmp_path / fmt, fmt=fmt, bit_depth=depth, clip_mode=clip)
+        events = FilePipeline(runner, options, readers=2, writers=2).run(chosen, on_samples=on_samples)
+        assert [event.kind for event in events] == ["done"] * 3
+        for index, song in enumerate(chosen):
+            assert sorted(seen[index]) == sorted(runner.stems)
+            for stem in runner.stems:
+                hooked = np.concatenate(seen[index][stem], axis=1).T
+                written, _ = sf.read(tmp_path / fmt / song.stem / f"{stem}.{fmt}", dtype="float32", always_2d=True)
+                assert hooked.shape == written.shape == (sf.info(song).frames, sf.info(song).channels)
+                if fmt == "wav":
+                    assert np.array_equal(hooked, written)
+                else:
+                    assert np.abs(hooked - written).max() <= 1 / 32768 + 1e-7  # the 16-bit step, rounded

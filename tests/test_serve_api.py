@@ -184,7 +184,9 @@ def test_settings_choose_the_stems(client, clips):
     created = upload(client, clips["short"], stems="vocals", wiener_iterations="1")
     assert created.status_code == 201
     job = created.json()
-    assert list(job["stems"]) == ["vocals"] and job["settings"] == {"stems": ["vocals"], "wiener_iterations": 1}
+    assert list(job["stems"]) == ["vocals"] and job["settings"] == {
+        "stems": ["vocals"], "two_stems": None, "segmentation": "overlap", "overlap": None, "mask_extension": None,
+        "wiener_iterations": 1, "wiener_window": None}
     assert wait_for(client, job["id"])["status"] == "done"
     two = upload(client, clips["short"], two_stems="vocals").json()
     assert list(two["stems"]) == ["vocals", "no_vocals"]
@@ -237,8 +239,9 @@ def test_file_names_never_reach_the_filesystem(client, clips):
     job = answer.json()
     assert job["file_name"] == "passwd.wav"
     folder = client.app.state.api.store.folder(job["id"])
-    assert sorted(path.name for path in folder.iterdir()) == ["input.wav"]
-    wait_for(client, job["id"])
+    assert wait_for(client, job["id"])["status"] == "done"
+    assert sorted(str(path.relative_to(folder)) for path in folder.rglob("*")) == [
+        "input.wav", "stems", "stems/accompaniment.wav", "stems/vocals.wav"]
 
 
 def test_listing_is_newest_first_and_unknown_ids_are_404(client, done_job):

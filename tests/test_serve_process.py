@@ -145,7 +145,13 @@ def test_sigterm_during_a_job_stops_cleanly_and_the_job_runs_at_the_next_start(t
     server = ServerProcess(data)
     job = server.upload(clips["long"])
     wait_for(server.client, job["id"], ("running",))
+    listener = httpx.Client(base_url=server.url, timeout=120)  # an event stream open: it must not hold the stop up
+    events = listener.stream("GET", f"/api/jobs/{job['id']}/events").__enter__()
+    assert events.status_code == 200
+    began = time.monotonic()
     code, stderr = server.stop(signal.SIGTERM)
+    assert time.monotonic() - began < 60, "the stop waited for the event stream's job"
+    listener.close()
     assert code == 128 + signal.SIGTERM and stderr.strip().endswith("unet-sep serve: stopped"), stderr
     assert "Traceback" not in stderr and temporaries_under(data) == []
     again = ServerProcess(data)

@@ -15,7 +15,7 @@ EXTRAS = {
     "eval": ("musdb", "museval", "matplotlib"),
     "hub": ("huggingface_hub",),
     "onnx": ("onnx", "onnxruntime"),
-    "serve": ("starlette", "uvicorn", "multipart", "platformdirs"),
+    "serve": ("starlette", "uvicorn", "python_multipart"),
 }
 
 

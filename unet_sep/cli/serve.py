@@ -17,6 +17,8 @@ from unet_sep.serve.config import DEFAULT_MAX_QUEUED, DEFAULT_MAX_UPLOAD_MB, DEF
 
 log = logging.getLogger("unet_sep")
 _DEFAULT = SeparationSettings
+# Seconds a stop waits for open requests (an event stream, a growing WAV follow a job to its end) before it ends them.
+GRACEFUL_SECONDS = 5
 
 
 def serve(
@@ -91,7 +93,8 @@ def _run(config, verbose: bool) -> None:
         print_error(f"{config.data_folder()}: cannot keep the jobs there: {error.strerror or error}")
         raise typer.Exit(2) from None
     server = uvicorn.Server(uvicorn.Config(app, host=config.host, port=config.port, lifespan="on",
-                                           log_level="info" if verbose else "warning", access_log=verbose))
+                                           log_level="info" if verbose else "warning", access_log=verbose,
+                                           timeout_graceful_shutdown=GRACEFUL_SECONDS))
     shown_host = f"[{config.host}]" if ":" in config.host else config.host
     typer.echo(f"unet-sep serve: http://{shown_host}:{config.port}/ (model {app.state.api.model.name}, jobs in "
                f"{config.data_folder()}); Ctrl-C stops", err=True)

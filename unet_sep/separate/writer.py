@@ -37,7 +37,8 @@ logger = logging.getLogger(__name__)
 
 # Called on the writer thread with an input's index and ``{stem: float32 [channels, n]}``, the samples just handed
 # to the stems' encoders at the output rate, in order (before any clipping the format does); after the last
-# block, the stems are renamed into place. A server plays stems from it while the rest is separated.
+# block, the stems are renamed into place. A server plays stems from it while the rest is separated. With clip
+# mode "rescale" the blocks come at the end, scaled by the song's gain (which needs the whole song).
 SamplesHook = Callable[[int, dict[str, np.ndarray]], None]
 
 

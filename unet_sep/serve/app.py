@@ -22,7 +22,7 @@ from typing import Any, AsyncIterator
 
 from unet_sep.errors import SettingError
 from unet_sep.extras import import_extra
-from unet_sep.serve.config import JOB_FIELDS, ServeConfig, job_settings, separation_for
+from unet_sep.serve.config import JOB_FIELDS, ServeConfig, job_settings, separation_for, settings_used
 from unet_sep.serve.files import (
     ENCODED_FORMATS,
     UploadError,
@@ -43,7 +43,7 @@ from starlette.concurrency import run_in_threadpool  # noqa: E402
 from starlette.datastructures import UploadFile  # noqa: E402
 from starlette.requests import Request  # noqa: E402
 from starlette.responses import FileResponse, JSONResponse, Response, StreamingResponse  # noqa: E402
-from starlette.routing import Mount, Route  # noqa: E402
+from starlette.routing import BaseRoute, Mount, Route  # noqa: E402
 from starlette.staticfiles import StaticFiles  # noqa: E402
 
 logger = logging.getLogger(__name__)
@@ -215,7 +215,7 @@ class Api:
                 stems = self._job_stems(settings)
             except SettingError as problem:
                 return error(422, str(problem))
-            return await self._accept(upload, settings, stems)
+            return await self._accept(upload, settings_used(self.config.separation, settings, stems), stems)
 
     def _job_stems(self, settings: dict[str, Any]) -> list[str]:
         """The stems a job with ``settings`` writes; :class:`SettingError` for a setting that cannot be used."""
@@ -379,7 +379,7 @@ def create_app(config: ServeConfig) -> Starlette:
         finally:
             worker.stop()
 
-    routes = [
+    routes: list[BaseRoute] = [
         Route("/", api.page), Route("/openapi.json", api.openapi), Route("/api/health", api.health),
         Route("/api/models", api.models), Route("/api/jobs", api.list_jobs, methods=["GET"]),
         Route("/api/jobs", api.create_job, methods=["POST"]),
@@ -387,8 +387,9 @@ def create_app(config: ServeConfig) -> Starlette:
         Route("/api/jobs/{job_id}", api.delete_job, methods=["DELETE"]),
         Route("/api/jobs/{job_id}/events", api.events), Route("/api/jobs/{job_id}/stems.zip", api.zip),
         Route("/api/jobs/{job_id}/stems/{stem}", api.stem), Route("/api/jobs/{job_id}/stems/{stem}/pcm", api.pcm),
-        Mount("/static", StaticFiles(directory=STATIC_FOLDER, check_dir=False), name="static"),
     ]
+    if STATIC_FOLDER.is_dir():
+        routes.append(Mount("/static", StaticFiles(directory=STATIC_FOLDER), name="static"))
     app = Starlette(routes=routes, lifespan=lifespan, exception_handlers={404: _not_found, 405: _not_allowed})
     app.state.api = api
     if config.token is not None:

@@ -84,9 +84,8 @@ class ServeConfig:
         """``data_dir``, or the user's data folder for unet-sep (platformdirs)."""
         if self.data_dir is not None:
             return self.data_dir
-        from unet_sep.extras import import_extra
+        import platformdirs
 
-        platformdirs = import_extra("platformdirs", "serve", "unet-sep serve")
         return Path(platformdirs.user_data_dir("unet-sep")) / "serve"
 
 
@@ -113,6 +112,14 @@ def job_settings(form: Mapping[str, str]) -> dict[str, object]:
                 raise SettingError(name, f"must be {'a whole number' if kind is int else 'a number'}, got "
                                          f"{text!r}") from None
     return settings
+
+
+def settings_used(server: SeparationSettings, settings: Mapping[str, object], stems: list[str]) -> dict[str, object]:
+    """A job's settings as it runs them: its own, the server's for the rest (None: the model's own), and the stems
+    it writes."""
+    used: dict[str, object] = {"stems": list(stems), "two_stems": settings.get("two_stems")}
+    used.update({name: settings.get(name, getattr(server, name)) for name in JOB_SEPARATION_FIELDS})
+    return used
 
 
 def separation_for(server: SeparationSettings, settings: Mapping[str, object]) -> SeparationSettings:
