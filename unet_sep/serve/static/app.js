@@ -704,7 +704,6 @@
     /** The player's state (null without one): position, audible stems, levels. For tests and curious users. */
     state: () => (page.player ? page.player.state() : null),
     jobs: () => Array.from(page.jobs.values(), (entry) => entry.job),
-    seek: (seconds) => page.player && page.player.seek(seconds),
   };
   page.start();
 })();
