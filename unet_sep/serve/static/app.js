@@ -122,13 +122,16 @@
           continue;
         }
         if (!response.ok) {
-          this.player.report(`${this.name}: ${await errorLine(response)}`);
+          const line = await errorLine(response);
+          if (this.player.closed) return;
+          this.player.report(`${this.name}: ${line}`);
           if (response.status === 404 || response.status === 410) return;
           await sleep(POLL_MS);
           continue;
         }
-        const got = this.addChunk(response, await response.arrayBuffer());
+        const bytes = await response.arrayBuffer();
         if (this.player.closed) return;
+        const got = this.addChunk(response, bytes);
         if (this.complete) break;
         if (got < count) await sleep(this.player.job.status === "running" ? 300 : POLL_MS); // queued: no hurry
       }
@@ -227,6 +230,7 @@
       this.scheduled = new Map(); // stem name -> index of the next chunk to schedule
       this.statusAtFirstPlay = null;
       this.lateChunks = 0;       // chunks that should have started already when scheduled (a gap was heard)
+      this.drawn = null;         // what the waveforms show (position, duration, samples), to redraw on change
       this.tracks = this.buildTracks(job);
       this.timer = setInterval(() => this.tick(), 100);
       for (const track of this.tracks) track.fetchAll();
@@ -465,6 +469,7 @@
       this.jobs = new Map();      // id -> {job, element}
       this.player = null;
       this.streams = new Map();   // id -> EventSource or polling flag
+      this.waitingFor = null;     // a job whose player opens once it can play
     }
 
     async start() {
@@ -642,6 +647,11 @@
     async remove(id) {
       const entry = this.jobs.get(id);
       if (!entry) return;
+      if (this.player && this.player.job.id === id) {  // stop it first: its stems are about to go
+        this.player.close();
+        this.player = null;
+        $("player").hidden = true;
+      }
       const response = await request(`/api/jobs/${encodeURIComponent(id)}`, { method: "DELETE" });
       if (!response.ok && response.status !== 404) {
         showMessage(`${entry.job.file_name}: ${await errorLine(response)}`);
@@ -653,11 +663,6 @@
       this.jobs.delete(id);
       entry.element.remove();
       $("no-jobs").hidden = this.jobs.size > 0;
-      if (this.player && this.player.job.id === id) {
-        this.player.close();
-        this.player = null;
-        $("player").hidden = true;
-      }
     }
 
     showZip(job) {
