@@ -1,24 +1,19 @@
 """The page of `unet-sep serve` in a real browser (issue 28, section 4): Debian's chromium driven by Selenium,
 headless, against a real server process on 127.0.0.1. A real song is uploaded, its progress watched, its stems
 played while the job still runs (solo, seek, pause, checked through the page's test hook and the levels its audio
-graph sends out), the zip downloaded through the page's link and its stems checked against the input; a text
-file named .mp3 brings the server's one-line message into the page. Skips with the reason when no browser can
-start or ../shared is absent."""
+graph sends out), the zip downloaded through the page's link and its stems checked against the input. Also: the
+page at a phone's width, the page without server-sent events (polling, two files at once, a FLAC stem's link,
+delete), a text file named .mp3 chosen or dropped (the server's one line in the page), and a server with a token.
+Skips with the reason when no browser can start or ../shared is absent."""
 
 from __future__ import annotations
 
 import base64
 import contextlib
-import json
 import os
 import shutil
 import signal
-import socket
-import subprocess
-import sys
 import time
-import urllib.error
-import urllib.request
 import zipfile
 from pathlib import Path
 
@@ -27,6 +22,7 @@ import pytest
 import soundfile as sf
 
 from conftest import EXAMPLE_MP3
+from tests.test_serve_process import ServerProcess  # the server as a process, started as its tests do
 from unet_sep.dsp.measures import snr_db
 
 webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is not installed (the test extra)")
@@ -34,66 +30,31 @@ from selenium.common.exceptions import WebDriverException  # noqa: E402
 from selenium.webdriver.common.by import By  # noqa: E402
 from selenium.webdriver.common.keys import Keys  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[1]
 SCREENSHOT_DIR_VARIABLE = "UNET_SEP_SCREENSHOTS"  # a folder the finished page's screenshot is also copied to
 LOOPS = 14           # the song excerpt (10.9 s) repeated 14 times: 152 s, long enough to play before the job ends
 SUM_SNR_DB = 120.0   # the stems add up to the input: 148.8 dB measured (float WAV stems of a 16-bit input)
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-def _get_json(url: str) -> dict:
-    with urllib.request.urlopen(url, timeout=10) as response:
-        return json.loads(response.read())
-
-
 @contextlib.contextmanager
-def _running_server(folder: Path, *options: str, token: str | None = None):
-    """`python -m unet_sep serve` on a free port of 127.0.0.1 with a data folder of its own; yields its base URL and
-    stops it with SIGTERM."""
-    port = _free_port()
-    log_path = folder / "server.log"
-    log = log_path.open("wb")
-    process = subprocess.Popen(
-        [sys.executable, "-m", "unet_sep", "serve", "--host", "127.0.0.1", "--port", str(port),
-         "--data", str(folder / "data"), *options],
-        stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONPATH": str(ROOT)})
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 120
+def _running_server(folder: Path, *options: str):
+    """`python -m unet_sep serve` on a free port of 127.0.0.1 (as the server's own tests start it); stopped with
+    SIGTERM, it must end cleanly."""
+    server = ServerProcess(folder / "data", *options)
     try:
-        while True:
-            try:
-                health = _get_json(url + "/api/health" + (f"?token={token}" if token else ""))
-                if health["status"] == "ok":
-                    break
-            except (OSError, urllib.error.URLError, ValueError):
-                pass
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise AssertionError("the server did not start:\n" + log_path.read_text()[-3000:])
-            time.sleep(0.25)
-        yield url
-        process.send_signal(signal.SIGTERM)
-        # it stops cleanly on SIGTERM, with the exit status of a command a signal ended (128 + 15), as the CLI's
-        assert process.wait(timeout=30) == 128 + signal.SIGTERM, log_path.read_text()[-3000:]
-        assert "Traceback" not in log_path.read_text()
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
-        log.close()
+        yield server
+    except BaseException:
+        server.stop(signal.SIGKILL)
+        raise
+    status, stderr = server.stop()
+    # the exit status of a command a signal ended (128 + 15), as the CLI's; no traceback
+    assert status == 128 + signal.SIGTERM and "Traceback" not in stderr, stderr[-3000:]
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     """A real server with the bundled model, shared by the tests of this file."""
-    if not (ROOT / "unet_sep" / "serve" / "app.py").exists():
-        pytest.skip("the server (unet_sep/serve/app.py) is not in this tree")
-    with _running_server(tmp_path_factory.mktemp("serve")) as url:
-        yield url
+    with _running_server(tmp_path_factory.mktemp("serve")) as running:
+        yield running
 
 
 @pytest.fixture(scope="module")
@@ -166,7 +127,7 @@ def _job_row(driver):
 
 def test_a_song_plays_while_it_is_separated_and_its_zip_adds_up(server, browser, downloads, long_song, tmp_path):
     driver = browser
-    driver.get(server + "/")
+    driver.get(server.url + "/")
     _wait(lambda: driver.find_element(By.ID, "model").text.startswith("Model: "), 20, "the model's name")
     assert not driver.find_element(By.ID, "zip").is_displayed()  # no zip before a job is done
     driver.find_element(By.ID, "files").send_keys(str(long_song))
@@ -191,7 +152,7 @@ def test_a_song_plays_while_it_is_separated_and_its_zip_adds_up(server, browser,
     driver.find_element(By.ID, "play").click()
     assert not driver.find_element(By.ID, "zip").is_displayed()
     state = _wait(lambda: (s := look()) and s["playing"] and s["position"] > 0.3 and s, 10, "playback")
-    job = _get_json(f"{server}/api/jobs/{job_id}")
+    job = server.client.get(f"/api/jobs/{job_id}").json()
     assert state["status_at_first_play"] == "running" and job["status"] == "running", (state, job)
     assert job["available_seconds"] < job["duration_seconds"] == pytest.approx(LOOPS * 479832 / 44100, abs=0.01)
     assert sorted(state["audible"]) == ["accompaniment", "vocals"]
@@ -246,7 +207,9 @@ def test_a_song_plays_while_it_is_separated_and_its_zip_adds_up(server, browser,
     picture = driver.execute_cdp_cmd("Page.captureScreenshot", {"format": "png", "captureBeyondViewport": True})
     screenshot.write_bytes(base64.b64decode(picture["data"]))
     if os.environ.get(SCREENSHOT_DIR_VARIABLE):
-        shutil.copy(screenshot, Path(os.environ[SCREENSHOT_DIR_VARIABLE]) / "serve.png")
+        folder = Path(os.environ[SCREENSHOT_DIR_VARIABLE])
+        folder.mkdir(parents=True, exist_ok=True)
+        shutil.copy(screenshot, folder / "serve.png")
 
     zip_link.click()
     archive = _wait(lambda: next((p for p in downloads.glob("*.zip")), None), 60, "the zip download")
@@ -267,7 +230,7 @@ def test_the_page_is_readable_at_a_phone_width(server, browser):
     driver = browser
     driver.set_window_size(360, 800)
     try:
-        driver.get(server + "/")
+        driver.get(server.url + "/")
         _wait(lambda: driver.find_element(By.ID, "model").text.startswith("Model: "), 20, "the model's name")
         _wait(lambda: _job_row(driver), 20, "the jobs of the earlier tests").find_element(
             By.CSS_SELECTOR, ".job-open").click()
@@ -291,7 +254,7 @@ def test_without_server_sent_events_the_page_polls_and_downloads_a_stem(server, 
     script = driver.execute_cdp_cmd("Page.addScriptToEvaluateOnNewDocument",
                                     {"source": "delete window.EventSource; window.EventSource = undefined;"})
     try:
-        driver.get(server + "/")
+        driver.get(server.url + "/")
         assert driver.execute_script("return typeof EventSource") == "undefined"
         _wait(lambda: driver.find_element(By.ID, "model").text.startswith("Model: "), 20, "the model's name")
         rows_before = len(driver.find_elements(By.CSS_SELECTOR, "#jobs .job"))
@@ -324,9 +287,8 @@ def test_without_server_sent_events_the_page_polls_and_downloads_a_stem(server, 
         first.find_element(By.CSS_SELECTOR, ".job-delete").click()
         _wait(lambda: not driver.find_elements(By.CSS_SELECTOR, f'#jobs .job[data-job="{job_id}"]'), 10,
               "the row to go")
-        with pytest.raises(urllib.error.HTTPError) as gone:
-            _get_json(f"{server}/api/jobs/{job_id}")
-        assert gone.value.code == 404 and not driver.find_element(By.ID, "player").is_displayed()
+        assert server.client.get(f"/api/jobs/{job_id}").status_code == 404
+        assert not driver.find_element(By.ID, "player").is_displayed()
     finally:
         driver.execute_cdp_cmd("Page.removeScriptToEvaluateOnNewDocument", {"identifier": script["identifier"]})
 
@@ -335,16 +297,16 @@ def test_a_text_file_named_mp3_shows_the_servers_message(server, browser, tmp_pa
     not_audio = tmp_path / "notes.mp3"
     not_audio.write_text("these are notes, not a song\n" * 20)
     driver = browser
-    driver.get(server + "/")
+    driver.get(server.url + "/")
     _wait(lambda: driver.find_element(By.ID, "model").text.startswith("Model: "), 20, "the model's name")
-    jobs_before = len(_get_json(server + "/api/jobs")["jobs"])
+    jobs_before = len(server.client.get("/api/jobs").json()["jobs"])
     driver.find_element(By.ID, "files").send_keys(str(not_audio))
     message = _wait(lambda: (m := driver.find_element(By.ID, "message")).is_displayed() and m.text, 60,
                     "the message")
     assert message.startswith("notes.mp3") and len(message.splitlines()) == 1, message
     # the line is the server's own (as the CLI prints it), found at upload: no job was made
     assert "not a readable audio file" in message and "Traceback" not in message
-    assert len(_get_json(server + "/api/jobs")["jobs"]) == jobs_before
+    assert len(server.client.get("/api/jobs").json()["jobs"]) == jobs_before
     assert any("422" in line for line in _console_errors(driver))  # the refusal; (the log the song test reads)
 
     # the same file dropped on the page: the same line
@@ -361,12 +323,10 @@ def test_a_text_file_named_mp3_shows_the_servers_message(server, browser, tmp_pa
 
 
 def test_a_server_with_a_token_gets_it_from_the_page(browser, tmp_path):
-    if not (ROOT / "unet_sep" / "serve" / "app.py").exists():
-        pytest.skip("the server (unet_sep/serve/app.py) is not in this tree")
     token = "s3cret-token"
-    with _running_server(tmp_path, "--token", token, token=token) as url:
+    with _running_server(tmp_path, "--token", token) as server:
         driver = browser
-        driver.get(url + "/")
+        driver.get(server.url + "/")
         form = _wait(lambda: (f := driver.find_element(By.ID, "token-form")).is_displayed() and f, 20, "the token form")
         assert "needs its access token" in form.text
         driver.find_element(By.ID, "token").send_keys(token + Keys.ENTER)
