@@ -9,7 +9,7 @@ the clips are cut from ../shared's song excerpt (different offsets, so no two up
 are bounded: each client polls at most every 50 ms, and gives up after ``--timeout`` seconds.
 
     python benchmarks/serve_load.py                          # 20 clients, 4 s clips
-    python benchmarks/serve_load.py --clients 40 --seconds 8
+    python benchmarks/serve_load.py --clients 40 --seconds 8 --rounds 3
 """
 
 from __future__ import annotations
@@ -152,6 +152,8 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=20, help="clients uploading at once (default 20)")
     parser.add_argument("--seconds", type=float, default=4.0, help="seconds of audio per clip (default 4)")
     parser.add_argument("--timeout", type=float, default=900.0, help="seconds a client waits at most (default 900)")
+    parser.add_argument("--rounds", type=int, default=1, help="rounds of all clients at once against the same server, "
+                        "one table each (the RSS after each shows whether memory keeps growing; default 1)")
     args = parser.parse_args()
     if not EXCERPT.is_file():
         raise SystemExit(f"error: {EXCERPT}: the real song excerpt is missing (../shared)")
@@ -161,10 +163,15 @@ def main() -> None:
         frames = sf.info(str(clips[0])).frames
         process, url = start_server(folder / "data", args.clients)
         try:
-            report(run_load(process, url, clips, frames, args), folder / "data", args)
+            lost = False
+            for round_number in range(1, args.rounds + 1):
+                print(f"round {round_number} of {args.rounds}")
+                lost |= report(run_load(process, url, clips, frames, args), folder / "data", args)
         finally:
             process.send_signal(signal.SIGTERM)
             process.communicate(timeout=120)
+    if lost:
+        raise SystemExit(1)
 
 
 def run_load(process: subprocess.Popen, url: str, clips: list[Path], frames: int, args) -> dict:
@@ -185,14 +192,15 @@ def run_load(process: subprocess.Popen, url: str, clips: list[Path], frames: int
             "rss_peak": memory_mb(process.pid, "VmHWM"), "rss_after": memory_mb(process.pid, "VmRSS")}
 
 
-def report(load: dict, data: Path, args) -> None:
+def report(load: dict, data: Path, args) -> bool:
+    """Print one round's table; whether anything was lost."""
     results: list[ClientResult] = load["results"]
     errors = collections.Counter(kind for result in results for kind in result.errors)
     done = [result for result in results if result.status == "done"]
     ids = {result.job_id for result in results if result.job_id}
     temporaries = [path for path in data.rglob("*") if ".partial" in path.name or path.suffix == ".f32"]
     lost = (len(done) != len(results) or not all(result.whole for result in done)
-            or set(load["listed"]) != ids or any(status != "done" for status in load["listed"].values())
+            or not ids <= set(load["listed"]) or any(load["listed"][job_id] != "done" for job_id in ids)
             or bool(temporaries))
     audible = [result.first_audible for result in results if result.first_audible is not None]
     completed = [result.completed for result in done if result.completed is not None]
@@ -212,8 +220,7 @@ def report(load: dict, data: Path, args) -> None:
     print(f"unet-sep serve load, {cpu_name()}, {os.cpu_count()} cores, 127.0.0.1")
     for name, value in rows:
         print(f"{name:<{width}}  {value}")
-    if lost:
-        raise SystemExit(1)
+    return lost
 
 
 if __name__ == "__main__":

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import io
 import json
+import os
+import re
 import time
 import zipfile
 from pathlib import Path
@@ -297,9 +299,9 @@ def test_the_openapi_schema_names_every_route_and_is_valid(client):
         for method, operation in item.items():
             assert operation["responses"] and all(code.isdigit() for code in operation["responses"]), (path, method)
             names = {param["name"] for param in operation.get("parameters", []) if param["in"] == "path"}
-            assert names == set(__import__("re").findall(r"{(\w+)}", path)), (path, method)
+            assert names == set(re.findall(r"{(\w+)}", path)), (path, method)
     text = json.dumps(schema)
-    for reference in set(__import__("re").findall(r'"\$ref": "#/components/schemas/(\w+)"', text)):
+    for reference in set(re.findall(r'"\$ref": "#/components/schemas/(\w+)"', text)):
         jsonschema.Draft202012Validator.check_schema(schema["components"]["schemas"][reference])
     job_schema = dict(schema["components"]["schemas"]["Job"], **{"$defs": {}})
     jobs = client.get("/api/jobs").json()["jobs"]
@@ -356,3 +358,21 @@ def test_cors_only_for_the_origins_given(guarded):
     assert preflight.headers["access-control-allow-origin"] == "https://page.example"
     other = guarded.get("/api/health", headers={"Origin": "https://other.example", "Authorization": "Bearer s3cret"})
     assert "access-control-allow-origin" not in other.headers
+
+
+def test_an_upload_the_disk_cannot_take_is_507_and_leaves_nothing(client, clips, monkeypatch):
+    import errno
+
+    from unet_sep.serve import app as serve_app
+
+    def full(source, target):
+        target.parent.mkdir(parents=True, exist_ok=True)
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(serve_app, "save_upload", full)
+    store = client.app.state.api.store
+    before = sorted(path.name for path in store.jobs_dir.iterdir())
+    answer = upload(client, clips["short"])
+    assert answer.status_code == 507 and answer.json() == {
+        "error": "the server cannot store the upload: No space left on device"}
+    assert sorted(path.name for path in store.jobs_dir.iterdir()) == before

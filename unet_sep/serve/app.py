@@ -16,7 +16,6 @@ import json
 import logging
 import re
 import struct
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, AsyncIterator
 
@@ -35,7 +34,7 @@ from unet_sep.serve.files import (
 )
 from unet_sep.serve.jobs import Job, JobStore, new_job_id
 from unet_sep.serve.openapi import openapi_schema
-from unet_sep.serve.worker import Worker
+from unet_sep.serve.worker import LoadedModel, Worker, load_model
 
 import_extra("starlette", "serve", "unet-sep serve")
 from starlette.applications import Starlette  # noqa: E402
@@ -63,32 +62,6 @@ PUBLIC_PATHS = ("/", "/openapi.json")  # and /static/...: the page asks for the 
 
 def error(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
     return JSONResponse({"error": message}, status_code=status, headers=headers)
-
-
-@dataclass
-class LoadedModel:
-    """The model the server runs: its name, U-Nets (None for an ONNX file) and config."""
-
-    name: str
-    net: Any
-    config: Any
-
-    @property
-    def stems(self) -> list[str]:
-        return list(self.config.stems)
-
-
-def load_model(config: ServeConfig) -> LoadedModel:
-    """The model of ``config`` (default: the bundled one); model errors as the separation raises them."""
-    from unet_sep.separate.runner import load_network
-    from unet_sep.weights.entries import ModelNotFoundError
-    from unet_sep.weights.registry import default_model_name
-
-    name = config.model or default_model_name()
-    if name is None:
-        raise ModelNotFoundError("no model given and no bundled default model is installed; pass --model")
-    net, model_config, _ = load_network(name, config.separation)
-    return LoadedModel(name, net, model_config)
 
 
 class TokenMiddleware:
@@ -235,6 +208,10 @@ class Api:
         except UploadError as problem:
             await run_in_threadpool(self.store.delete, job.id)
             return error(422, problem.message)
+        except OSError as problem:  # a full disk, a quota: the server's trouble, said in one line
+            await run_in_threadpool(self.store.delete, job.id)
+            logger.error("job %s: cannot store the upload: %s", job.id, problem)
+            return error(507, f"the server cannot store the upload: {problem.strerror or problem}")
         full = self._queue_full()  # others may have filled it while this one uploaded
         if full is not None:
             await run_in_threadpool(self.store.delete, job.id)

@@ -12,11 +12,18 @@ import logging
 import threading
 import time
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from unet_sep.errors import failure_reason, one_line
-from unet_sep.serve.config import separation_for
+from unet_sep.serve.config import ServeConfig, separation_for
 from unet_sep.serve.jobs import STEMS_FOLDER, Job, JobStore, now
 from unet_sep.serve.live import LiveStems, read_final, stem_path
+
+if TYPE_CHECKING:
+    from unet_sep.config import ModelConfig
+    from unet_sep.model.stems import StemsNet
+    from unet_sep.separate.runner import NetworkRunner
+    from unet_sep.separate.settings import SeparationSettings
 
 logger = logging.getLogger(__name__)
 
@@ -48,11 +55,37 @@ def failure_text(file_name: str, error: BaseException | None) -> str:
     return f"{file_name}: {one_line(reason)}"
 
 
-class Worker:
-    """Runs the jobs of ``store`` with ``model`` (a :class:`~unet_sep.serve.app.LoadedModel`), on its own thread
-    (:meth:`start`, :meth:`stop`)."""
+@dataclass
+class LoadedModel:
+    """The model the server runs: its name, U-Nets (None for an ONNX file) and config."""
 
-    def __init__(self, store: JobStore, model, server_settings) -> None:
+    name: str
+    net: StemsNet | None
+    config: ModelConfig
+
+    @property
+    def stems(self) -> list[str]:
+        return list(self.config.stems)
+
+
+def load_model(config: ServeConfig) -> LoadedModel:
+    """The model of ``config`` (default: the bundled one); model errors as the separation raises them."""
+    from unet_sep.separate.runner import load_network
+    from unet_sep.weights.entries import ModelNotFoundError
+    from unet_sep.weights.registry import default_model_name
+
+    name = config.model or default_model_name()
+    if name is None:
+        raise ModelNotFoundError("no model given and no bundled default model is installed; pass --model")
+    net, model_config, _ = load_network(name, config.separation)
+    return LoadedModel(name, net, model_config)
+
+
+class Worker:
+    """Runs the jobs of ``store`` with ``model`` and the server's separation settings (a job may change some,
+    :func:`~unet_sep.serve.config.separation_for`), on its own thread (:meth:`start`, :meth:`stop`)."""
+
+    def __init__(self, store: JobStore, model: LoadedModel, server_settings: SeparationSettings) -> None:
         self.store = store
         self.model = model
         self.server_settings = server_settings
@@ -63,6 +96,8 @@ class Worker:
         self.running_id: str | None = None
         self._live: LiveStems | None = None
         self._cancel: set[str] = set()
+        # (settings, runner) of the last job: the next job with the same settings reuses it
+        self._runner: tuple[SeparationSettings, NetworkRunner] | None = None
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name="unet-sep-serve-worker", daemon=True)
@@ -134,7 +169,10 @@ class Worker:
         settings = job.settings
         options = FileOptions(folder / STEMS_FOLDER, "{stem}.{ext}", "wav", stems=settings.get("stems"),
                               two_stems=settings.get("two_stems"), overwrite=True)
-        runner = NetworkRunner(self.model.net, self.model.config, separation_for(self.server_settings, settings))
+        separation = separation_for(self.server_settings, settings)
+        if self._runner is None or self._runner[0] != separation:
+            self._runner = (separation, NetworkRunner(self.model.net, self.model.config, separation))
+        runner = self._runner[1]
         pipeline = FilePipeline(runner, options, readers=1, writers=1)
         live = LiveStems(folder, job.stems, job.channels or 1)
         with self._lock:
