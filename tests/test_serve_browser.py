@@ -27,6 +27,7 @@ from unet_sep.dsp.measures import snr_db
 
 webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is not installed (the test extra)")
 from selenium.common.exceptions import WebDriverException  # noqa: E402
+from selenium.webdriver.common.action_chains import ActionChains  # noqa: E402
 from selenium.webdriver.common.by import By  # noqa: E402
 from selenium.webdriver.common.keys import Keys  # noqa: E402
 
@@ -257,6 +258,17 @@ def test_the_page_is_readable_at_a_phone_width(server, browser):
         for selector in ('label[for="files"]', "#play", "#position", ".stem-solo", ".stem-mute", "canvas", "#format"):
             box = driver.find_element(By.CSS_SELECTOR, selector).rect
             assert box["x"] >= 0 and box["x"] + box["width"] <= width, (selector, box)
+
+        # the keyboard reaches the play button, and its focus is drawn
+        focused = driver.switch_to.active_element
+        for _ in range(30):
+            if focused.get_attribute("id") == "play":
+                break
+            ActionChains(driver).send_keys(Keys.TAB).perform()  # to whatever has the focus (a file input too)
+            focused = driver.switch_to.active_element
+        assert focused.get_attribute("id") == "play" and focused.tag_name == "button"
+        assert (focused.value_of_css_property("outline-style"), focused.value_of_css_property("outline-width")) \
+            == ("solid", "3px")
     finally:
         driver.set_window_size(1000, 1000)
 
