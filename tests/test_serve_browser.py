@@ -184,6 +184,17 @@ def test_a_song_plays_while_it_is_separated_and_its_zip_adds_up(server, browser,
     assert levels["accompaniment"] == 0 and levels["vocals"] > 0, levels
     assert driver.find_element(By.CSS_SELECTOR, '.stem[data-stem="vocals"] .stem-solo') \
         .get_attribute("aria-pressed") == "true"
+    # mute wins over solo; the volume (keys on its slider) scales the whole mix
+    mute = driver.find_element(By.CSS_SELECTOR, '.stem[data-stem="vocals"] .stem-mute')
+    mute.click()
+    assert look()["audible"] == [] and mute.get_attribute("aria-pressed") == "true"
+    mute.click()
+    assert look()["audible"] == ["vocals"]
+    volume = driver.find_element(By.ID, "volume")
+    volume.send_keys(Keys.HOME)
+    _wait(lambda: look()["volume"] == 0, 5, "the volume at 0")
+    volume.send_keys(Keys.END)
+    _wait(lambda: look()["volume"] == 1, 5, "the volume back at 1")
 
     # seek with the keyboard (the arrow keys move 5 s), and pause and resume with space
     before = look()["position"]
