@@ -4,6 +4,8 @@ separate`` writes for them, reading a growing WAV, and a job waited for."""
 from __future__ import annotations
 
 import os
+import signal
+import socket
 import struct
 import subprocess
 import sys
@@ -75,3 +77,53 @@ def wait_for(client, job_id: str, statuses: tuple[str, ...] = ("done", "failed")
 def temporaries_under(folder: Path) -> list[Path]:
     """Files under ``folder`` named as :mod:`unet_sep.atomic`'s temporaries (``.partial``) or live samples."""
     return [path for path in folder.rglob("*") if ".partial" in path.name or path.suffix == ".f32"]
+
+
+START_SECONDS = 180  # importing torch and loading the model on a loaded 2-core machine
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+class ServerProcess:
+    """``python -m unet_sep serve`` on a free port of 127.0.0.1 with ``data`` as its folder."""
+
+    def __init__(self, data: Path, *options: str, env: dict[str, str] | None = None) -> None:
+        import httpx  # the test extra; the serve tests skip without it
+
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "unet_sep", "serve", "--port", str(self.port), "--data", str(data), *options],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env or cli_env())
+        self.client = httpx.Client(base_url=self.url, timeout=60, headers=self._auth(options))
+        deadline = time.monotonic() + START_SECONDS
+        while True:
+            assert self.process.poll() is None, self.process.communicate()
+            try:
+                if self.client.get("/api/health").status_code in (200, 401):
+                    return
+            except httpx.TransportError:
+                pass
+            assert time.monotonic() < deadline, "the server did not answer"
+            time.sleep(0.2)
+
+    @staticmethod
+    def _auth(options: tuple[str, ...]) -> dict[str, str]:
+        return {"Authorization": f"Bearer {options[options.index('--token') + 1]}"} if "--token" in options else {}
+
+    def upload(self, path: Path):
+        with path.open("rb") as handle:
+            answer = self.client.post("/api/jobs", files={"file": (path.name, handle)})
+        assert answer.status_code == 201, answer.text
+        return answer.json()
+
+    def stop(self, signum: int = signal.SIGTERM) -> tuple[int, str]:
+        """Send ``signum``; the exit status and stderr."""
+        self.client.close()
+        self.process.send_signal(signum)
+        _, stderr = self.process.communicate(timeout=120)
+        return self.process.returncode, stderr

@@ -22,7 +22,7 @@ import pytest
 import soundfile as sf
 
 from conftest import EXAMPLE_MP3
-from tests.test_serve_process import ServerProcess  # the server as a process, started as its tests do
+from tests.serve_support import ServerProcess
 from unet_sep.dsp.measures import snr_db
 
 webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is not installed (the test extra)")

@@ -15,57 +15,22 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from tests.serve_support import cli_env, cut_clip, growing_wav_samples, separate_cli, temporaries_under, wait_for
+from tests.serve_support import (
+    ServerProcess,
+    cli_env,
+    cut_clip,
+    growing_wav_samples,
+    separate_cli,
+    temporaries_under,
+    wait_for,
+)
 
 httpx = pytest.importorskip("httpx", reason="httpx is not installed (pip install 'unet-sep[test]')")
 pytest.importorskip("uvicorn", reason="the serve extra is not installed (pip install 'unet-sep[serve]')")
 
-START_SECONDS = 180  # importing torch and loading the model on a loaded 2-core machine
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
-
-class ServerProcess:
-    """``python -m unet_sep serve`` on a free port of 127.0.0.1 with ``data`` as its folder."""
-
-    def __init__(self, data: Path, *options: str, env: dict[str, str] | None = None) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "unet_sep", "serve", "--port", str(self.port), "--data", str(data), *options],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env or cli_env())
-        self.client = httpx.Client(base_url=self.url, timeout=60, headers=self._auth(options))
-        deadline = time.monotonic() + START_SECONDS
-        while True:
-            assert self.process.poll() is None, self.process.communicate()
-            try:
-                if self.client.get("/api/health").status_code in (200, 401):
-                    return
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, "the server did not answer"
-            time.sleep(0.2)
-
-    @staticmethod
-    def _auth(options: tuple[str, ...]) -> dict[str, str]:
-        return {"Authorization": f"Bearer {options[options.index('--token') + 1]}"} if "--token" in options else {}
-
-    def upload(self, path: Path):
-        with path.open("rb") as handle:
-            answer = self.client.post("/api/jobs", files={"file": (path.name, handle)})
-        assert answer.status_code == 201, answer.text
-        return answer.json()
-
-    def stop(self, signum: int = signal.SIGTERM) -> tuple[int, str]:
-        """Send ``signum``; the exit status and stderr."""
-        self.client.close()
-        self.process.send_signal(signum)
-        _, stderr = self.process.communicate(timeout=120)
-        return self.process.returncode, stderr
 
 
 @pytest.fixture(scope="module")
@@ -116,7 +81,7 @@ def test_after_kill_9_a_restart_runs_every_job_and_serves_the_finished(tmp_path,
     queued = server.upload(clips["short"])
     wait_for(server.client, running["id"], ("running",))
     while server.client.get(running["stems"]["vocals"]["pcm_url"], params={"count": 1}).headers["x-count"] == "0":
-        time.sleep(0.05)  # some stems written: temporaries and live samples on disk
+        time.sleep(0.05)  # some stems written: temporaries and partial samples on disk
     assert temporaries_under(data / "jobs" / running["id"])
     server.process.kill()
     server.process.communicate(timeout=60)

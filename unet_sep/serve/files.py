@@ -12,7 +12,7 @@ from typing import BinaryIO
 
 from unet_sep.atomic import atomic_path
 from unet_sep.errors import FileError, printable
-from unet_sep.serve.live import stem_path
+from unet_sep.serve.partial import stem_path
 
 _SAFE_EXTENSION = re.compile(r"^\.[A-Za-z0-9]{1,8}$")
 _MAX_NAME = 255

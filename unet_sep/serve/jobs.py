@@ -29,7 +29,7 @@ FINAL_STATUSES = ("done", "failed")
 DATABASE_FILE = "jobs.sqlite3"
 JOBS_FOLDER = "jobs"
 STEMS_FOLDER = "stems"  # under a job's folder: the finished stems, <stem>.wav (and .flac, .mp3 made on request)
-LIVE_FOLDER = "live"  # under a job's folder: the running job's samples so far, <stem>.f32 (see serve.live)
+PARTIAL_FOLDER = "partial"  # under a job's folder: the running job's samples so far, <stem>.f32 (see serve.partial)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
@@ -168,7 +168,7 @@ class JobStore:
 
     def recover(self) -> None:
         """After a start (a crash or kill before it, perhaps): the job that was running is queued again from the
-        start (its stems and samples so far removed); every job's live samples, folders without a job, and stale
+        start (its stems and samples so far removed); every job's partial samples, folders without a job, and stale
         temporaries in the job folders are removed."""
         known = {job.id: job for job in self.all()}
         for job in known.values():
@@ -176,7 +176,7 @@ class JobStore:
                 logger.warning("job %s was running when the server stopped: queued again from the start", job.id)
                 shutil.rmtree(self.folder(job.id) / STEMS_FOLDER, ignore_errors=True)
                 self.update(job.id, status="queued", progress=0.0, started=None, error=None)
-            shutil.rmtree(self.folder(job.id) / LIVE_FOLDER, ignore_errors=True)
+            shutil.rmtree(self.folder(job.id) / PARTIAL_FOLDER, ignore_errors=True)
         for folder in self.jobs_dir.iterdir():
             if folder.name not in known:
                 if folder.is_dir():

@@ -1,6 +1,6 @@
 """The server's worker: one thread that runs the queued jobs, oldest first, one at a time, through the file
 pipeline on the loaded model, as ``unet-sep separate`` would (float WAV stems, ``{stem}.wav`` in the job's
-``stems`` folder), while the stems' samples so far are readable (:class:`~unet_sep.serve.live.LiveStems`).
+``stems`` folder), while the stems' samples so far are readable (:class:`~unet_sep.serve.partial.PartialStems`).
 
 A job that is deleted while it runs is cancelled: the pipeline is stopped from its event callback and removes what
 it had written, then the job's folder goes.
@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 from unet_sep.errors import failure_reason, one_line
 from unet_sep.serve.config import ServeConfig, separation_for
 from unet_sep.serve.jobs import STEMS_FOLDER, Job, JobStore, now
-from unet_sep.serve.live import LiveStems, read_final, stem_path
+from unet_sep.serve.partial import PartialStems, read_final, stem_path
 
 if TYPE_CHECKING:
     from unet_sep.config import ModelConfig
@@ -94,7 +94,7 @@ class Worker:
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
         self.running_id: str | None = None
-        self._live: LiveStems | None = None
+        self._partial: PartialStems | None = None
         self._cancel: set[str] = set()
         # (settings, runner) of the last job: the next job with the same settings reuses it
         self._runner: tuple[SeparationSettings, NetworkRunner] | None = None
@@ -125,9 +125,9 @@ class Worker:
     def available(self, job: Job) -> int:
         """Samples per channel of every stem written so far."""
         with self._lock:
-            live = self._live if self.running_id == job.id else None
-        if live is not None and not live.closed:
-            return live.available
+            partial = self._partial if self.running_id == job.id else None
+        if partial is not None and not partial.closed:
+            return partial.available
         if job.status == "done" and job.duration_seconds is not None and job.sample_rate:
             return round(job.duration_seconds * job.sample_rate)
         return 0
@@ -135,11 +135,11 @@ class Worker:
     def samples(self, job: Job, stem: str, start: int, count: int) -> Samples:
         """Samples ``start`` to ``start + count`` of ``stem``: of the running job so far, or of its final WAV."""
         with self._lock:
-            live = self._live if self.running_id == job.id else None
-        if live is not None:
-            data = live.read(stem, start, count)
-            if not live.closed:
-                return Samples(data, start, len(data) // (4 * live.channels), live.available, False)
+            partial = self._partial if self.running_id == job.id else None
+        if partial is not None:
+            data = partial.read(stem, start, count)
+            if not partial.closed:
+                return Samples(data, start, len(data) // (4 * partial.channels), partial.available, False)
             job = self.store.get(job.id) or job  # it ended while we looked: read what it left
         if job.status != "done":
             return Samples(b"", start, 0, 0, job.final)
@@ -174,9 +174,9 @@ class Worker:
             self._runner = (separation, NetworkRunner(self.model.net, self.model.config, separation))
         runner = self._runner[1]
         pipeline = FilePipeline(runner, options, readers=1, writers=1)
-        live = LiveStems(folder, job.stems, job.channels or 1)
+        partial = PartialStems(folder, job.stems, job.channels or 1)
         with self._lock:
-            self.running_id, self._live = job.id, live
+            self.running_id, self._partial = job.id, partial
         self.store.update(job.id, status="running", started=now(), progress=0.0)
         logger.info("job %s: %s", job.id, job.file_name)
         last_write = [0.0]
@@ -193,25 +193,25 @@ class Worker:
                 self.store.update(job.id, progress=min(0.99, event.done / event.total))
 
         try:
-            pipeline.run([folder / job.input_name], on_event=on_event, on_samples=live.append)
+            pipeline.run([folder / job.input_name], on_event=on_event, on_samples=partial.append)
         except JobCancelled:
-            self._cancelled(job, live)
+            self._cancelled(job, partial)
             return
         if final is not None and final.kind == "done":
             self.store.update(job.id, status="done", progress=1.0, finished=now(),
-                              duration_seconds=live.available / (job.sample_rate or 1))
+                              duration_seconds=partial.available / (job.sample_rate or 1))
         else:
             error = failure_text(job.file_name, None if final is None else final.error)
             self.store.update(job.id, status="failed", finished=now(), error=error)
         with self._lock:
-            live.close()
-            self.running_id, self._live = None, None
+            partial.close()
+            self.running_id, self._partial = None, None
 
-    def _cancelled(self, job: Job, live: LiveStems) -> None:
+    def _cancelled(self, job: Job, partial: PartialStems) -> None:
         """The pipeline stopped and removed its outputs: remove the job (deleted) or queue it again (server stop)."""
         with self._lock:
-            live.close()
-            self.running_id, self._live = None, None
+            partial.close()
+            self.running_id, self._partial = None, None
             deleted = job.id in self._cancel
             self._cancel.discard(job.id)
         if deleted:

@@ -1,10 +1,10 @@
 """The samples of a running job's stems as they are written, and every stem's samples read the same way whether
 the job runs or is done.
 
-The file pipeline hands each block it encodes to :meth:`LiveStems.append` (its writer's
-:data:`~unet_sep.separate.writer.SamplesHook`); the block is appended to ``live/<stem>.f32`` in the job's folder
+The file pipeline hands each block it encodes to :meth:`PartialStems.append` (its writer's
+:data:`~unet_sep.separate.writer.SamplesHook`); the block is appended to ``partial/<stem>.f32`` in the job's folder
 (float32, interleaved by channel) and only then counted, so a reader never sees a sample that is not all there.
-Once the job is done its stems are read from the final WAVs (:func:`read_samples`), and the live files go.
+Once the job is done its stems are read from the final WAVs (:func:`read_samples`), and the partial files go.
 """
 
 from __future__ import annotations
@@ -15,17 +15,17 @@ from pathlib import Path
 
 import numpy as np
 
-from unet_sep.serve.jobs import LIVE_FOLDER, STEMS_FOLDER
+from unet_sep.serve.jobs import PARTIAL_FOLDER, STEMS_FOLDER
 
 FLOAT_BYTES = 4
 
 
-class LiveStems:
+class PartialStems:
     """The stems of one running job so far: ``stems`` (names, in order) of ``channels`` channels each, under
-    ``folder/live``. :attr:`available` counts samples per channel written to every stem."""
+    ``folder/partial``. :attr:`available` counts samples per channel written to every stem."""
 
     def __init__(self, folder: Path, stems: list[str], channels: int) -> None:
-        self.folder = folder / LIVE_FOLDER
+        self.folder = folder / PARTIAL_FOLDER
         self.stems = list(stems)
         self.channels = channels
         self.folder.mkdir(parents=True, exist_ok=True)
@@ -56,7 +56,7 @@ class LiveStems:
                 return handle.read((stop - start) * self.channels * FLOAT_BYTES)
 
     def close(self) -> None:
-        """The job ended: its samples are now read from its stems (or it failed); the live files go."""
+        """The job ended: its samples are now read from its stems (or it failed); the partial files go."""
         with self._lock:
             self.closed = True
             for handle in self._files.values():
