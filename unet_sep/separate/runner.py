@@ -11,6 +11,7 @@ that sends the ready segments of any number of engines through the U-Nets, a bat
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 from contextlib import contextmanager
 from pathlib import Path
@@ -25,7 +26,7 @@ from unet_sep.model.stems import StemsNet, freeze_for_inference, inference_netwo
 from unet_sep.separate.onnx_network import OnnxNetwork
 from unet_sep.separate.segments import SegmentPlan
 from unet_sep.separate.settings import ResolvedSettings, SeparationSettings
-from unet_sep.separate.stages import InputStage, OutputStage
+from unet_sep.separate.stages import HOLDBACK, InputStage, OutputStage
 from unet_sep.separate.stream import SeparationStream
 from unet_sep.weights.checkpoint import load_model
 from unet_sep.weights.entries import ModelNotFoundError
@@ -114,6 +115,15 @@ class NetworkRunner:
         if resolved.backend == "onnxruntime":
             self._network = OnnxNetwork(resolved.onnx_path or self._exported(), resolved.device, config=config)
 
+    def with_settings(self, settings: ResolvedSettings) -> "NetworkRunner":
+        """These U-Nets under other resolved ``settings`` (another segment plan: a live session's): the same module
+        and weights, made for its segments on first use (an ONNX Runtime session is shared)."""
+        runner = copy.copy(self)
+        runner.settings = settings
+        if settings.backend == "torch":
+            runner._network = None
+        return runner
+
     @property
     def device(self) -> torch.device:
         return self.settings.device
@@ -158,10 +168,11 @@ class NetworkRunner:
         missing = in_rate != self.sample_rate or self.settings.wiener.active
         return self.settings.mask_extension != "zeros" and missing
 
-    def output_stage(self, batch: int, in_channels: int, in_rate: int) -> OutputStage:
-        """Brings an engine's stems back to ``in_rate`` and the input's channels (:meth:`shares_residual`)."""
+    def output_stage(self, batch: int, in_channels: int, in_rate: int, holdback: int = HOLDBACK) -> OutputStage:
+        """Brings an engine's stems back to ``in_rate`` and the input's channels (:meth:`shares_residual`), holding
+        ``holdback`` samples back until the end (:class:`~unet_sep.separate.stages.OutputStage`)."""
         return OutputStage(batch, in_channels, in_rate, self.sample_rate, self.config.n_channels, len(self.stems),
-                           share=self.shares_residual(in_rate))
+                           share=self.shares_residual(in_rate), holdback=holdback)
 
     def plan_for(self, length: int | None = None, sample_rate: int | None = None) -> SegmentPlan:
         """The segment plan of a signal of ``length`` samples at ``sample_rate`` (default: the model's rate), made

@@ -20,6 +20,12 @@ How far apart the starts are (``hop``) depends on what is known of the signal's 
 
 In the *Spleeter-exact* mode segments are back to back (``hop = T``), with weight one, and the last one is
 zero-padded, exactly as Spleeter's ``pad_and_partition``.
+
+A *live* plan (:meth:`SegmentPlan.live`, used by :mod:`unet_sep.separate.live`) bounds the latency: a segment
+starts every ``hop`` frames and gives masks only to its frames ``[T - lookahead - hop - fade, T - lookahead)``
+(its newest hop, and ``fade`` frames before it cross-faded with the previous segment's); its first frames are
+past context and its last ``lookahead`` frames future context, neither used. A frame is then final ``lookahead +
+fade`` frames after the newest frame the segment that ends last saw, whatever ``T``.
 """
 
 from __future__ import annotations
@@ -52,10 +58,32 @@ class SegmentPlan:
     min_overlap: int = 0
     fade_power: int = 1
     reflect_end: bool = False
+    lookahead: int | None = None
+    fade: int = 0
 
     @property
     def overlap(self) -> int:
         return self.frames - self.hop
+
+    @property
+    def head(self) -> int:
+        """Frames at a segment's start whose masks are not used (past context of a live plan; 0 otherwise)."""
+        return 0 if self.lookahead is None else self.frames - self.lookahead - self.hop - self.fade
+
+    @property
+    def used_end(self) -> int:
+        """Frames from a segment's start to the end of those whose masks are used (T but for a live plan)."""
+        return self.frames if self.lookahead is None else self.frames - self.lookahead
+
+    @classmethod
+    def live(cls, frames: int, hop: int, lookahead: int, fade: int = 0) -> "SegmentPlan":
+        """A latency-bounded plan: segments of ``frames`` every ``hop`` frames, each giving the masks of its
+        newest ``hop`` frames before its last ``lookahead`` (and ``fade`` frames before those, cross-faded
+        linearly with the previous segment's); ``frames >= lookahead + hop + fade``."""
+        if not (hop >= 1 and lookahead >= 0 and fade >= 0 and frames >= lookahead + hop + fade):
+            raise ValueError(f"no live plan with segments of {frames} frames, hop {hop}, lookahead {lookahead} and "
+                             f"fade {fade}")
+        return cls(frames, hop, lookahead=lookahead, fade=fade)
 
     @classmethod
     def create(cls, frames: int, overlap: float | None, multiple: int, segmentation: str) -> "SegmentPlan":
@@ -96,7 +124,13 @@ class SegmentPlan:
 
     def weights(self, device: torch.device | str | None = None) -> torch.Tensor:
         """Cross-fade weights ``[T]``: ramps over the overlap at both ends (to the power :attr:`fade_power`), never
-        zero; all ones without overlap."""
+        zero; all ones without overlap. A live plan's are zero outside the frames it uses, and ramp over ``fade``
+        frames at both ends of those."""
+        if self.lookahead is not None:
+            used = SegmentPlan(self.hop + self.fade, self.hop).weights(device)
+            weights = torch.zeros(self.frames, device=device)
+            weights[self.head : self.used_end] = used
+            return weights
         if self.overlap == 0:
             return torch.ones(self.frames, device=device)
         t = torch.arange(self.frames, dtype=torch.float32, device=device)

@@ -13,10 +13,12 @@ import torch
 
 from unet_sep.audio.resample import check_sample_rate
 from unet_sep.audio.samples import from_float32, to_float32
-from unet_sep.config import ModelConfig
+from unet_sep.config import MAX_CHANNELS, ModelConfig
+from unet_sep.errors import SettingError
 from unet_sep.model.stems import StemsNet
 from unet_sep.separate.files import FileEvent, FileOptions
 from unet_sep.separate.inputs import InputFile
+from unet_sep.separate.live import LiveSession, live_plan
 from unet_sep.separate.outputs import DEFAULT_TEMPLATE, OutputStems, check_template, output_paths
 from unet_sep.separate.pipeline import FilePipeline
 from unet_sep.separate.runner import NetworkRunner, load_network
@@ -193,6 +195,46 @@ class Separator:
         for _ in runner.run_ready(lambda: [engine], final=True):
             pass
         yield from back.push(*engine.drain(), final=True)
+
+    # ---- live --------------------------------------------------------------------------------------
+    def live_session(self, sample_rate: int, channels: int, latency: float | None = None) -> LiveSession:
+        """A :class:`~unet_sep.separate.live.LiveSession` separating ``[channels, n]`` blocks at ``sample_rate`` as
+        they arrive, with a delay of at most ``latency`` seconds (None: the ``live_latency`` setting); its
+        ``latency_samples`` says the exact delay. A :class:`~unet_sep.errors.SettingError` (one line) for a
+        latency no plan fits, naming the least latency this model allows (see :mod:`unet_sep.separate.live`)."""
+        sample_rate = check_sample_rate(sample_rate)
+        settings = self.runner.settings
+        if latency is None:
+            latency = settings.live_latency
+        elif isinstance(latency, bool) or not isinstance(latency, (int, float)) or not latency > 0:
+            raise SettingError("latency", f"must be seconds above 0, got {latency!r}")
+        if not isinstance(channels, int) or isinstance(channels, bool) or not 1 <= channels <= MAX_CHANNELS:
+            raise SettingError("channels", f"must be a whole number from 1 to {MAX_CHANNELS}, got {channels!r}")
+        grid = 2 ** self.config.unet.depth
+        frames = settings.live_segment_frames
+        if frames is not None and frames % grid:
+            raise SettingError("live_segment_frames", f"must be a multiple of {grid} for this model (2 ** its "
+                                                      f"depth), got {frames}")
+        plan = live_plan(self.config, sample_rate, float(latency), frames, settings.live_lookahead)
+        return LiveSession(self.runner, plan, channels)
+
+    def live(self, blocks: Iterable[np.ndarray], sample_rate: int,
+             latency: float | None = None) -> Iterator[np.ndarray]:
+        """Separate ``[channels, n]`` blocks as they come: one ``[stems, channels, n]`` block per block in, then the
+        tail (:meth:`LiveSession.flush <unet_sep.separate.live.LiveSession.flush>`); the stems of output sample
+        ``t`` are those of input sample ``t - latency_samples`` (zeros before the input starts). The channels are
+        the first block's; ``latency`` as :meth:`live_session`'s."""
+        session: LiveSession | None = None
+        for block in blocks:
+            if session is None:
+                check_array(block, "blocks", (np.ndarray,))
+                if np.ndim(block) != 2:
+                    raise InvalidAudioError(f"live blocks must be [channels, n], got shape {np.shape(block)}")
+                check_layout(block.shape)
+                session = self.live_session(sample_rate, int(block.shape[0]), latency)
+            yield session.process(block)
+        if session is not None:
+            yield session.flush()
 
     # ---- files -------------------------------------------------------------------------------------
     def output_paths(

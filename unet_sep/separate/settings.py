@@ -14,6 +14,7 @@ The module imports no torch until a setting is checked, so the command line's he
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, TypedDict
@@ -39,6 +40,7 @@ GPU_BATCH_SIZE = 8
 # and stem), and beyond a few dozen a GPU gains nothing more.
 MAX_BATCH_SIZE = 256
 MIN_WIENER_WINDOW = 4  # STFT frames: a window of statistics over fewer is no window
+MAX_LIVE_LATENCY = 60.0  # seconds: the most delay a live session is planned for
 
 
 @dataclass(frozen=True)
@@ -78,6 +80,14 @@ class SeparationSettings:
         wiener_window: STFT frames the filter's statistics are taken over (0: the whole track; else at least
             :data:`MIN_WIENER_WINDOW`); None: the whole track in Spleeter-exact mode, else
             :data:`~unet_sep.config.DEFAULT_WIENER_WINDOW`, so memory stays bounded.
+        live_latency: the most seconds of delay a live session (:mod:`unet_sep.separate.live`) is planned for when
+            none is given, above 0 and at most :data:`MAX_LIVE_LATENCY` (the default is chosen from the table of
+            ``docs/live.md``).
+        live_segment_frames: STFT frames of a live session's segments, a positive multiple of the U-Nets' stride
+            ``2 ** depth`` (checked with the model); None: the model's own segment length.
+        live_lookahead: the share of a live session's delay spent on frames after those it gives (future context),
+            from 0 up to (not including) 1; the rest is the hop between its segments, so more lookahead costs
+            more segments.
     """
 
     device: str | torch.device = "auto"
@@ -93,6 +103,9 @@ class SeparationSettings:
     onnx_path: str | Path | None = None
     wiener_iterations: int | None = None
     wiener_window: int | None = None
+    live_latency: float = 1.0
+    live_segment_frames: int | None = None
+    live_lookahead: float = 0.5
 
     def __post_init__(self) -> None:
         self.validate()
@@ -130,6 +143,18 @@ class SeparationSettings:
         if window is not None and not (_whole(window) and (window == 0 or window >= MIN_WIENER_WINDOW)):
             raise SettingError("wiener_window", f"must be 0 (the whole track) or a number of STFT frames of "
                                                 f"{MIN_WIENER_WINDOW} or more, got {window!r}")
+        self._check_live()
+
+    def _check_live(self) -> None:
+        """The live session's settings (the segment length's stride grid is the model's: checked with it)."""
+        latency, frames, lookahead = self.live_latency, self.live_segment_frames, self.live_lookahead
+        if not (_real(latency) and 0.0 < latency <= MAX_LIVE_LATENCY):
+            raise SettingError("live_latency", f"must be seconds above 0 and at most {MAX_LIVE_LATENCY:g}, got "
+                                               f"{latency!r}")
+        if frames is not None and not (_whole(frames) and frames > 0):
+            raise SettingError("live_segment_frames", f"must be a positive number of STFT frames, got {frames!r}")
+        if not (_real(lookahead) and 0.0 <= lookahead < 1.0):
+            raise SettingError("live_lookahead", f"must be a share from 0 up to (not including) 1, got {lookahead!r}")
 
     def _check_network(self) -> None:
         """The settings of what runs the U-Nets: precision, backend and what the backend can honour."""
@@ -184,7 +209,15 @@ class SeparationSettings:
             # benchmarks/tf32.py). Spleeter-exact mode promises Spleeter's numbers (99-103 dB): float32. The default
             # mode keeps TF32: its error is 55 dB under the model's own (MIR-1K SDR 9.58 dB, changed by 0.0001 dB).
             tf32=not exact,
+            live_latency=self.live_latency,
+            live_segment_frames=self.live_segment_frames,
+            live_lookahead=self.live_lookahead,
         )
+
+
+def _real(value: object) -> bool:
+    """Whether ``value`` is a finite real number (an int or float, not a bool)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def _whole(value: object) -> bool:
@@ -210,6 +243,9 @@ class SeparationOptions(TypedDict, total=False):
     onnx_path: str | Path | None
     wiener_iterations: int | None
     wiener_window: int | None
+    live_latency: float
+    live_segment_frames: int | None
+    live_lookahead: float
 
 
 @dataclass(frozen=True)
@@ -218,7 +254,9 @@ class ResolvedSettings:
     nothing left to default, what :class:`~unet_sep.separate.runner.NetworkRunner` and its streams use.
 
     ``plan`` is the segment plan of streams of unknown length; ``optimize`` is off when ``compile`` is on;
-    ``tf32``, whether the U-Nets' float32 convolutions may run as TF32 on a GPU (not in Spleeter-exact mode).
+    ``tf32``, whether the U-Nets' float32 convolutions may run as TF32 on a GPU (not in Spleeter-exact mode); the
+    live settings as given (a live session's plan also depends on its latency and rate:
+    :func:`~unet_sep.separate.live.live_plan`).
     """
 
     device: torch.device
@@ -233,3 +271,6 @@ class ResolvedSettings:
     onnx_path: Path | None
     wiener: WienerSettings
     tf32: bool
+    live_latency: float
+    live_segment_frames: int | None
+    live_lookahead: float

@@ -101,13 +101,15 @@ class OutputStage:
     """Engine output at the model's rate -> stems ``[S, B, C_in, n]`` at the input's rate, as long as the input.
 
     Feed every input block with :meth:`add_input` (before or after the matching output) and the engine's
-    output with :meth:`push`; the last call passes ``final=True``.
+    output with :meth:`push`; the last call passes ``final=True``. ``holdback`` output samples are kept until then
+    (:data:`HOLDBACK`; a live session, which never ends that way, keeps none).
     """
 
     def __init__(
         self, batch: int, in_channels: int, in_rate: int, model_rate: int, model_channels: int, n_stems: int,
-        share: bool,
+        share: bool, holdback: int = HOLDBACK,
     ) -> None:
+        self.holdback = holdback
         self.batch = batch
         self.in_channels = in_channels
         self.model_channels = model_channels
@@ -139,7 +141,7 @@ class OutputStage:
             restored = from_groups(out, self.batch, self.in_channels)
             self._pending.append(restored.reshape(self.layers, self.n_stems, self.batch, self.in_channels, -1))
             self._pending_count += out.shape[-1]
-        count = self.received - self.emitted if final else self._pending_count - HOLDBACK
+        count = self.received - self.emitted if final else self._pending_count - self.holdback
         return self._release(count)
 
     def _release(self, count: int) -> list[np.ndarray]:

@@ -49,6 +49,8 @@ from unet_sep.separate.wiener_window import WienerWindow
 
 # Frames synthesised per step of _advance.
 _SYNTH_FRAMES = 256
+# The least cross-fade weight a frame's masks are divided by (cross-fades give 1e-5 and more).
+_LEAST_WEIGHT = 1e-20
 
 
 class NonFiniteStemsError(FileError, ArithmeticError):
@@ -230,14 +232,17 @@ class SeparationStream:
         g, c = self.shape
         n, t, f = len(starts), masks.shape[-2], masks.shape[-1]
         masks = masks.reshape(self.n_stems, n, g, c, t, f).transpose(-1, -2)  # [S, N, G, C, F, T]
-        end = starts[-1] + self.plan.frames
+        head, used_end = self.plan.head, self.plan.used_end  # the frames whose masks are used (all but live)
+        if (head, used_end) != (0, t):
+            masks = masks[..., head:used_end]
+        end = starts[-1] + used_end
         if self.total_frames is not None:
             end = min(end, self.total_frames)
         grow = end - (self.final_frames + self.weight_sum.length)
         self.mask_sum.extend_zeros(grow)
         self.weight_sum.extend_zeros(grow)
-        offsets = [start - self.final_frames for start in starts]
-        add_segments(self.mask_sum.data, self.weight_sum.data, masks, offsets, self.segment_weights)
+        offsets = [start + head - self.final_frames for start in starts]
+        add_segments(self.mask_sum.data, self.weight_sum.data, masks, offsets, self.segment_weights[head:used_end])
 
     def drain(self) -> tuple[np.ndarray, np.ndarray | None]:
         """The stem samples (and extension weights) that no pending segment can change any more; a
@@ -246,7 +251,7 @@ class SeparationStream:
             if self.total_frames is None:
                 return self._empty()
             return self._advance(self._final_starts[0] if self._final_starts else self.total_frames)
-        upcoming = self.next_start
+        upcoming = self.next_start + self.plan.head  # a live plan's next segment leaves its head alone
         if self.plan.fit_end:  # the end segment, not planned yet, starts no earlier than this
             upcoming = min(upcoming, self.plan.end_start(self.frames_done))
         return self._advance(upcoming)
@@ -301,12 +306,15 @@ class SeparationStream:
         if final_upto > self.final_frames:
             # A few hundred frames at a time, so the temporaries (extended masks, masked spectra, inverse
             # FFT frames) stay small whatever the batch size.
+            # Frames no segment gives masks to (a live plan's first ones, before its first segment's head): none.
+            self.mask_sum.extend_zeros(final_upto - self.final_frames - self.weight_sum.length)
+            self.weight_sum.extend_zeros(final_upto - self.final_frames - self.weight_sum.length)
             ready_upto, block = self._synthesis_span(final_upto)
             while self.final_frames < ready_upto:
                 n = min(ready_upto - self.final_frames, block)
                 self._synthesize(n, final_upto - self.final_frames - n)
-            # Frames before final_frames (never past the next segment's start) are no longer needed.
-            drop = self.final_frames - self.spec_start
+            # Frames before final_frames and the next segment's start are no longer needed.
+            drop = min(self.final_frames, self.next_start) - self.spec_start
             if drop > 0:
                 self.spec.drop(drop)
                 self.spec_start += drop
@@ -367,7 +375,8 @@ class SeparationStream:
         """Apply the finished masks of the next ``n`` frames and overlap-add the stems into ``out``; the Wiener
         filter also sees up to its look-ahead of the ``final_after`` frames after them whose masks are final."""
         ahead = min(final_after, self.wiener.lookahead) if self.wiener is not None else 0
-        masks = self.mask_sum.data[..., : n + ahead] / self.weight_sum.data[: n + ahead]
+        # No weight only on a live plan's first frames, before its first segment's head: masks of zero there.
+        masks = self.mask_sum.data[..., : n + ahead] / self.weight_sum.data[: n + ahead].clamp_min(_LEAST_WEIGHT)
         lo = self.final_frames - self.spec_start
         spec = self.spec.data[..., lo : lo + n + ahead]
         # One mask per frame above F (dsp.masks): it masks the bins above F and weighs the share-out above the rate.
