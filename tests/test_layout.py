@@ -23,7 +23,8 @@ LAYERS = {
     "separate": 7,
     "train": 8,
     "evaluate": 9,
-    "cli": 10, "__main__": 10,
+    "live": 10,
+    "cli": 11, "__main__": 11,
 }
 
 

@@ -15,6 +15,7 @@ EXTRAS = {
     "eval": ("musdb", "museval", "matplotlib"),
     "hub": ("huggingface_hub",),
     "onnx": ("onnx", "onnxruntime"),
+    "live": ("sounddevice",),
 }
 
 
