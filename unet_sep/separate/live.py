@@ -70,27 +70,29 @@ def live_plan(config: ModelConfig, sample_rate: int, latency: float, segment_fra
     ``segment_frames`` (default: the model's), longer when the frames allowed need it (on the U-Nets' stride grid).
     A :class:`~unet_sep.errors.SettingError` naming ``latency`` and the least latency this model allows when no
     plan fits."""
+    grid = 2 ** config.unet.depth
+
     def plan_of(frames: int) -> SegmentPlan:
         hop = max(1, round(frames * (1.0 - lookahead) / (2 if fade else 1)))
         ahead = max(0, frames - hop * (2 if fade else 1))
-        grid = 2 ** config.unet.depth
-        length = segment_frames or config.segment_frames
-        length = max(length, -(-(ahead + 2 * hop) // grid) * grid)
-        return SegmentPlan.live(length, hop, ahead, hop if fade else 0)
+        least = -(-(ahead + 2 * hop + (hop if fade else 0)) // grid) * grid  # a hop of past context at least
+        return SegmentPlan.live(max(segment_frames or config.segment_frames, least), hop, ahead, hop if fade else 0)
 
-    least = plan_of(2 if fade else 1)
-    if plan_latency(config, least, sample_rate) > latency * sample_rate:
+    def fits(plan: SegmentPlan) -> bool:
+        within = plan_latency(config, plan, sample_rate) <= latency * sample_rate
+        return within and (segment_frames is None or plan.frames == segment_frames)
+
+    frames = 2 if fade else 1
+    if not fits(plan_of(frames)):
+        least = plan_latency(config, plan_of(frames), sample_rate) / sample_rate
         raise SettingError("latency", f"{latency:g} s is below the least latency this model allows at {sample_rate} Hz "
-                                      f"({plan_latency(config, least, sample_rate) / sample_rate:.3f} s)")
-    frames = 2 if fade else 1  # grow the frames allowed while the delay stays within the latency
+                                      f"({least:.3f} s)")
     step = 1 << 12
-    while step:
-        if plan_latency(config, plan_of(frames + step), sample_rate) <= latency * sample_rate:
+    while step:  # the most frames after the newest one that keep the plan within the latency
+        if fits(plan_of(frames + step)):
             frames += step
         else:
             step >>= 1
-    if segment_frames:  # a given segment length bounds the frames
-        frames = min(frames, segment_frames - (1 if not fade else 0))
     plan = plan_of(frames)
     return LivePlan(plan, sample_rate, plan_latency(config, plan, sample_rate))
 
