@@ -27,6 +27,13 @@ class WavStreamError(FileError):
     """A stream that is not a WAV this module reads: ``str()`` names the stream (``-`` for standard input)."""
 
 
+def check_sample_format(name: object, setting: str = "sample_format") -> str:
+    """``name`` if it is one of :data:`SAMPLE_FORMATS`; else a :class:`SettingError` naming ``setting``."""
+    if name not in SAMPLE_FORMATS:
+        raise SettingError(setting, f"must be one of {', '.join(SAMPLE_FORMATS)}, got {name!r}")
+    return str(name)
+
+
 @dataclass(frozen=True)
 class PcmFormat:
     """How samples travel: their rate, channels and :data:`SAMPLE_FORMATS` name."""
@@ -40,9 +47,7 @@ class PcmFormat:
         if isinstance(self.channels, bool) or not isinstance(self.channels, int) or \
                 not 1 <= self.channels <= MAX_CHANNELS:
             raise SettingError("channels", f"must be a whole number from 1 to {MAX_CHANNELS}, got {self.channels!r}")
-        if self.sample_format not in SAMPLE_FORMATS:
-            raise SettingError("sample_format", f"must be one of {', '.join(SAMPLE_FORMATS)}, got "
-                                                f"{self.sample_format!r}")
+        check_sample_format(self.sample_format)
 
     @property
     def frame_bytes(self) -> int:

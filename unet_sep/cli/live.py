@@ -106,8 +106,9 @@ def _check_numbers(latency: Optional[float], duration: Optional[float], stdout_f
 
 def _raw_format(source: str, rate: Optional[int], channels: Optional[int], sample_format: str) -> PcmFormat | None:
     """Raw PCM on standard input when --rate is given; its format, checked (None: a WAV stream, or no stdin)."""
-    from unet_sep.audio.wav_stream import PcmFormat
+    from unet_sep.audio.wav_stream import PcmFormat, check_sample_format
 
+    check_sample_format(sample_format)  # it also names standard output's samples
     if source != "-" and not source.startswith("device:"):
         for setting, value in (("rate", rate), ("channels", channels)):
             if value is not None:
@@ -116,7 +117,6 @@ def _raw_format(source: str, rate: Optional[int], channels: Optional[int], sampl
         if channels is not None:
             raise SettingError("channels", "raw PCM on standard input needs --rate too (without it, standard input "
                                            "is a WAV stream whose header says its channels)")
-        PcmFormat(44100, 1, sample_format)  # the sample format is checked, it also names standard output's samples
         return None
     fmt = PcmFormat(rate or 44100, channels or 2, sample_format)
     return fmt if source == "-" else None
@@ -172,8 +172,6 @@ def _run(source: Source, model: Optional[str], device: str, latency: Optional[fl
     """Load the model, make the session and the sinks, run the loop, finish the sinks; exits with the status."""
     import torch
 
-    from unet_sep.live.loop import run_live
-
     try:
         if threads:
             torch.set_num_threads(threads)
@@ -190,7 +188,7 @@ def _run(source: Source, model: Optional[str], device: str, latency: Optional[fl
                f"{', '.join(session.stems)}; latency {session.latency_samples / session.sample_rate:.3f} s "
                f"({session.latency_samples} samples)" + (f", compute may add {allowance:.3f} s" if source.realtime
                                                          else ""), err=True)
-    report = _loop(run_live, session, source, sinks, allowance, duration)
+    report = _loop(session, source, sinks, allowance, duration)
     typer.echo(f"live: {report.summary()}", err=True)
     if report.interrupt is not None:
         raise typer.Exit(interrupted_exit_code(report.interrupt))
@@ -198,12 +196,13 @@ def _run(source: Source, model: Optional[str], device: str, latency: Optional[fl
         raise typer.Exit(EXIT_BROKEN_PIPE)
 
 
-def _loop(run_live, session: Session, source: Source, sinks: list[Sink], allowance: float,
+def _loop(session: Session, source: Source, sinks: list[Sink], allowance: float,
           duration: Optional[float]) -> LiveReport:
     """The loop with a progress bar on a terminal; the sinks finished whatever ends it (aborted on an error)."""
     from tqdm import tqdm
 
     from unet_sep.errors import FileError
+    from unet_sep.live.loop import run_live
 
     max_frames = None if duration is None else round(duration * session.sample_rate)
     bar = tqdm(unit="s", unit_scale=False, disable=None, file=sys.stderr, bar_format="{desc} {n:.1f} s {rate_fmt}",
