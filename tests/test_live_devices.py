@@ -173,3 +173,19 @@ def test_compute_behind_a_device_is_said_once_and_counted(tmp_path, jack_server,
     summary = report.summary()
     assert f"{report.late_blocks} of {report.blocks} blocks late" in summary
     assert f"{report.dropped_frames / RATE:.2f} s of input dropped" in summary
+
+
+@pytest.mark.parametrize("args,expected", [
+    (["device:no-such-card", "--out", "stems"], "error: device:no-such-card: no input sound device 'no-such-card': "),
+    (["-", "--output-device", "no-such-card", "--out", "stems"],
+     "error: --output-device: no output sound device 'no-such-card': "),
+])
+def test_an_unknown_sound_device_is_one_line(tmp_path, bundled, args, expected):
+    pytest.importorskip("sounddevice", reason="sounddevice (unet-sep[live]) or the PortAudio library is missing",
+                        exc_type=ImportError)
+    wav = b"RIFF\xff\xff\xff\xffWAVEfmt \x10\x00\x00\x00\x01\x00\x01\x00\x80>\x00\x00\x00}\x00\x00\x02\x00\x10\x00"
+    result = subprocess.run(COMMAND + args + ["--model", str(bundled)], input=wav + b"data\xff\xff\xff\xff",
+                            capture_output=True, timeout=300, cwd=tmp_path)
+    stderr = result.stderr.decode()
+    assert result.returncode == 2 and stderr.startswith(expected) and stderr.count("\n") == 1, stderr
+    assert not (tmp_path / "stems").exists() and result.stdout == b""

@@ -87,10 +87,18 @@ def live(
             raise SettingError("stdout", "is a terminal: pipe it (| ffplay -) or write files with --out")
         in_source = _open_source(source, raw, paced, rate, channels)
     except SettingError as error:
-        raise setting_error_exit(error) from None
+        raise _option_exit(error, source) from None
     _run(in_source, model, device, latency, threads, duration,
          dict(chosen=chosen, gains=gain_of, out=out, devices=output_devices or [], stdout=writes_stdout,
               wav=stdout_format == "wav", sample_format=sample_format))
+
+
+def _option_exit(error: SettingError, source: str) -> typer.Exit:
+    """One line for a setting that cannot be used, naming its option, or INPUT as given (a sound device); exit 2."""
+    if error.setting != "input":
+        return setting_error_exit(error)
+    print_error(f"{source}: {error.reason}")
+    return typer.Exit(2)
 
 
 def _check_numbers(latency: Optional[float], duration: Optional[float], stdout_format: str) -> None:
@@ -179,7 +187,7 @@ def _run(source: Source, model: Optional[str], device: str, latency: Optional[fl
         sinks = _sinks(session, outputs)
     except SettingError as error:
         source.close()
-        raise setting_error_exit(error) from None
+        raise _option_exit(error, source.name) from None
     # The stems are computed a hop at a time, so a block that completes a hop waits for its segment: compute is
     # behind when a block's stems take longer than one hop (or what --latency leaves beyond the plan's delay).
     planned = session.latency_samples / session.sample_rate
@@ -257,16 +265,13 @@ def _session(model: Optional[str], device: str, source: Source, latency: Optiona
 
 
 def _sinks(session: Session, outputs: dict) -> list[Sink]:
-    """Standard output, files and devices, as the options ask (standard output written as binary)."""
+    """Sound devices, standard output and files, as the options ask (standard output written as binary)."""
     from unet_sep.audio.wav_stream import PcmFormat
     from unet_sep.live.sinks import DeviceSink, FileSink, PipeSink, mix_weights
 
     weights = mix_weights(session.stems, outputs["chosen"], outputs["gains"])
     sinks: list[Sink] = []
     try:
-        if outputs["out"] is not None:
-            sinks.append(FileSink(outputs["out"], session.stems, outputs["chosen"], session.sample_rate,
-                                  session.channels))
         for spelled in outputs["devices"]:
             stem, equals, name = spelled.rpartition("=")
             alone = mix_weights(session.stems, [stem], None) if equals else weights
@@ -274,6 +279,9 @@ def _sinks(session: Session, outputs: dict) -> list[Sink]:
         if outputs["stdout"]:
             fmt = PcmFormat(session.sample_rate, session.channels, outputs["sample_format"])
             sinks.append(PipeSink(_stdout_binary(), weights, fmt, outputs["wav"]))
+        if outputs["out"] is not None:  # last: no folder is made when another output cannot be used
+            sinks.append(FileSink(outputs["out"], session.stems, outputs["chosen"], session.sample_rate,
+                                  session.channels))
     except SettingError:
         for sink in sinks:
             sink.abort()
