@@ -5,7 +5,8 @@
 
 For each model, the first row is the offline default (``Separator.separate``: per-song segment plan, whole
 input known); then a row per live plan (:func:`unet_sep.separate.live.live_plan`) for each segment length
-(``--segments``, STFT frames) and latency bound (``--latencies``, seconds) that fit, with the default lookahead
+(``--segments``, STFT frames) and latency bound (``--latencies``, seconds) that fit and cost at most
+``--most-segments`` segment frames per frame of audio (T / hop), with the default lookahead
 share, newest hop only; and, at ``--variant-latency``, the same latency with a lookahead share of 0.25 and 0.75,
 and with the previous hop cross-faded (``fade``). Latency is the plan's exact delay (``latency_samples``) in
 seconds; hop and lookahead are in STFT frames.
@@ -19,9 +20,11 @@ seconds; hop and lookahead are in STFT frames.
   reduced filters, 2 to 64, and seeded weights: no separation to score, so only the agreement with its offline
   output), on ``--excerpt`` seconds of its input.npy (44.1 kHz stereo).
 
-Real-time factor (RTF): CPU wall seconds of ``LiveSession.process`` over blocks of ``--block`` samples (a sound
+Real-time factor (RTF): wall seconds of ``LiveSession.process`` over blocks of ``--block`` samples (a sound
 card's callback size) and the flush, per second of audio (below 1 keeps up; the offline row's is
-``Separator.separate``'s), on ``--threads`` torch threads. The machine may be shared: the figures are single runs.
+``Separator.separate``'s), on ``--threads`` torch threads; "CPU s per s", the process's CPU seconds (all threads)
+per second of audio, the compute itself, which a machine shared with other work changes less than the wall
+seconds. Single runs.
 """
 
 from __future__ import annotations
@@ -54,14 +57,17 @@ SHARED = ROOT.parent / "shared" / "data"
 def parse_args() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--models", default="bundled,4stems", help="bundled and/or 4stems")
-    p.add_argument("--clips", type=int, default=4, help="MIR-1K test clips (bundled model)")
-    p.add_argument("--excerpt", type=float, default=12.0, help="seconds of the Spleeter reference input (4stems)")
+    p.add_argument("--clips", type=int, default=3, help="MIR-1K test clips (bundled model)")
+    p.add_argument("--excerpt", type=float, default=8.0, help="seconds of the Spleeter reference input (4stems)")
     p.add_argument("--latencies", default="0.25,0.5,1,2,4,6", help="latency bounds, seconds")
     p.add_argument("--segments", default="64,128,256,512", help="segment lengths, STFT frames")
     p.add_argument("--variant-latency", type=float, default=1.0, help="latency of the lookahead and fade variants")
     p.add_argument("--variant-segments", type=int, default=128, help="segment frames of the variants")
     p.add_argument("--block", type=int, default=1024, help="samples per process() call")
-    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch threads (1: on a shared machine, two threads spin on each other's barriers)")
+    p.add_argument("--most-segments", type=float, default=12.0,
+                   help="leave out plans running more than this many segment frames per frame of audio (T / hop)")
     return p.parse_args()
 
 
@@ -77,22 +83,30 @@ def mir1k_clips(count: int) -> list[tuple[str, dict[str, np.ndarray]]]:
     return clips
 
 
-def live_stems(separator: Separator, live: LivePlan, audio: np.ndarray, block: int) -> tuple[np.ndarray, float]:
+def live_stems(separator: Separator, live: LivePlan, audio: np.ndarray, block: int) -> tuple[np.ndarray, np.ndarray]:
     """The stems ``[S, C, n]`` of ``audio [C, n]`` through a live session of ``live``, aligned with the input, and
     the seconds it took."""
     session = LiveSession(separator.runner, live, audio.shape[0])
-    start = time.perf_counter()
+    start = Clock()
     outs = [session.process(audio[:, i : i + block]) for i in range(0, audio.shape[-1], block)]
     outs.append(session.flush())
-    seconds = time.perf_counter() - start
-    return np.concatenate(outs, axis=-1)[..., live.latency_samples :], seconds
+    return np.concatenate(outs, axis=-1)[..., live.latency_samples :], start.since()
 
 
-def offline_stems(separator: Separator, audio: np.ndarray, rate: int) -> tuple[np.ndarray, float]:
-    start = time.perf_counter()
+def offline_stems(separator: Separator, audio: np.ndarray, rate: int) -> tuple[np.ndarray, np.ndarray]:
+    start = Clock()
     stems = separator.separate(audio, rate)
-    seconds = time.perf_counter() - start
-    return np.stack([np.asarray(stems[s]) for s in separator.stems]), seconds
+    return np.stack([np.asarray(stems[s]) for s in separator.stems]), start.since()
+
+
+class Clock:
+    """Wall and CPU (this process's, all threads) seconds since it was made."""
+
+    def __init__(self) -> None:
+        self.wall, self.cpu = time.perf_counter(), time.process_time()
+
+    def since(self) -> np.ndarray:
+        return np.array([time.perf_counter() - self.wall, time.process_time() - self.cpu])
 
 
 def plans(separator: Separator, rate: int, args: argparse.Namespace) -> list[tuple[str, LivePlan]]:
@@ -105,7 +119,7 @@ def plans(separator: Separator, rate: int, args: argparse.Namespace) -> list[tup
             live = live_plan(separator.config, rate, latency, frames, share, fade)
         except SettingError:
             return
-        if live.plan not in seen:
+        if live.plan not in seen and live.plan.frames / live.plan.hop <= args.most_segments:
             seen.add(live.plan)
             found.append((label, live))
 
@@ -125,7 +139,7 @@ def bundled_rows(args: argparse.Namespace) -> list[dict]:
     print(f"bundled: {len(clips)} clips ({', '.join(n for n, _ in clips)}), {seconds:.1f} s", flush=True)
     references, mixture_sdr, offline = [], [], []
     row = {"model": "bundled (2 stems)", "label": "offline default", "latency": None,
-           "frames": separator.config.segment_frames, "hop": None, "lookahead": None, "time": 0.0}
+           "frames": separator.config.segment_frames, "hop": None, "lookahead": None, "time": np.zeros(2)}
     for _, sources in clips:
         mixture = sources["vocals"] + sources["accompaniment"]
         stems, took = offline_stems(separator, mixture, rate)
@@ -136,7 +150,7 @@ def bundled_rows(args: argparse.Namespace) -> list[dict]:
     rows = [score_bundled(row, separator, offline, offline, references, mixture_sdr, seconds)]
     for label, live in plans(separator, rate, args):
         row = {"model": "bundled (2 stems)", "label": label, "latency": live.latency, "frames": live.plan.frames,
-               "hop": live.plan.hop, "lookahead": live.plan.lookahead, "time": 0.0}
+               "hop": live.plan.hop, "lookahead": live.plan.lookahead, "time": np.zeros(2)}
         estimates = []
         for sources in references:
             stems, took = live_stems(separator, live, sources["vocals"] + sources["accompaniment"], args.block)
@@ -192,7 +206,7 @@ def table_line(row: dict) -> str:
         return "-" if value is None else format(value, form)
 
     return (f"| {row['model']} | {row['label']} | {shown(row['latency'], '.3f')} | {row['frames']} | "
-            f"{shown(row['hop'], 'd')} | {shown(row['lookahead'], 'd')} | {row['rtf']:.2f} | "
+            f"{shown(row['hop'], 'd')} | {shown(row['lookahead'], 'd')} | {row['rtf'][0]:.2f} | {row['rtf'][1]:.2f} | "
             f"{shown(row['gnsdr'], '.2f')} | {shown(row['agreement'], '.1f')} |")
 
 
@@ -211,9 +225,9 @@ def main() -> None:
     print()
     print(f"machine: {cpu_name()}, {os.cpu_count()} cores, {args.threads} torch threads; torch {torch.__version__}; "
           f"blocks of {args.block} samples; {time.strftime('%Y-%m-%d')}")
-    print("| model | plan | latency (s) | segment frames | hop | lookahead | RTF | vocals GNSDR (dB) | "
+    print("| model | plan | latency (s) | segment frames | hop | lookahead | RTF | CPU s per s | vocals GNSDR (dB) | "
           "agreement with offline (dB) |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for row in rows:
         print(table_line(row))
 
