@@ -185,6 +185,7 @@ def test_the_readme_pipeline(tmp_path, bundled, song, live_stems):
                                         "accompaniment"),
     (["-", "--gains", "vocals"], None, "error: --gains: 'vocals' is not STEM=GAIN"),
     (["-", "--stems", "bass"], None, "error: --stems: unknown stem 'bass'"),
+    (["-", "--output-device", "drums=0"], None, "error: --output-device: unknown stem 'drums' in 'drums=0'"),
     (["-", "--latency", "0.01"], None, "error: --latency: 0.01 s is below the least latency this model allows"),
     (["-", "--latency", "-1"], None, "error: --latency: must be a number of seconds above 0"),
     (["-", "--channels", "2"], None, "error: --channels: raw PCM on standard input needs --rate too"),

@@ -115,9 +115,10 @@ def _check_numbers(latency: Optional[float], duration: Optional[float], stdout_f
 def _raw_format(source: str, rate: Optional[int], channels: Optional[int], sample_format: str) -> PcmFormat | None:
     """Raw PCM on standard input when --rate is given; its format, checked (None: a WAV stream, or no stdin)."""
     from unet_sep.audio.wav_stream import PcmFormat, check_sample_format
+    from unet_sep.live.sources import DEVICE_PREFIX
 
     check_sample_format(sample_format)  # it also names standard output's samples
-    if source != "-" and not source.startswith("device:"):
+    if source != "-" and not source.startswith(DEVICE_PREFIX):
         for setting, value in (("rate", rate), ("channels", channels)):
             if value is not None:
                 raise SettingError(setting, "is for standard input and devices; a file has its own")
@@ -274,6 +275,9 @@ def _sinks(session: Session, outputs: dict) -> list[Sink]:
     try:
         for spelled in outputs["devices"]:
             stem, equals, name = spelled.rpartition("=")
+            if equals and stem not in session.stems:
+                raise SettingError("output_device", f"unknown stem {stem!r} in {spelled!r}; the model's stems are "
+                                                    f"{', '.join(session.stems)}")
             alone = mix_weights(session.stems, [stem], None) if equals else weights
             sinks.append(DeviceSink(name, alone, session.sample_rate, session.channels))
         if outputs["stdout"]:
