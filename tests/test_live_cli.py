@@ -212,17 +212,24 @@ def test_a_file_option_for_standard_input_only(tmp_path, bundled, song):
     assert not (tmp_path / "o").exists()
 
 
-def test_standard_output_a_terminal_is_refused(bundled, song):
-    """Audio bytes to a terminal are never what was meant: one line saying how to pipe them."""
+@pytest.mark.parametrize("end,expected", [
+    ("stdout", "error: --stdout: is a terminal: pipe it (| ffplay -) or write files with --out\n"),
+    ("stdin", "error: -: standard input is a terminal: pipe audio into it (ffmpeg -i URL -f wav - | unet-sep live "
+              "-)\n"),
+])
+def test_a_terminal_for_audio_is_refused(tmp_path, bundled, song, end, expected):
+    """Audio bytes to or from a terminal are never what was meant: one line saying how to pipe them."""
     import pty
 
     leader, follower = pty.openpty()
     try:
-        result = subprocess.run(COMMAND + ["-", "--model", str(bundled)], input=wav_stream(song[:, :RATE]),
-                                stdout=follower, stderr=subprocess.PIPE, timeout=300)
+        streams = {"stdout": follower} if end == "stdout" else {"stdin": follower, "stdout": subprocess.PIPE}
+        if end == "stdout":
+            streams["input"] = wav_stream(song[:, :RATE])
+        result = subprocess.run(COMMAND + ["-", "--model", str(bundled)], stderr=subprocess.PIPE, timeout=300,
+                                **streams)
     finally:
         os.close(follower)
         os.close(leader)
     assert result.returncode == 2
-    assert result.stderr.decode() == ("error: --stdout: is a terminal: pipe it (| ffplay -) or write files with "
-                                      "--out\n")
+    assert result.stderr.decode() == expected

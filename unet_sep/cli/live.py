@@ -85,6 +85,9 @@ def live(
         writes_stdout = to_stdout or (out is None and not output_devices)
         if writes_stdout and sys.stdout.isatty():
             raise SettingError("stdout", "is a terminal: pipe it (| ffplay -) or write files with --out")
+        if source == "-" and sys.stdin.isatty():
+            raise SettingError("input", "standard input is a terminal: pipe audio into it (ffmpeg -i URL -f wav - | "
+                                        "unet-sep live -)")
         in_source = _open_source(source, raw, paced, rate, channels)
     except SettingError as error:
         raise _option_exit(error, source) from None
