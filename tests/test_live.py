@@ -89,16 +89,21 @@ def test_the_latency_counts_hop_lookahead_and_window(bundled_sep: Separator) -> 
     assert plan_latency(config, bigger, 16000) > 0.5 * 16000
 
 
-def test_spleeter_segments_are_the_offline_spleeter_plan(bundled_sep: Separator) -> None:
+@pytest.mark.parametrize("model", ["bundled", "4stems"])
+def test_spleeter_segments_are_the_offline_spleeter_plan(request, model: str) -> None:
     """Segments of T frames every T frames, each used whole (no lookahead), are Spleeter's back-to-back plan:
     the same stems as the offline separation in that mode, to float precision, with a delay of T frames."""
-    offline = Separator(bundled_sep.runner.net, bundled_sep.config, device="cpu", segmentation="spleeter")
-    plan = SegmentPlan.live(bundled_sep.config.segment_frames, bundled_sep.config.segment_frames, 0)
-    live = LivePlan(plan, 16000, plan_latency(bundled_sep.config, plan, 16000))
-    audio = music_like(9.0, 16000, channels=1)
-    out = run_blocks(LiveSession(bundled_sep.runner, live, 1), audio, [4000])[..., live.latency_samples :]
-    expected = offline.separate(audio, 16000)
-    for i, stem in enumerate(bundled_sep.stems):
+    separator: Separator = request.getfixturevalue("bundled_sep" if model == "bundled" else "four_stems")
+    config, rate = separator.config, separator.sample_rate
+    offline = Separator(separator.runner.net, config, device="cpu", segmentation="spleeter")
+    plan = SegmentPlan.live(config.segment_frames, config.segment_frames, 0)
+    live = LivePlan(plan, rate, plan_latency(config, plan, rate))
+    seconds = 2.2 * config.segment_frames * config.stft.hop_length / rate  # two segments and part of a third
+    audio = music_like(seconds, rate, channels=config.n_channels)
+    session = LiveSession(separator.runner, live, config.n_channels)
+    out = run_blocks(session, audio, [4000])[..., live.latency_samples :]
+    expected = offline.separate(audio, rate)
+    for i, stem in enumerate(separator.stems):
         assert snr_db(expected[stem], out[i]) > 90, stem
 
 

@@ -12,8 +12,9 @@ a block of the same length out, whatever the block sizes. Silence stands before 
 past context) and, at :meth:`LiveSession.flush`, after it.
 
 The plan for a latency in seconds (:func:`live_plan`) spends the frames the latency allows on one hop and a
-lookahead (``live_lookahead`` of them, the rest the hop), with segments of ``live_segment_frames`` (default: the
-model's own); ``docs/live.md`` has the measurements the defaults come from (``benchmarks/live_latency.py``).
+lookahead (``live_lookahead`` of them, the rest the hop), with segments of ``live_segment_frames`` (default:
+:data:`DEFAULT_SEGMENT_FRAMES`); ``docs/live.md`` has the measurements the defaults come from
+(``benchmarks/live_latency.py``).
 The Wiener filter is not used live: its statistics window would add its own delay.
 """
 
@@ -32,6 +33,11 @@ from unet_sep.separate.runner import NetworkRunner
 from unet_sep.separate.segments import SegmentPlan
 from unet_sep.separate.stages import InvalidAudioError, check_array
 from unet_sep.separate.wiener_window import WienerSettings
+
+# Segment frames of live plans when none are given (at most the model's own): 128 frames (2 s of the bundled
+# model's past) gave the same MIR-1K vocals GNSDR as 256 and 512 at 1 s and more of latency, at half the compute
+# or less (docs/live.md, benchmarks/live_latency.py).
+DEFAULT_SEGMENT_FRAMES = 128
 
 
 @dataclass(frozen=True)
@@ -67,16 +73,18 @@ def live_plan(config: ModelConfig, sample_rate: int, latency: float, segment_fra
     """The live plan with the most context that keeps the delay at ``sample_rate`` within ``latency`` seconds: of
     the frames it allows after the newest one, ``lookahead`` (a fraction) are the lookahead and the rest the hop
     (at least one frame), with ``fade`` the previous hop cross-faded over one more hop; segments of
-    ``segment_frames`` (default: the model's), longer when the frames allowed need it (on the U-Nets' stride grid).
+    ``segment_frames`` (default: :data:`DEFAULT_SEGMENT_FRAMES`, or the model's own when shorter, on the U-Nets'
+    stride grid; longer when the frames allowed need it).
     A :class:`~unet_sep.errors.SettingError` naming ``latency`` and the least latency this model allows when no
     plan fits."""
     grid = 2 ** config.unet.depth
+    default_frames = -(-min(config.segment_frames, DEFAULT_SEGMENT_FRAMES) // grid) * grid
 
     def plan_of(frames: int) -> SegmentPlan:
         hop = max(1, round(frames * (1.0 - lookahead) / (2 if fade else 1)))
         ahead = max(0, frames - hop * (2 if fade else 1))
         least = -(-(ahead + 2 * hop + (hop if fade else 0)) // grid) * grid  # a hop of past context at least
-        return SegmentPlan.live(max(segment_frames or config.segment_frames, least), hop, ahead, hop if fade else 0)
+        return SegmentPlan.live(max(segment_frames or default_frames, least), hop, ahead, hop if fade else 0)
 
     def fits(plan: SegmentPlan) -> bool:
         within = plan_latency(config, plan, sample_rate) <= latency * sample_rate

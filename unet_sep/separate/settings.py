@@ -81,10 +81,12 @@ class SeparationSettings:
             :data:`MIN_WIENER_WINDOW`); None: the whole track in Spleeter-exact mode, else
             :data:`~unet_sep.config.DEFAULT_WIENER_WINDOW`, so memory stays bounded.
         live_latency: the most seconds of delay a live session (:mod:`unet_sep.separate.live`) is planned for when
-            none is given, above 0 and at most :data:`MAX_LIVE_LATENCY` (the default is chosen from the table of
-            ``docs/live.md``).
+            none is given, above 0 and at most :data:`MAX_LIVE_LATENCY`. The default, 1 s, gave the bundled model's
+            offline MIR-1K vocals GNSDR (within 0.1 dB) at a tenth of a CPU second per second of audio; 0.25 s
+            loses 0.9 dB and costs three times more (``docs/live.md``).
         live_segment_frames: STFT frames of a live session's segments, a positive multiple of the U-Nets' stride
-            ``2 ** depth`` (checked with the model); None: the model's own segment length.
+            ``2 ** depth`` (checked with the model); None:
+            :data:`~unet_sep.separate.live.DEFAULT_SEGMENT_FRAMES`, or the model's own length when shorter.
         live_lookahead: the share of a live session's delay spent on frames after those it gives (future context),
             from 0 up to (not including) 1; the rest is the hop between its segments, so more lookahead costs
             more segments.
