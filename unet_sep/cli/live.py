@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, BinaryIO, List, Optional
 import typer
 
 from unet_sep.audio.wav_stream import SAMPLE_FORMATS
-from unet_sep.cli.common import print_error, setting_error_exit, setup_logging
+from unet_sep.cli.common import MAX_THREADS, print_error, setting_error_exit, setup_logging
 from unet_sep.cli.process import EXIT_BROKEN_PIPE, interrupted_exit_code
 from unet_sep.errors import SettingError
 from unet_sep.separate.settings import SeparationSettings
@@ -66,7 +66,9 @@ def live(
                                              "seconds of input (default: at its end; a device: at Ctrl-C)."),
     paced: bool = typer.Option(True, "--pace/--no-pace", help="Play a file at its real pace (default), or read it as "
                                "fast as it separates."),
-    threads: Optional[int] = typer.Option(None, "--threads", min=1, max=512, help="CPU threads for torch."),
+    threads: int = typer.Option(1, "--threads", min=1, max=MAX_THREADS, help="CPU threads for torch (default 1: "
+                                "live compute comes in small pieces, which more threads slow down on a busy "
+                                "machine; more can help a large model on idle cores)."),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Log more detail."),
 ) -> None:
     """Separate audio as it plays, with a fixed delay: a stream in, stems out as they come.
@@ -179,14 +181,13 @@ def _open_source(spelled: str, raw: PcmFormat | None, paced: bool, rate: Optiona
         raise typer.Exit(2) from None
 
 
-def _run(source: Source, model: Optional[str], device: str, latency: Optional[float], threads: Optional[int],
+def _run(source: Source, model: Optional[str], device: str, latency: Optional[float], threads: int,
          duration: Optional[float], outputs: dict) -> None:
     """Load the model, make the session and the sinks, run the loop, finish the sinks; exits with the status."""
     import torch
 
     try:
-        if threads:
-            torch.set_num_threads(threads)
+        torch.set_num_threads(threads)
         session, hop_seconds = _session(model, device, source, latency)
         sinks = _sinks(session, outputs)
     except SettingError as error:
