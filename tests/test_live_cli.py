@@ -233,3 +233,42 @@ def test_a_terminal_for_audio_is_refused(tmp_path, bundled, song, end, expected)
         os.close(leader)
     assert result.returncode == 2
     assert result.stderr.decode() == expected
+
+
+def test_file_sink_sizes_and_a_full_disk(tmp_path, monkeypatch):
+    """Finished files carry their exact sizes; a write that fails names the stem's file and abort leaves nothing."""
+    import errno
+    import struct
+
+    from unet_sep.audio.wav_stream import PcmStreamWriter
+    from unet_sep.errors import FileError
+    from unet_sep.live.sinks import FileSink
+
+    stems = np.random.default_rng(2).uniform(-1, 1, (2, 2, 1000)).astype(np.float32)
+    sink = FileSink(tmp_path / "ok", ["vocals", "accompaniment"], ["accompaniment"], RATE, 2)
+    sink.write(stems[..., :400])
+    sink.write(stems[..., 400:])
+    sink.finish()
+    data = (tmp_path / "ok" / "accompaniment.wav").read_bytes()
+    assert struct.unpack("<I", data[4:8])[0] == len(data) - 8
+    assert struct.unpack("<I", data[data.index(b"data") + 4:][:4])[0] == 1000 * 2 * 4
+    np.testing.assert_array_equal(sf.read(tmp_path / "ok" / "accompaniment.wav", dtype="float32")[0], stems[1].T)
+    assert sorted(p.name for p in (tmp_path / "ok").iterdir()) == ["accompaniment.wav"]
+    empty = FileSink(tmp_path / "empty", ["vocals"], None, RATE, 1)  # ended before any stems came
+    empty.finish()
+    assert list((tmp_path / "empty").iterdir()) == []  # no file without samples
+
+    write = PcmStreamWriter.write
+
+    def full(writer, block):
+        if "vocals" in writer.stream.name:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        write(writer, block)
+
+    monkeypatch.setattr(PcmStreamWriter, "write", full)
+    sink = FileSink(tmp_path / "full", ["vocals", "accompaniment"], None, RATE, 2)
+    with pytest.raises(FileError) as caught:
+        sink.write(stems)
+    sink.abort()
+    assert str(caught.value) == f"{tmp_path / 'full' / 'vocals.wav'}: cannot write: No space left on device"
+    assert list((tmp_path / "full").iterdir()) == []

@@ -18,6 +18,8 @@ SAMPLE_FORMATS = {"s16": (2, False), "s24": (3, False), "s32": (4, False), "f32"
 MAX_CHANNELS = 64
 # A data size that says "unknown": what a writer that cannot seek back puts in the RIFF and data headers.
 UNKNOWN_SIZES = (0, 0xFFFFFFFF)
+# The most bytes a RIFF size can count (what follows "RIFF" and the size: "WAVE", the chunks, the samples).
+MAX_WAV_BYTES = 0xFFFFFFFE
 _PCM, _FLOAT, _EXTENSIBLE = 1, 3, 0xFFFE
 # Bytes of header chunks (fmt, LIST, ...) read at most before "data": a stream that never reaches it is not a WAV.
 _MAX_HEADER_BYTES = 1 << 20

@@ -16,8 +16,8 @@ from typing import BinaryIO
 import numpy as np
 
 from unet_sep.atomic import temporary_path
-from unet_sep.audio.wav_stream import PcmFormat, PcmStreamWriter
-from unet_sep.errors import SettingError
+from unet_sep.audio.wav_stream import MAX_WAV_BYTES, PcmFormat, PcmStreamWriter, wav_header
+from unet_sep.errors import FileError, SettingError
 from unet_sep.live.devices import check_device, device_id, sounddevice_module
 
 logger = logging.getLogger(__name__)
@@ -75,44 +75,60 @@ class PipeSink(Sink):
 
 
 class FileSink(Sink):
-    """Each chosen stem to ``folder/<stem>.wav`` (float32 WAV), written as blocks come under a temporary name and
-    renamed onto the final one by :meth:`finish`; :meth:`abort` removes the temporaries."""
+    """Each chosen stem to ``folder/<stem>.wav`` (float32 WAV), written as blocks come under a temporary name;
+    :meth:`finish` writes the sizes into the header and renames it onto the final name (a file over 4 GiB keeps
+    the "unknown" sizes of a stream, which ffmpeg and unet-sep read to the end; one without samples is removed),
+    :meth:`abort` removes it. A write
+    that fails is a :class:`~unet_sep.errors.FileError` naming the stem's file."""
 
     def __init__(self, folder: str | Path, stems: list[str], chosen: list[str] | None, sample_rate: int,
                  channels: int) -> None:
-        import soundfile as sf
-
         folder = Path(folder)
         try:
             folder.mkdir(parents=True, exist_ok=True)
         except OSError as error:
             raise SettingError("out", f"cannot make the folder {str(folder)!r}: {error.strerror}") from None
+        self._format = PcmFormat(sample_rate, channels, "f32")
         self._indices = [index for index, stem in enumerate(stems) if chosen is None or stem in chosen]
         self.paths = [folder / f"{stems[index]}.wav" for index in self._indices]
-        self._files: list[tuple[Path, Path, sf.SoundFile]] = []
+        self._files: list[tuple[Path, Path, BinaryIO, PcmStreamWriter]] = []
         try:
             for path in self.paths:
                 temporary = temporary_path(path, ".partial.wav")
-                handle = sf.SoundFile(temporary, "w", samplerate=sample_rate, channels=channels, subtype="FLOAT",
-                                      format="WAV")
-                self._files.append((path, temporary, handle))
-        except (OSError, RuntimeError) as error:
+                handle = open(temporary, "xb")
+                self._files.append((path, temporary, handle, PcmStreamWriter(handle, self._format, wav=False)))
+                handle.write(wav_header(self._format))  # sizes unknown until finish()
+        except OSError as error:
             self.abort()
-            raise SettingError("out", f"cannot write in {str(folder)!r}: {' '.join(str(error).split())}") from None
+            raise SettingError("out", f"cannot write in {str(folder)!r}: {error.strerror}") from None
 
     def write(self, block: np.ndarray) -> None:
-        for (_, _, handle), index in zip(self._files, self._indices, strict=True):
-            handle.write(np.ascontiguousarray(block[index].T))
+        for (path, _, _, writer), index in zip(self._files, self._indices, strict=True):
+            try:
+                writer.write(block[index])
+            except OSError as error:
+                raise FileError(f"cannot write: {error.strerror or error}", path) from None
 
     def finish(self) -> None:
-        for path, temporary, handle in self._files:
+        header = len(wav_header(self._format))
+        for path, temporary, handle, _ in self._files:
+            data_bytes = handle.tell() - header
+            if not data_bytes:  # ended before any stems came: no empty file
+                handle.close()
+                temporary.unlink()
+                continue
+            if header - 8 + data_bytes <= MAX_WAV_BYTES:
+                handle.seek(0)
+                handle.write(wav_header(self._format, data_bytes))
+            else:
+                logger.warning("%s: over 4 GiB, so its sizes stay unknown, as in a stream", path)
             handle.close()
             os.replace(temporary, path)
             logger.info("wrote %s", path)
         self._files = []
 
     def abort(self) -> None:
-        for _, temporary, handle in self._files:
+        for _, temporary, handle, _ in self._files:
             handle.close()
             temporary.unlink(missing_ok=True)
         self._files = []
