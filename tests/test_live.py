@@ -202,3 +202,27 @@ def test_bad_blocks_and_settings(bundled_sep: Separator) -> None:
         session.process(np.zeros((2, 100), np.float32))
     with pytest.raises(InvalidAudioError, match="NaN"):
         session.process(np.full((1, 10), np.nan, np.float32))
+
+
+def test_the_resamplers_hold_is_bounded_for_any_blocks() -> None:
+    """stream_lag bounds what a streaming resampler holds back, whatever the blocks (1 sample holds the most)."""
+    from unet_sep.audio.resample import StreamResampler, stream_lag
+
+    lag = stream_lag(48000, 16000)
+    assert 100 < lag < 2000  # soxr HQ holds tens of milliseconds
+    for sizes in ([1], [37, 1, 500]):
+        resampler, fed, given, k = StreamResampler(48000, 16000, 1), 0, 0, 0
+        while fed < 20000:
+            n = sizes[k % len(sizes)]
+            given += resampler.process(np.zeros((1, n), np.float32)).shape[-1]
+            fed, k = fed + n, k + 1
+            assert given >= fed / 3 - lag
+    assert stream_lag(16000, 16000) == 0
+
+
+def test_tiny_blocks_at_another_rate(bundled_sep: Separator) -> None:
+    """48 kHz in blocks of 1 and 37 samples: the resamplers hold the most, and the stated delay still holds."""
+    audio = music_like(0.4, 48000, channels=1, seed=11)
+    whole = run_blocks(bundled_sep.live_session(48000, 1, 0.3), audio, [20000])
+    tiny = run_blocks(bundled_sep.live_session(48000, 1, 0.3), audio, [1, 37])
+    np.testing.assert_allclose(tiny, whole, atol=2e-6)

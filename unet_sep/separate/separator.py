@@ -51,7 +51,8 @@ class Separator:
         options: fields of :class:`~unet_sep.separate.settings.SeparationSettings` to set (over ``settings``):
             ``device``, ``segmentation``, ``overlap``, ``batch_size``, ``mask_extension``, ``channels_last``,
             ``optimize``, ``precision``, ``compile``, ``backend``, ``onnx_path``, ``wiener_iterations``,
-            ``wiener_window``; each field's documentation says what it does and what it defaults to.
+            ``wiener_window``, and for :meth:`live_session` ``live_latency``, ``live_segment_frames`` and
+            ``live_lookahead``; each field's documentation says what it does and what it defaults to.
 
     Raises :class:`~unet_sep.errors.SettingError` naming the first setting that cannot be used. The network and
     its resolved settings live in :attr:`runner` (:class:`~unet_sep.separate.runner.NetworkRunner`).
