@@ -138,3 +138,20 @@ def test_serve_without_its_extra_is_one_line_naming_it(tmp_path):
     lines = result.stderr.strip().splitlines()
     assert lines == ["error: unet-sep serve needs starlette, which is not installed: pip install 'unet-sep[serve]'"]
     assert not (tmp_path / "data").exists()
+
+
+def test_live_from_a_file_works_without_the_extras_and_a_sound_card_names_its_extra(tmp_path, tiny_model):
+    rate = 44100
+    song = (0.2 * np.random.default_rng(1).standard_normal((rate // 2, 2))).astype(np.float32)
+    sf.write(tmp_path / "song.wav", song, rate)
+
+    files = _without_extras(tmp_path, _run_cli("live", tmp_path / "song.wav", "--no-pace", "--out", tmp_path / "out",
+                                               "--model", tiny_model, "--device", "cpu"))
+    assert files.returncode == 0, files.stderr
+    assert json.loads(files.stdout.splitlines()[-1]) == []  # never even tried to import one
+    assert sf.info(tmp_path / "out" / "vocals.wav").frames == rate // 2
+
+    card = _without_extras(tmp_path, _run_cli("live", "device:", "--out", tmp_path / "out", "--model", tiny_model))
+    assert card.returncode == 1 and "Traceback" not in card.stderr
+    lines = card.stderr.strip().splitlines()
+    assert len(lines) == 1 and "unet-sep[live]" in lines[0] and "not installed" in lines[0], card.stderr

@@ -24,6 +24,7 @@ LAYERS = {
     "train": 8,
     "evaluate": 9,
     "serve": 10,
+    "live": 10,
     "cli": 11, "__main__": 11,
 }
 

@@ -16,6 +16,7 @@ EXTRAS = {
     "hub": ("huggingface_hub",),
     "onnx": ("onnx", "onnxruntime"),
     "serve": ("starlette", "uvicorn", "python_multipart"),
+    "live": ("sounddevice",),
 }
 
 

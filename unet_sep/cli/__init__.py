@@ -1,6 +1,6 @@
 """The ``unet-sep`` command: thin wrappers that parse options, call the API and print.
 
-One module per command (:mod:`~unet_sep.cli.separate`, :mod:`~unet_sep.cli.train`,
+One module per command (:mod:`~unet_sep.cli.separate`, :mod:`~unet_sep.cli.live`, :mod:`~unet_sep.cli.train`,
 :mod:`~unet_sep.cli.evaluate`, :mod:`~unet_sep.cli.serve`, :mod:`~unet_sep.cli.models`, :mod:`~unet_sep.cli.hub`
 for ``models push``, :mod:`~unet_sep.cli.export` for ``models export``), what they share in
 :mod:`~unet_sep.cli.common`. The commands are plain functions registered on ``app`` here, in the order ``unet-sep
@@ -14,7 +14,7 @@ import sys
 import typer
 
 from unet_sep import __version__
-from unet_sep.cli import evaluate, export, hub, models, separate, serve, train
+from unet_sep.cli import evaluate, export, hub, live, models, separate, serve, train
 from unet_sep.cli.common import UsageCommand, print_error
 from unet_sep.cli.process import (
     ending_signals_interrupt,
@@ -48,6 +48,7 @@ def _main(
 
 
 app.command(cls=UsageCommand)(separate.separate)
+app.command(cls=UsageCommand)(live.live)
 app.command(cls=UsageCommand)(train.train)
 app.command(cls=UsageCommand)(evaluate.evaluate)
 app.command(cls=UsageCommand)(serve.serve)
