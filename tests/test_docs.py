@@ -26,8 +26,8 @@ from conftest import EXAMPLE_MP3
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs"
-PAGES = ("cli.md", "python-api.md", "training.md", "evaluation.md", "models.md", "how-it-works.md",
-         "speed-and-memory.md")
+PAGES = ("cli.md", "serve.md", "live.md", "python-api.md", "training.md", "evaluation.md", "models.md",
+         "how-it-works.md", "speed-and-memory.md")
 MARKDOWN = sorted({ROOT / "README.md", ROOT / "CONTRIBUTING.md", *DOCS.glob("*.md"), *(ROOT / "recipes").rglob("*.md"),
                    *(ROOT / "unet_sep").rglob("*.md")})
 README_MAX_LINES = 150
