@@ -16,9 +16,9 @@ seconds; hop and lookahead are in STFT frames.
   mixes MIR-1K, scored as it scores them: vocals GNSDR, the length-weighted mean over clips of the whole-clip
   BSSEval v4 SDR (museval) of the estimate less that of the mixture; and the agreement of the stems with the
   offline default's (SNR in dB, the worst stem, mean over clips).
-- 4 stems: the Spleeter 4stems reference checkpoint of ../shared/data/spleeter-ref (Spleeter's architecture with
-  reduced filters, 2 to 64, and seeded weights: no separation to score, so only the agreement with its offline
-  output), on ``--excerpt`` seconds of its input.npy (44.1 kHz stereo).
+- Spleeter: the 2stems and 4stems reference checkpoints of ../shared/data/spleeter-ref (Spleeter's architecture
+  with reduced filters, 2 to 64, and seeded weights: no separation to score, so only the agreement with their
+  offline output), on ``--excerpt`` seconds of its input.npy (44.1 kHz stereo).
 
 Real-time factor (RTF): wall seconds of ``LiveSession.process`` over blocks of ``--block`` samples (a sound
 card's callback size) and the flush, per second of audio (below 1 keeps up; the offline row's is
@@ -56,9 +56,10 @@ SHARED = ROOT.parent / "shared" / "data"
 
 def parse_args() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--models", default="bundled,4stems", help="bundled and/or 4stems")
+    p.add_argument("--models", default="bundled,2stems,4stems",
+                   help="bundled, and the Spleeter reference checkpoints 2stems and 4stems")
     p.add_argument("--clips", type=int, default=3, help="MIR-1K test clips (bundled model)")
-    p.add_argument("--excerpt", type=float, default=8.0, help="seconds of the Spleeter reference input (4stems)")
+    p.add_argument("--excerpt", type=float, default=8.0, help="seconds of the Spleeter reference input")
     p.add_argument("--latencies", default="0.25,0.5,1,2,4,6", help="latency bounds, seconds")
     p.add_argument("--segments", default="64,128,256,512", help="segment lengths, STFT frames")
     p.add_argument("--variant-latency", type=float, default=1.0, help="latency of the lookahead and fade variants")
@@ -179,21 +180,22 @@ def score_bundled(row: dict, separator: Separator, estimates: list, offline: lis
     return row
 
 
-def spleeter_rows(args: argparse.Namespace) -> list[dict]:
-    folder = SHARED / "spleeter-ref" / "4stems"
-    config, net = spleeter.load_spleeter(folder, folder / "config.json", name="spleeter:4stems")
+def spleeter_rows(args: argparse.Namespace, name: str) -> list[dict]:
+    """The rows of the Spleeter reference checkpoint ``name`` (2stems, 4stems): cost, and agreement with offline."""
+    folder = SHARED / "spleeter-ref" / name
+    config, net = spleeter.load_spleeter(folder, folder / "config.json", name=f"spleeter:{name}")
     separator = Separator(net, config, device="cpu")
     rate = 44100
     audio = np.ascontiguousarray(np.load(SHARED / "spleeter-ref" / "input.npy")[: int(args.excerpt * rate)].T)
-    print(f"4stems: {args.excerpt:g} s of spleeter-ref/input.npy", flush=True)
+    print(f"{name}: {args.excerpt:g} s of spleeter-ref/input.npy", flush=True)
     offline, took = offline_stems(separator, audio, rate)
-    row = {"model": "ref 4stems", "label": "offline default", "latency": None, "frames": config.segment_frames,
+    row = {"model": f"ref {name}", "label": "offline default", "latency": None, "frames": config.segment_frames,
            "hop": None, "lookahead": None, "rtf": took / args.excerpt, "gnsdr": None, "agreement": None}
     print(table_line(row), flush=True)
     rows = [row]
     for label, live in plans(separator, rate, args):
         stems, took = live_stems(separator, live, audio, args.block)
-        row = {"model": "ref 4stems", "label": label, "latency": live.latency, "frames": live.plan.frames,
+        row = {"model": f"ref {name}", "label": label, "latency": live.latency, "frames": live.plan.frames,
                "hop": live.plan.hop, "lookahead": live.plan.lookahead, "rtf": took / args.excerpt, "gnsdr": None,
                "agreement": min(snr_db(offline[i], stems[i]) for i in range(len(separator.stems)))}
         print(table_line(row), flush=True)
@@ -217,11 +219,13 @@ def main() -> None:
     models = args.models.split(",")
     if "bundled" in models:
         rows += bundled_rows(args)
-    if "4stems" in models:
-        if (SHARED / "spleeter-ref" / "4stems").is_dir():
-            rows += spleeter_rows(args)
+    for name in ("2stems", "4stems"):
+        if name not in models:
+            continue
+        if (SHARED / "spleeter-ref" / name).is_dir():
+            rows += spleeter_rows(args, name)
         else:
-            print("4stems: ../shared/data/spleeter-ref/4stems is absent, skipped")
+            print(f"{name}: ../shared/data/spleeter-ref/{name} is absent, skipped")
     print()
     print(f"machine: {cpu_name()}, {os.cpu_count()} cores, {args.threads} torch threads; torch {torch.__version__}; "
           f"blocks of {args.block} samples; {time.strftime('%Y-%m-%d')}")
