@@ -272,3 +272,42 @@ def test_file_sink_sizes_and_a_full_disk(tmp_path, monkeypatch):
     sink.abort()
     assert str(caught.value) == f"{tmp_path / 'full' / 'vocals.wav'}: cannot write: No space left on device"
     assert list((tmp_path / "full").iterdir()) == []
+
+
+class _FailingStream(io.RawIOBase):
+    """A stream that gives ``data`` and then fails as a broken device or a network file system does."""
+
+    def __init__(self, data: bytes) -> None:
+        self.data = io.BytesIO(data)
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        chunk = self.data.read(len(buffer))
+        if not chunk:
+            import errno
+
+            raise OSError(errno.EIO, os.strerror(errno.EIO))
+        buffer[:len(chunk)] = chunk
+        return len(chunk)
+
+
+def test_a_read_error_on_standard_input_is_one_line_naming_it(tmp_path):
+    """An input stream whose read fails (not its end) is a FileError naming it, which the command prints as one
+    line with exit 1 and its files aborted; before, the OSError went up as a traceback."""
+    from unet_sep.errors import FileError
+    from unet_sep.live.sources import PipeSource
+
+    fmt = PcmFormat(RATE, 1, "s16")
+    source = PipeSource(io.BufferedReader(_FailingStream(encode_pcm(np.zeros((1, 3000), np.float32), "s16"))),
+                        0.05, raw=fmt)
+    blocks = source.blocks()
+    assert next(blocks).shape == (1, round(0.05 * RATE))
+    with pytest.raises(FileError) as caught:
+        list(blocks)
+    assert str(caught.value) == "-: cannot be read: Input/output error"
+
+    with pytest.raises(FileError) as header:  # the WAV header's read fails the same way
+        PipeSource(io.BufferedReader(_FailingStream(b"RIFF")), 0.05)
+    assert str(header.value) == "-: cannot be read: Input/output error"

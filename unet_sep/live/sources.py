@@ -8,6 +8,7 @@ is not real time: it is read as fast as it comes.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import queue
 import time
@@ -17,7 +18,7 @@ from typing import BinaryIO, Iterator
 import numpy as np
 
 from unet_sep.audio.decode import open_audio
-from unet_sep.audio.wav_stream import PcmFormat, pcm_blocks, read_wav_header
+from unet_sep.audio.wav_stream import PcmFormat, WavStreamError, pcm_blocks, read_wav_header
 from unet_sep.errors import SettingError
 from unet_sep.live.devices import check_device, device_id, sounddevice_module
 
@@ -84,7 +85,8 @@ class PipeSource(Source):
         self._stream = stream
         self._data_bytes: int | None = None
         if raw is None:
-            self.format, self._data_bytes = read_wav_header(stream, name)  # WavStreamError naming the stream
+            with self._reading():
+                self.format, self._data_bytes = read_wav_header(stream, name)  # WavStreamError naming the stream
         else:
             self.format = raw
         self.sample_rate = self.format.sample_rate
@@ -92,7 +94,16 @@ class PipeSource(Source):
         self._block_frames = block_frames(self.sample_rate, block_seconds)
 
     def blocks(self) -> Iterator[np.ndarray]:
-        yield from pcm_blocks(self._stream, self.format, self._block_frames, self._data_bytes)
+        with self._reading():
+            yield from pcm_blocks(self._stream, self.format, self._block_frames, self._data_bytes)
+
+    @contextlib.contextmanager
+    def _reading(self) -> Iterator[None]:
+        """A read that fails (an I/O error, not the end of the stream) as a :class:`WavStreamError` naming it."""
+        try:
+            yield
+        except OSError as error:
+            raise WavStreamError(f"cannot be read: {error.strerror or error}", self.name) from error
 
 
 class DeviceSource(Source):
