@@ -533,8 +533,9 @@
       play.textContent = busy ? "Pause" : "Play";
       play.setAttribute("aria-label", busy ? "Pause" : "Play");
       play.classList.toggle("playing", busy);
+      const written = Math.min(...this.tracks.map((t) => t.available)) / this.rate;
       $("player-status").textContent = this.stalled ? "Waiting for the separation to catch up…" :
-        this.complete() ? "" : `${formatTime(this.buffered())} ready so far; playback can start now.`;
+        this.tracks.every((t) => t.finished) ? "" : `${formatTime(written)} ready so far; playback can start now.`;
       const key = `${Math.round(position * 20)}/${duration}/${this.tracks.map((t) => t.peakVersion).join(",")}`;
       if (key !== this.drawn) {
         for (const track of this.tracks) track.draw(position, duration);
