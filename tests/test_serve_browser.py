@@ -34,6 +34,10 @@ from selenium.webdriver.common.keys import Keys  # noqa: E402
 SCREENSHOT_DIR_VARIABLE = "UNET_SEP_SCREENSHOTS"  # a folder the finished page's screenshot is also copied to
 LOOPS = 14           # the song excerpt (10.9 s) repeated 14 times: 152 s, long enough to play before the job ends
 SUM_SNR_DB = 120.0   # the stems add up to the input: 148.8 dB measured (float WAV stems of a 16-bit input)
+# the most of a stem the page may hold, in seconds: app.js's BEHIND_SECONDS (20) + AHEAD_SECONDS (60) + one
+# CHUNK_SECONDS (2) in flight, and a tick (0.1 s) of playback before what fell behind is dropped
+HELD_BOUND_SECONDS = 20 + 60 + 2 + 0.5
+FAR_SECONDS = 125.0  # a far seek into the 152 s song (5.3 s into its 12th loop, where both stems sound)
 
 
 @contextlib.contextmanager
@@ -224,7 +228,8 @@ def test_a_song_plays_while_it_is_separated_and_its_zip_adds_up(server, browser,
     _wait(lambda: row.find_element(By.CSS_SELECTOR, ".job-status").text == "done", 600, "the job to finish", 0.5)
     assert any(0 < value < 1 for value in progress_seen) and progress_seen == sorted(progress_seen), progress_seen
     zip_link = _wait(lambda: (link := driver.find_element(By.ID, "zip")).is_displayed() and link, 10, "the zip link")
-    _wait(lambda: look()["stems"]["vocals"]["complete"], 60, "every sample in the page")
+    # the stems are fetched one request each at a time: wait for every stem's window to reach the end
+    _wait(lambda: all(stem["complete"] for stem in look()["stems"].values()), 60, "every stem's end in the page")
     state = look()
     assert state["buffered"] == pytest.approx(job["duration_seconds"], abs=1e-3)
     assert state["late_chunks"] == 0  # every chunk was scheduled before its time on the one clock: no gap heard
@@ -251,6 +256,84 @@ def test_a_song_plays_while_it_is_separated_and_its_zip_adds_up(server, browser,
                 stems[name], stem_rate = sf.read(member, dtype="float64", always_2d=True)
             assert stem_rate == rate and stems[name].shape == mixture.shape, (name, stems[name].shape)
     assert snr_db(mixture, sum(stems.values())) > SUM_SNR_DB
+
+
+def _seek_by_slider(driver, seconds: float) -> None:
+    """Moves the position slider to ``seconds`` as a user dragging it does (an input event)."""
+    driver.execute_script("""const slider = document.getElementById("position");
+        slider.value = String(arguments[0]);
+        slider.dispatchEvent(new Event("input", {bubbles: true}));""", seconds)
+
+
+def _waveform_drawn_at(driver, stem: str, fraction: float) -> bool:
+    """Whether the waveform of ``stem`` has anything drawn in its pixel column at ``fraction`` of its width."""
+    return driver.execute_script("""const canvas = document.querySelector(`.stem[data-stem="${arguments[0]}"] canvas`);
+        const x = Math.min(canvas.width - 1, Math.round(arguments[1] * canvas.width));
+        const column = canvas.getContext("2d").getImageData(x, 0, 1, canvas.height).data;
+        for (let i = 3; i < column.length; i += 4) if (column[i] > 0) return true;
+        return false;""", stem, fraction)
+
+
+def test_a_long_song_is_played_from_a_bounded_window_of_samples(server, browser, long_song):
+    """The page holds at most HELD_BOUND_SECONDS of each stem of a 152 s song, whatever it does: playing while
+    the job runs, after the job ends, after a seek by slider far ahead and one back to the start, where playback
+    sounds again with no chunk late. The waveform keeps the peaks of samples the page has dropped, and shows
+    those it never held (read for the peaks only while the window is full)."""
+    driver = browser
+    before = _open_page(driver, server)
+    driver.find_element(By.ID, "files").send_keys(str(long_song))
+    (row,) = _new_rows(driver, before, 1)
+    held_seen: list[float] = []  # the most seconds any stem held, at every look
+
+    def look() -> dict:
+        state = _state(driver)
+        if state:
+            held_seen.append(max(stem["held_seconds"] for stem in state["stems"].values()))
+        return state
+
+    def sounding_from(seconds: float) -> dict | None:
+        state = look()
+        ok = state["playing"] and state["position"] > seconds + 0.3
+        return state if ok and all(stem["level"] > 0 for stem in state["stems"].values()) else None
+
+    _wait(lambda: (s := look()) and s["buffered"] >= 2, 120, "the player to have 2 s of every stem")
+    driver.find_element(By.ID, "play").click()
+    _wait(lambda: look()["playing"], 10, "playback")
+    _wait(lambda: (look(), row.find_element(By.CSS_SELECTOR, ".job-status").text == "done")[1], 300,
+          "the job to finish", 0.5)
+    time.sleep(3)  # time for the page to fetch what it wants of the finished stems
+    state = look()
+    duration = state["duration"]
+    assert duration == pytest.approx(LOOPS * 479832 / 44100, abs=0.01)
+    assert duration > 1.5 * HELD_BOUND_SECONDS  # a song the window matters for
+    assert max(held_seen) <= HELD_BOUND_SECONDS, max(held_seen)
+
+    # far ahead: the window moves there, playback sounds there, the start of the song is let go
+    _seek_by_slider(driver, FAR_SECONDS)
+    state = _wait(lambda: sounding_from(FAR_SECONDS), 30, "playback after the seek far ahead")
+    assert state["position"] < FAR_SECONDS + 5, state["position"]
+    time.sleep(1)
+    for name, stem in look()["stems"].items():
+        # the window was emptied and fetched from the seek to the end of the song
+        assert stem["held_from"] == pytest.approx(FAR_SECONDS, abs=1e-3), (name, stem)
+        assert stem["held_to"] == pytest.approx(duration, abs=1e-3) and stem["complete"], (name, stem)
+        assert stem["peaks"] <= 4096, (name, stem["peaks"])
+    for name in state["stems"]:
+        # the samples at 10 s are gone, their peaks are still drawn; so are those at 100 s, never in the window
+        assert _waveform_drawn_at(driver, name, 10 / duration), name
+        _wait(lambda stem=name: _waveform_drawn_at(driver, stem, 100 / duration), 20, f"the peaks of {name} at 100 s")
+
+    # back to the start: fetched again, sounds again
+    _seek_by_slider(driver, 3)
+    state = _wait(lambda: sounding_from(3), 30, "playback after the seek back")
+    time.sleep(2)
+    state = look()
+    for name, stem in state["stems"].items():
+        assert stem["held_from"] == pytest.approx(3, abs=1e-3) and 3 < stem["held_to"] <= 3 + HELD_BOUND_SECONDS, \
+            (name, stem)
+    assert state["late_chunks"] == 0  # every chunk after each seek was scheduled before its time
+    assert max(held_seen) <= HELD_BOUND_SECONDS, max(held_seen)
+    assert not _console_errors(driver)
 
 
 def test_the_page_is_readable_at_a_phone_width(server, browser):

@@ -4,13 +4,21 @@
 "use strict";
 
 (() => {
+  // The page holds only a window of each stem's samples around the playing position, whatever the song's
+  // length: what falls further behind than BEHIND_SECONDS is dropped, and no more than AHEAD_SECONDS past the
+  // position is fetched (plus the one chunk in flight). A seek outside the window fetches from the new position.
+  const BEHIND_SECONDS = 20;
+  const AHEAD_SECONDS = 60;
   const CHUNK_SECONDS = 2;        // samples asked of the pcm endpoint at a time, per stem
+  const SCAN_SECONDS = 10;        // samples asked at a time for the waveform's peaks only (not kept)
+  const IDLE_MS = 250;            // how often a stem with nothing to fetch looks again (a seek wakes it at once)
   const LOOKAHEAD_SECONDS = 4;    // how far ahead of the playing position chunks are scheduled
   const START_DELAY = 0.1;        // seconds between pressing play and the first sample
   const RESUME_MARGIN = 1;        // seconds buffered past the position before a stalled player resumes
   const STALL_MARGIN = 0.25;      // the player stalls this close to the end of what is fetched (ticks are 0.1 s)
   const POLL_MS = 1000;           // polling interval where server-sent events are unavailable
-  const PEAK_BLOCK_SECONDS = 0.02; // one waveform peak per this many seconds of samples
+  const PEAK_BLOCK_SECONDS = 0.02; // one waveform peak per this many seconds of samples, at first
+  const PEAK_COUNT = 4096;        // peaks kept per stem: blocks double in length to fit the song in this many
   const SEEK_STEP = 5;
   const FINAL = new Set(["done", "failed"]);
 
@@ -93,13 +101,20 @@
       this.url = info.url;
       this.element = element;
       this.canvas = element.querySelector("canvas");
-      this.chunks = [];       // {start (samples), buffer (AudioBuffer)}, in order, without gaps
-      this.next = 0;          // samples fetched so far (per channel)
+      this.chunks = [];       // {start (samples), buffer (AudioBuffer)}, in order, without gaps: the window
+      this.first = 0;         // the first sample held (per channel); the window is [first, next)
+      this.next = 0;          // the sample after the last one held, where the next fetch starts
+      this.generation = 0;    // bumped when the window moves elsewhere: answers to older fetches are dropped
+      this.wake = null;       // ends the rest of a stem waiting to fetch (a full window, nothing written yet)
+      this.scanned = 0;       // the waveform's peaks are known up to this sample (beyond it: those of the window)
       this.available = 0;     // samples the server has written so far
-      this.complete = false;
+      this.finished = false;  // the server has written the whole stem
+      this.complete = false;  // ... and the window reaches its end
       this.solo = false;
       this.muted = false;
-      this.peaks = [];        // the largest |sample| of each PEAK_BLOCK_SECONDS block
+      this.peaks = new Float32Array(PEAK_COUNT).fill(-1); // largest |sample| of each block; -1: not seen
+      this.peakBlock = Math.max(1, Math.round(PEAK_BLOCK_SECONDS * player.rate)); // samples per peak
+      this.peakVersion = 0;   // bumped when a peak changes, to redraw
       const context = player.context;
       this.gain = context.createGain();
       this.meter = context.createAnalyser();
@@ -108,14 +123,19 @@
       this.gain.connect(player.master);
     }
 
-    /** Fetches the stem's samples as they are written, until it is complete or the player closes. */
-    async fetchAll() {
-      const rate = this.player.rate;
-      const count = Math.round(CHUNK_SECONDS * rate);
-      while (!this.player.closed && !this.complete && !this.player.jobFailed()) {
+    /** Keeps the window filled from the pcm endpoint as the position moves and the stem is written, and while
+     * it is full, reads the rest of the stem for the waveform's peaks; until the player closes. */
+    async fetchLoop() {
+      while (!this.player.closed && !this.player.jobFailed()) {
+        const { start, count, keep } = this.nextFetch();
+        if (count === 0) {
+          await this.rest(IDLE_MS);
+          continue;
+        }
+        const generation = this.generation;
         let response;
         try {
-          response = await request(withToken(`${this.pcmUrl}?start=${this.next}&count=${count}`));
+          response = await request(withToken(`${this.pcmUrl}?start=${start}&count=${count}`));
         } catch (error) {
           this.player.report(`${this.name}: ${error.message}`);
           await sleep(POLL_MS);
@@ -131,11 +151,71 @@
         }
         const bytes = await response.arrayBuffer();
         if (this.player.closed) return;
-        const got = this.addChunk(response, bytes);
-        if (this.complete) break;
-        if (got < count) await sleep(this.player.job.status === "running" ? 300 : POLL_MS); // queued: no hurry
+        let got;
+        if (keep) {
+          if (generation !== this.generation) continue; // the window moved while this was on its way
+          got = this.addChunk(response, bytes);
+        } else {
+          got = this.addScan(response, bytes, start);
+        }
+        if (got < count && !this.complete) {
+          await this.rest(this.player.job.status === "running" ? 300 : POLL_MS); // queued: no hurry
+        }
       }
     }
+
+    /** What to ask for next: the window's next chunk (kept) while the window is not full, else the next samples
+     * whose peaks are not known yet (for the waveform, not kept); a count of 0 when there is nothing to ask. */
+    nextFetch() {
+      const rate = this.player.rate;
+      if (!this.complete && this.next < this.player.positionSample() + AHEAD_SECONDS * rate) {
+        return { start: this.next, count: Math.round(CHUNK_SECONDS * rate), keep: true };
+      }
+      if (this.scanned >= this.first && this.scanned < this.next) this.scanned = this.next;
+      const scan = this.scanned < this.available || !this.finished;
+      return { start: this.scanned, count: scan ? Math.round(SCAN_SECONDS * rate) : 0, keep: false };
+    }
+
+    /** Notes the peaks of one pcm answer read for the waveform only; returns how many samples it held. */
+    addScan(response, bytes, start) {
+      const got = Number(response.headers.get("X-Count"));
+      const channels = Number(response.headers.get("X-Channels")) || 1;
+      this.available = Number(response.headers.get("X-Available"));
+      this.finished = response.headers.get("X-Complete") === "1";
+      if (got > 0) this.addPeaks(new Float32Array(bytes, 0, got * channels), channels, start);
+      if (start === this.scanned) this.scanned += got;
+      return got;
+    }
+
+    /** Waits `ms`, or less if the window moves (a seek) meanwhile. */
+    async rest(ms) {
+      await new Promise((resolve) => { this.wake = resolve; setTimeout(resolve, ms); });
+      this.wake = null;
+    }
+
+    /** Moves the window to hold `sample` (a seek): kept if it is inside already (or at its end), else emptied
+     * and fetched from there. */
+    moveTo(sample) {
+      if (sample >= this.first && sample <= this.next) return;
+      this.chunks = [];
+      this.first = this.next = sample;
+      this.complete = this.finished && sample >= this.available;
+      this.generation += 1;
+      if (this.wake) this.wake();
+    }
+
+    /** Drops the chunks that end more than BEHIND_SECONDS before `sample`. */
+    dropBefore(sample) {
+      const limit = sample - BEHIND_SECONDS * this.player.rate;
+      let drop = 0;
+      while (drop < this.chunks.length && this.chunks[drop].start + this.chunks[drop].buffer.length <= limit) drop++;
+      if (drop === 0) return;
+      this.chunks.splice(0, drop);
+      this.first = this.chunks.length ? this.chunks[0].start : this.next;
+    }
+
+    /** Samples held now, per channel. */
+    held() { return this.next - this.first; }
 
     /** Adds the samples of one pcm answer (interleaved float32); returns how many (per channel) it held. */
     addChunk(response, bytes) {
@@ -154,25 +234,38 @@
         this.chunks.push({ start, buffer });
         this.next += got;
         this.addPeaks(samples, channels, start);
-        this.player.chunkArrived(this);
+        this.dropBefore(this.player.positionSample());
       }
-      this.complete = response.headers.get("X-Complete") === "1" && this.next >= this.available;
-      if (this.complete) this.player.chunkArrived(this);
+      this.finished = response.headers.get("X-Complete") === "1";
+      this.complete = this.finished && this.next >= this.available;
+      if (got > 0 || this.complete) this.player.chunkArrived(this);
       return got;
     }
 
+    /** Notes the largest |sample| of each block of these samples (which start at sample `start`). */
     addPeaks(samples, channels, start) {
-      const block = Math.max(1, Math.round(PEAK_BLOCK_SECONDS * this.player.rate));
       const frames = samples.length / channels;
+      while (Math.floor((start + frames - 1) / this.peakBlock) >= PEAK_COUNT) this.coarsenPeaks();
+      const peaks = this.peaks;
+      const block = this.peakBlock;
       for (let i = 0; i < frames; i++) {
         const index = Math.floor((start + i) / block);
-        let peak = this.peaks[index] || 0;
+        let peak = Math.max(0, peaks[index]);
         for (let c = 0; c < channels; c++) peak = Math.max(peak, Math.abs(samples[i * channels + c]));
-        this.peaks[index] = peak;
+        peaks[index] = peak;
       }
+      this.peakVersion += 1;
     }
 
-    /** Draws the waveform from the samples fetched so far, the part before the playing position coloured. */
+    /** Halves the peaks' resolution (blocks twice as long) to make room for a song longer than they cover. */
+    coarsenPeaks() {
+      const peaks = this.peaks;
+      for (let i = 0; i < PEAK_COUNT / 2; i++) peaks[i] = Math.max(peaks[2 * i], peaks[2 * i + 1]);
+      peaks.fill(-1, PEAK_COUNT / 2);
+      this.peakBlock *= 2;
+    }
+
+    /** Draws the waveform from the peaks of the samples fetched so far, the part before the position coloured. */
     draw(position, duration) {
       const canvas = this.canvas;
       const ratio = window.devicePixelRatio || 1;
@@ -184,16 +277,17 @@
       }
       const g = canvas.getContext("2d");
       g.clearRect(0, 0, width, height);
-      if (!(duration > 0) || this.peaks.length === 0) return;
+      if (!(duration > 0)) return;
       const style = getComputedStyle(document.documentElement);
-      const blocksPerSecond = 1 / PEAK_BLOCK_SECONDS;
+      const blocksPerSecond = this.player.rate / this.peakBlock;
       const playedX = (position / duration) * width;
       for (let x = 0; x < width; x++) {
         const from = Math.floor((x / width) * duration * blocksPerSecond);
         const to = Math.max(from + 1, Math.floor(((x + 1) / width) * duration * blocksPerSecond));
-        if (from >= this.peaks.length) break;
-        let peak = 0;
-        for (let i = from; i < to && i < this.peaks.length; i++) peak = Math.max(peak, this.peaks[i] || 0);
+        if (from >= PEAK_COUNT) break;
+        let peak = -1;
+        for (let i = from; i < to && i < PEAK_COUNT; i++) peak = Math.max(peak, this.peaks[i]);
+        if (peak < 0) continue;  // not fetched yet
         const half = Math.max(1, Math.min(1, peak) * height / 2);
         g.fillStyle = x < playedX ? style.getPropertyValue("--played") : style.getPropertyValue("--wave");
         g.fillRect(x, height / 2 - half, 1, half * 2);
@@ -227,13 +321,13 @@
       this.anchor = 0;           // the position (seconds) playing at `origin`
       this.paused = 0;           // the position while not playing
       this.sources = [];         // sources scheduled in this play run
-      this.scheduled = new Map(); // stem name -> index of the next chunk to schedule
+      this.scheduled = new Map(); // stem name -> the sample after the last chunk scheduled in this play run
       this.statusAtFirstPlay = null;
       this.lateChunks = 0;       // chunks that should have started already when scheduled (a gap was heard)
       this.drawn = null;         // what the waveforms show (position, duration, samples), to redraw on change
       this.tracks = this.buildTracks(job);
       this.timer = setInterval(() => this.tick(), 100);
-      for (const track of this.tracks) track.fetchAll();
+      for (const track of this.tracks) track.fetchLoop();
     }
 
     buildTracks(job) {
@@ -268,7 +362,7 @@
       return Math.max(0, ...this.tracks.map((t) => Math.max(t.available, t.next) / this.rate));
     }
 
-    /** Seconds of every stem fetched so far (playback cannot go past it). */
+    /** Where every stem's window ends, in seconds (playback cannot go past it). */
     buffered() { return Math.min(...this.tracks.map((t) => t.next / this.rate)); }
 
     complete() { return this.tracks.every((t) => t.complete); }
@@ -276,6 +370,14 @@
     position() {
       if (!this.playing) return this.paused;
       return Math.max(0, this.anchor + (this.context.currentTime - this.origin));
+    }
+
+    /** The position as a sample index, where the stems' windows are kept. */
+    positionSample() { return Math.round(this.position() * this.rate); }
+
+    /** Moves every stem's window to hold the position `seconds` (fetching from there if it is outside). */
+    moveWindows(seconds) {
+      for (const track of this.tracks) track.moveTo(Math.round(seconds * this.rate));
     }
 
     audible(track) {
@@ -303,6 +405,7 @@
       if (this.statusAtFirstPlay === null) this.statusAtFirstPlay = this.job.status;
       await this.context.resume();
       if (this.paused >= this.duration() - 0.01 && this.complete()) this.paused = 0;
+      this.moveWindows(this.paused);
       this.start(this.paused);
     }
 
@@ -341,6 +444,7 @@
 
     seek(seconds) {
       const target = Math.max(0, Math.min(Number.isFinite(seconds) ? seconds : 0, this.duration()));
+      this.moveWindows(target);
       if (this.playing) {
         this.stopSources();
         this.start(target);
@@ -356,12 +460,14 @@
       const now = this.context.currentTime;
       const horizon = this.position() + LOOKAHEAD_SECONDS;
       for (const track of this.tracks) {
-        let index = this.scheduled.get(track.name) || 0;
-        while (index < track.chunks.length && track.chunks[index].start / this.rate < horizon) {
-          this.scheduleChunk(track, track.chunks[index], now);
-          index += 1;
+        let done = this.scheduled.get(track.name) ?? -Infinity;
+        for (const chunk of track.chunks) {
+          if (chunk.start < done) continue;   // scheduled already
+          if (chunk.start / this.rate >= horizon) break;
+          this.scheduleChunk(track, chunk, now);
+          done = chunk.start + chunk.buffer.length;
         }
-        this.scheduled.set(track.name, index);
+        this.scheduled.set(track.name, done);
       }
       this.sources = this.sources.filter((source) => !source.ended);
     }
@@ -401,8 +507,8 @@
           this.playing = false;
           this.stopSources();
         } else if (!this.complete() && position >= this.buffered() - STALL_MARGIN) {
-          // wait where the samples end, or where a seek ahead of them asked to play
-          this.paused = this.anchor > this.buffered() ? this.anchor : Math.min(position, this.buffered());
+          // wait where the samples end, or where a seek ahead of them asked to play (not before it)
+          this.paused = Math.max(this.anchor, Math.min(position, this.buffered()));
           this.playing = false;
           this.stalled = true;
           this.stopSources();
@@ -410,6 +516,8 @@
           this.schedule();
         }
       }
+      const sample = this.positionSample();
+      for (const track of this.tracks) track.dropBefore(sample);
       this.render();
     }
 
@@ -425,9 +533,10 @@
       play.textContent = busy ? "Pause" : "Play";
       play.setAttribute("aria-label", busy ? "Pause" : "Play");
       play.classList.toggle("playing", busy);
+      const written = Math.min(...this.tracks.map((t) => t.available)) / this.rate;
       $("player-status").textContent = this.stalled ? "Waiting for the separation to catch up…" :
-        this.complete() ? "" : `${formatTime(this.buffered())} ready so far; playback can start now.`;
-      const key = `${Math.round(position * 20)}/${duration}/${this.tracks.map((t) => t.next).join(",")}`;
+        this.tracks.every((t) => t.finished) ? "" : `${formatTime(written)} ready so far; playback can start now.`;
+      const key = `${Math.round(position * 20)}/${duration}/${this.tracks.map((t) => t.peakVersion).join(",")}`;
       if (key !== this.drawn) {
         for (const track of this.tracks) track.draw(position, duration);
         this.drawn = key;
@@ -443,13 +552,16 @@
       this.context.close();
     }
 
-    /** What the browser tests read: the position, which stems are audible, their output levels. */
+    /** What the browser tests read: the position, which stems are audible, their output levels, and the window
+     * of samples each stem holds (held_seconds from held_from to held_to; peaks: the waveform's numbers kept). */
     state() {
       const stems = {};
       for (const track of this.tracks) {
         stems[track.name] = {
           solo: track.solo, muted: track.muted, audible: this.audible(track), level: track.level(),
           fetched_seconds: track.next / this.rate, complete: track.complete,
+          held_seconds: track.held() / this.rate, held_from: track.first / this.rate, held_to: track.next / this.rate,
+          peaks: track.peaks.length,
         };
       }
       return {
