@@ -43,8 +43,9 @@ FAR_SECONDS = 125.0  # a far seek into the 152 s song (5.3 s into its 12th loop,
 @contextlib.contextmanager
 def _running_server(folder: Path, *options: str):
     """`python -m unet_sep serve` on a free port of 127.0.0.1 (as the server's own tests start it); stopped with
-    SIGTERM, it must end cleanly."""
-    server = ServerProcess(folder / "data", *options)
+    SIGTERM, it must end cleanly. It separates on the CPU on any machine, so that the 152 s song takes seconds and
+    the page can start playing it before its job ends (a GPU could finish it first)."""
+    server = ServerProcess(folder / "data", "--device", "cpu", *options)
     try:
         yield server
     except BaseException:
