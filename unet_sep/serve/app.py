@@ -15,10 +15,10 @@ import hmac
 import json
 import logging
 import re
-import struct
 from pathlib import Path
 from typing import Any, AsyncIterator
 
+from unet_sep.audio.wav_stream import PcmFormat, wav_header
 from unet_sep.errors import SettingError
 from unet_sep.extras import import_extra
 from unet_sep.serve.config import JOB_FIELDS, ServeConfig, job_settings, separation_for, settings_used
@@ -85,15 +85,6 @@ class TokenMiddleware:
             await response(scope, receive, send)
             return
         await self.app(scope, receive, send)
-
-
-def wav_header(sample_rate: int, channels: int) -> bytes:
-    """The header of a float32 WAV of unknown length (its sizes at their largest, as streaming writers leave
-    them): what a growing stem starts with."""
-    block = 4 * channels
-    fmt = struct.pack("<HHIIHH", 3, channels, sample_rate, sample_rate * block, block, 32)
-    return b"RIFF" + struct.pack("<I", 0xFFFFFFFF) + b"WAVEfmt " + struct.pack("<I", len(fmt)) + fmt + \
-        b"data" + struct.pack("<I", 0xFFFFFFFF)
 
 
 class Api:
@@ -264,7 +255,8 @@ class Api:
                                  headers={"Cache-Control": "no-store"})
 
     async def _growing_wav(self, job: Job, stem: str) -> AsyncIterator[bytes]:
-        yield wav_header(job.sample_rate or 44100, job.channels or 1)
+        # the header of a float32 WAV of unknown length (sizes 0xFFFFFFFF, as streaming writers leave them)
+        yield wav_header(PcmFormat(job.sample_rate or 44100, job.channels or 1, "f32"))
         position = 0
         while True:
             current = self.store.get(job.id)
