@@ -254,14 +254,10 @@ def _session(model: Optional[str], device: str, source: Source, latency: Optiona
     from unet_sep.separate.separator import Separator
     from unet_sep.weights.checkpoint import CheckpointError
     from unet_sep.weights.entries import ModelNotFoundError
-    from unet_sep.weights.registry import default_model_name
+    from unet_sep.weights.registry import model_or_default
 
-    name = model or default_model_name()
-    if name is None:
-        print_error("no model given and no bundled default model is installed; pass --model NAME_OR_FOLDER")
-        raise typer.Exit(2)
     try:
-        separator = Separator.from_pretrained(name, device=device)
+        separator = Separator.from_pretrained(model_or_default(model), device=device)
     except (ModelNotFoundError, CheckpointError, ConfigError) as error:
         print_error(str(error))
         raise typer.Exit(2) from None

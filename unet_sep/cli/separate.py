@@ -188,14 +188,10 @@ def _load_pipeline(model: Optional[str], settings: SeparationSettings, options: 
     from unet_sep.separate.runner import NetworkRunner, load_network
     from unet_sep.weights.checkpoint import CheckpointError
     from unet_sep.weights.entries import ModelNotFoundError
-    from unet_sep.weights.registry import default_model_name
+    from unet_sep.weights.registry import model_or_default
 
-    model_name = model or default_model_name()
-    if model_name is None:
-        print_error("no model given and no bundled default model is installed; pass --model NAME_OR_FOLDER "
-                    "(see `unet-sep models`)")
-        raise typer.Exit(2)
     try:
+        model_name = model_or_default(model)
         net, config, chosen = load_network(model_name, settings)
         return model_name, FilePipeline(NetworkRunner(net, config, chosen), options, **stage_threads)
     except SettingError as error:

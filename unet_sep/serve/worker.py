@@ -71,12 +71,9 @@ class LoadedModel:
 def load_model(config: ServeConfig) -> LoadedModel:
     """The model of ``config`` (default: the bundled one); model errors as the separation raises them."""
     from unet_sep.separate.runner import load_network
-    from unet_sep.weights.entries import ModelNotFoundError
-    from unet_sep.weights.registry import default_model_name
+    from unet_sep.weights.registry import model_or_default
 
-    name = config.model or default_model_name()
-    if name is None:
-        raise ModelNotFoundError("no model given and no bundled default model is installed; pass --model")
+    name = model_or_default(config.model)
     net, model_config, _ = load_network(name, config.separation)
     return LoadedModel(name, net, model_config)
 

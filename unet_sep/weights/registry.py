@@ -33,6 +33,16 @@ def default_model_name() -> str | None:
     return None
 
 
+def model_or_default(name_or_path: str | None) -> str:
+    """``name_or_path``, or the bundled default model's name when it is None; a :class:`ModelNotFoundError` when
+    neither is there."""
+    name = name_or_path or default_model_name()
+    if name is None:
+        raise ModelNotFoundError("no model given and no bundled default model is installed; pass --model "
+                                 "NAME_OR_FOLDER (see `unet-sep models`)")
+    return name
+
+
 def resolve_model(name_or_path: str | Path, offline: bool = False, providers: Sequence[Provider] = PROVIDERS) -> Path:
     """The model folder for a registered name, a path or a Hub model (``hf://ORG/REPO[@REVISION]``); downloads
     (once) when needed and allowed."""
