@@ -45,7 +45,10 @@ from unet_sep.data.config import DataConfig
 from unet_sep.data.load import list_tracks
 from unet_sep.data.tracks import DatasetError, TrackSpec
 from unet_sep.dsp.measures import level_db
-from unet_sep.errors import ConfigError, FileError, SettingError
+from unet_sep.errors import ConfigError, SettingError
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # its sibling script_errors.py
+from script_errors import exit_status  # noqa: E402
 
 logger = logging.getLogger("build_testset")
 
@@ -424,15 +427,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         remove_stale_temporary_folders(settings.out.resolve().parent)
         with atomic_folder(settings.out) as folder:
             listing = build(settings, {s: (mir1k[s], produced[s]) for s in SPLITS}, folder)
-    except (ConfigError, DatasetError, FileError) as error:
-        print_error(str(error))
-        return 1
-    except OSError as error:
-        print_error(f"{error.filename or settings.out}: {error.strerror or error}")
-        return 1
-    except KeyboardInterrupt:
-        print_error(f"interrupted; nothing was written to {settings.out}")
-        return 130
+    except BaseException as error:
+        status = exit_status(error, settings.out, f"interrupted; nothing was written to {settings.out}")
+        if status is None:
+            raise
+        return status
     _print_summary(settings, listing, time.perf_counter() - started)
     return 0
 

@@ -40,10 +40,13 @@ from unet_sep.data.config import DataConfig
 from unet_sep.data.load import list_tracks, load_track, probe_track
 from unet_sep.data.tracks import DatasetError
 from unet_sep.dsp.measures import level_db
-from unet_sep.errors import ConfigError, FileError, SettingError
+from unet_sep.errors import ConfigError, SettingError
 from unet_sep.weights.entries import ModelNotFoundError
 from unet_sep.weights.spleeter import SpleeterCheckpointError, load_spleeter
 from unet_sep.weights.tf_checkpoint import TFCheckpointError
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # its sibling script_errors.py
+from script_errors import exit_status  # noqa: E402
 
 VOCALS = "vocals"
 SPLIT_FILE = "splits.json"
@@ -184,15 +187,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ModelNotFoundError, SpleeterCheckpointError, TFCheckpointError) as error:
         print_error(f"--model: {error}")
         return 2
-    except (ConfigError, DatasetError, FileError) as error:
-        print_error(str(error))
-        return 1
-    except OSError as error:
-        print_error(f"{error.filename or args.out}: {error.strerror or error}")
-        return 1
-    except KeyboardInterrupt:
-        print_error("interrupted; nothing was written")
-        return 130
+    except BaseException as error:
+        status = exit_status(error, args.out, "interrupted; nothing was written")
+        if status is None:
+            raise
+        return status
     print(table(summaries))
     print(f"{len(excerpts)} excerpts of {args.root} ({args.group} {args.split}) x {len(separators)} model(s) in "
           f"{time.perf_counter() - started:.1f} s; wrote {paths[0]} and {paths[1]}", file=sys.stderr)
