@@ -41,6 +41,15 @@ def separate_cli(inputs: list[Path], out: Path, *options: str) -> subprocess.Com
                           capture_output=True, text=True, env=cli_env(), timeout=600)
 
 
+def separated_by_cli(tmp_path_factory, clip: Path) -> Path:
+    """The folder of ``unet-sep separate``'s stems of ``clip`` (default settings), made in a fresh temporary folder:
+    what the server's stems are compared with."""
+    out = tmp_path_factory.mktemp("cli-stems")
+    result = separate_cli([clip], out)
+    assert result.returncode == 0, result.stderr
+    return out / clip.stem
+
+
 def cli_reason(stderr: str, path: Path) -> str:
     """The reason ``unet-sep separate`` gave for ``path`` (the part of its ``error: <path>: <reason>`` line after
     the path)."""

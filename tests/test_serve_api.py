@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from tests.serve_support import cli_reason, cut_clip, separate_cli, temporaries_under, wait_for
+from tests.serve_support import cli_reason, cut_clip, separate_cli, separated_by_cli, temporaries_under, wait_for
 from unet_sep.audio.encode import FULL_SCALE
 from unet_sep.dsp.measures import snr_db
 
@@ -68,10 +68,7 @@ def done_job(client, clips) -> dict:
 
 @pytest.fixture(scope="module")
 def cli_stems(tmp_path_factory, clips) -> Path:
-    out = tmp_path_factory.mktemp("cli-stems")
-    result = separate_cli([clips["short"]], out)
-    assert result.returncode == 0, result.stderr
-    return out / "short"
+    return separated_by_cli(tmp_path_factory, clips["short"])
 
 
 def test_a_job_is_queued_runs_and_answers_the_contract_shape(client, clips, done_job):

@@ -20,7 +20,7 @@ from tests.serve_support import (
     cli_env,
     cut_clip,
     growing_wav_samples,
-    separate_cli,
+    separated_by_cli,
     temporaries_under,
     wait_for,
 )
@@ -42,10 +42,7 @@ def clips(tmp_path_factory, example_mp3, bundled) -> dict[str, Path]:
 
 @pytest.fixture(scope="module")
 def cli_long(tmp_path_factory, clips) -> Path:
-    out = tmp_path_factory.mktemp("cli-long")
-    result = separate_cli([clips["long"]], out)
-    assert result.returncode == 0, result.stderr
-    return out / "long"
+    return separated_by_cli(tmp_path_factory, clips["long"])
 
 
 def test_a_growing_wav_is_audible_before_the_job_ends_and_ends_as_the_stem(tmp_path, clips, cli_long):
