@@ -307,8 +307,9 @@ class SeparationStream:
             # A few hundred frames at a time, so the temporaries (extended masks, masked spectra, inverse
             # FFT frames) stay small whatever the batch size.
             # Frames no segment gives masks to (a live plan's first ones, before its first segment's head): none.
-            self.mask_sum.extend_zeros(final_upto - self.final_frames - self.weight_sum.length)
-            self.weight_sum.extend_zeros(final_upto - self.final_frames - self.weight_sum.length)
+            unmasked = final_upto - self.final_frames - self.weight_sum.length
+            self.mask_sum.extend_zeros(unmasked)
+            self.weight_sum.extend_zeros(unmasked)
             ready_upto, block = self._synthesis_span(final_upto)
             while self.final_frames < ready_upto:
                 n = min(ready_upto - self.final_frames, block)
